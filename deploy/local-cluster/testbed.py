@@ -86,8 +86,11 @@ def ensure_binaries() -> Path:
 
 def start(name: str, argv: list[str]) -> None:
     with log_file(name).open("wb") as out:
-        process = subprocess.Popen(  # noqa: S603 - our own binaries
-            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        process = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
     pid_file(name).write_text(str(process.pid))
@@ -105,21 +108,26 @@ def wait_for(what: str, check: Callable[[], bool], component: str, timeout: floa
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not alive(component):
-            raise TestbedError(f"{component} exited while waiting for {what}:\n{log_tail(component)}")
+            raise TestbedError(
+                f"{component} exited while waiting for {what}:\n{log_tail(component)}"
+            )
         try:
             if check():
                 return
         except (OSError, urllib.error.URLError, ValueError):
             pass
         time.sleep(0.2)
-    raise TestbedError(f"timed out after {timeout:.0f} s waiting for {what}:\n{log_tail(component)}")
+    raise TestbedError(
+        f"timed out after {timeout:.0f} s waiting for {what}:\n{log_tail(component)}"
+    )
 
 
 def api(method: str, path: str, body: object | None = None) -> object:
     config = json.loads((STATE / "endpoint.json").read_text())
     context = ssl.create_default_context(cafile=str(STATE / "certs" / "apiserver.crt"))
     request = urllib.request.Request(
-        config["server"] + path, method=method,
+        config["server"] + path,
+        method=method,
         data=None if body is None else json.dumps(body).encode(),
         headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
     )
@@ -132,7 +140,8 @@ def write_credentials() -> None:
     certs.mkdir(parents=True)
     subprocess.run(
         ["openssl", "genrsa", "-out", str(certs / "sa.key"), "2048"],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     (STATE / "tokens.csv").write_text(f'{TOKEN},testbed-admin,testbed-admin,"system:masters"\n')
 
@@ -140,14 +149,27 @@ def write_credentials() -> None:
 def write_kubeconfig(server: str) -> None:
     ca = STATE / "certs" / "apiserver.crt"
     KUBECONFIG.write_text(
-        json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "modeldeploy-testbed",
-            "clusters": [{"name": "modeldeploy-testbed",
-                          "cluster": {"server": server, "certificate-authority": str(ca)}}],
-            "users": [{"name": "testbed-admin", "user": {"token": TOKEN}}],
-            "contexts": [{"name": "modeldeploy-testbed",
-                          "context": {"cluster": "modeldeploy-testbed", "user": "testbed-admin"}}],
-        }, indent=2)
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "modeldeploy-testbed",
+                "clusters": [
+                    {
+                        "name": "modeldeploy-testbed",
+                        "cluster": {"server": server, "certificate-authority": str(ca)},
+                    }
+                ],
+                "users": [{"name": "testbed-admin", "user": {"token": TOKEN}}],
+                "contexts": [
+                    {
+                        "name": "modeldeploy-testbed",
+                        "context": {"cluster": "modeldeploy-testbed", "user": "testbed-admin"},
+                    }
+                ],
+            },
+            indent=2,
+        )
     )
 
 
@@ -157,50 +179,89 @@ def start_control_plane(bin_dir: Path) -> None:
     (STATE / "endpoint.json").write_text(json.dumps({"server": server}))
     certs = STATE / "certs"
 
-    start("etcd", [
-        str(bin_dir / "etcd"), "--name=testbed", f"--data-dir={STATE / 'etcd'}",
-        f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
-        f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
-        f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
-        f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
-        f"--initial-cluster=testbed=http://127.0.0.1:{etcd_peer}",
-        "--unsafe-no-fsync", "--auto-compaction-retention=1", "--log-level=warn",
-    ])
+    start(
+        "etcd",
+        [
+            str(bin_dir / "etcd"),
+            "--name=testbed",
+            f"--data-dir={STATE / 'etcd'}",
+            f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
+            f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
+            f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
+            f"--initial-cluster=testbed=http://127.0.0.1:{etcd_peer}",
+            "--unsafe-no-fsync",
+            "--auto-compaction-retention=1",
+            "--log-level=warn",
+        ],
+    )
     wait_for("etcd", lambda: http_ok(f"http://127.0.0.1:{etcd_port}/health"), "etcd", 30)
 
-    start("kube-apiserver", [
-        str(bin_dir / "kube-apiserver"), f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-        "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-        f"--secure-port={api_port}", f"--cert-dir={certs}",
-        f"--token-auth-file={STATE / 'tokens.csv'}", "--authorization-mode=Node,RBAC",
-        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-        f"--service-account-key-file={certs / 'sa.key'}",
-        f"--service-account-signing-key-file={certs / 'sa.key'}",
-        "--service-cluster-ip-range=10.96.0.0/16", "--allow-privileged=true",
-        "--endpoint-reconciler-type=none", "--enable-priority-and-fairness=false",
-    ])
+    start(
+        "kube-apiserver",
+        [
+            str(bin_dir / "kube-apiserver"),
+            f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={api_port}",
+            f"--cert-dir={certs}",
+            f"--token-auth-file={STATE / 'tokens.csv'}",
+            "--authorization-mode=Node,RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={certs / 'sa.key'}",
+            f"--service-account-signing-key-file={certs / 'sa.key'}",
+            "--service-cluster-ip-range=10.96.0.0/16",
+            "--allow-privileged=true",
+            "--endpoint-reconciler-type=none",
+            "--enable-priority-and-fairness=false",
+        ],
+    )
     wait_for("kube-apiserver /readyz", lambda: api_ready(server), "kube-apiserver", START_TIMEOUT_S)
     write_kubeconfig(server)
 
-    start("kube-controller-manager", [
-        str(bin_dir / "kube-controller-manager"), f"--kubeconfig={KUBECONFIG}",
-        "--leader-elect=false", "--controllers=*", "--secure-port=0",
-        f"--service-account-private-key-file={certs / 'sa.key'}",
-        f"--root-ca-file={certs / 'apiserver.crt'}", "--use-service-account-credentials=false",
-        "--concurrent-deployment-syncs=10", "--concurrent-replicaset-syncs=10",
-        "--kube-api-qps=200", "--kube-api-burst=400",
-    ])
-    start("kube-scheduler", [
-        str(bin_dir / "kube-scheduler"), f"--kubeconfig={KUBECONFIG}",
-        "--leader-elect=false", "--secure-port=0", "--kube-api-qps=200", "--kube-api-burst=400",
-    ])
-    start("kwok", [
-        str(bin_dir / "kwok"), f"--kubeconfig={KUBECONFIG}", f"--config={HERE / 'stages.yaml'}",
-        "--manage-all-nodes=false",
-        "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-        "--node-lease-duration-seconds=40", "--cidr=10.244.0.1/16", "--node-ip=10.244.0.1",
-        f"--server-address=127.0.0.1:{kwok_port}",
-    ])
+    start(
+        "kube-controller-manager",
+        [
+            str(bin_dir / "kube-controller-manager"),
+            f"--kubeconfig={KUBECONFIG}",
+            "--leader-elect=false",
+            "--controllers=*",
+            "--secure-port=0",
+            f"--service-account-private-key-file={certs / 'sa.key'}",
+            f"--root-ca-file={certs / 'apiserver.crt'}",
+            "--use-service-account-credentials=false",
+            "--concurrent-deployment-syncs=10",
+            "--concurrent-replicaset-syncs=10",
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
+        ],
+    )
+    start(
+        "kube-scheduler",
+        [
+            str(bin_dir / "kube-scheduler"),
+            f"--kubeconfig={KUBECONFIG}",
+            "--leader-elect=false",
+            "--secure-port=0",
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
+        ],
+    )
+    start(
+        "kwok",
+        [
+            str(bin_dir / "kwok"),
+            f"--kubeconfig={KUBECONFIG}",
+            f"--config={HERE / 'stages.yaml'}",
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            "--node-lease-duration-seconds=40",
+            "--cidr=10.244.0.1/16",
+            "--node-ip=10.244.0.1",
+            f"--server-address=127.0.0.1:{kwok_port}",
+        ],
+    )
 
 
 def http_ok(url: str) -> bool:
@@ -223,12 +284,17 @@ def fake_node(index: int) -> dict[str, object]:
     if index == 0:
         resources["nvidia.com/gpu"] = "1"
     return {
-        "apiVersion": "v1", "kind": "Node",
+        "apiVersion": "v1",
+        "kind": "Node",
         "metadata": {
             "name": name,
             "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-            "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
-                       "kubernetes.io/arch": "amd64", "type": "kwok"},
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "type": "kwok",
+            },
         },
         "status": {"allocatable": resources, "capacity": resources},
     }
@@ -238,9 +304,12 @@ def nodes_ready(expected: int) -> bool:
     nodes = api("GET", "/api/v1/nodes")
     assert isinstance(nodes, dict)
     ready = [
-        node for node in nodes["items"]
-        if any(c["type"] == "Ready" and c["status"] == "True"
-               for c in node.get("status", {}).get("conditions", []))
+        node
+        for node in nodes["items"]
+        if any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in node.get("status", {}).get("conditions", [])
+        )
     ]
     return len(ready) >= expected
 
@@ -275,8 +344,12 @@ def up() -> None:
         for index in range(3):
             api("POST", "/api/v1/nodes", fake_node(index))
         wait_for("3 Ready nodes", lambda: nodes_ready(3), "kwok", START_TIMEOUT_S)
-        wait_for("the default ServiceAccount", default_service_account_exists,
-                 "kube-controller-manager", START_TIMEOUT_S)
+        wait_for(
+            "the default ServiceAccount",
+            default_service_account_exists,
+            "kube-controller-manager",
+            START_TIMEOUT_S,
+        )
     except (TestbedError, urllib.error.URLError, OSError) as error:
         log(f"start failed: {error}")
         down(quiet=True)

@@ -1,0 +1,55 @@
+"""`python -m modeldeploy`: run the operator (all namespaces unless --namespace is given).
+
+The entry point above the handlers: parses flags, configures kopf's logging,
+and runs kopf's operator loop with our handlers registered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+import kopf
+
+from modeldeploy import handlers
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="modeldeploy", description=__doc__)
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="serve only this namespace (repeatable); default: all namespaces",
+    )
+    parser.add_argument(
+        "--liveness",
+        default="http://0.0.0.0:8080/healthz",
+        help="kopf liveness endpoint; empty to disable",
+    )
+    parser.add_argument("--log-format", choices=["plain", "full", "json"], default="plain")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
+    if not args.verbose:
+        # kopf logs every handler call per watch event; at scale that drowns what matters.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    assert handlers.configure  # the import registers the handlers with kopf
+    asyncio.run(
+        kopf.operator(
+            standalone=True,
+            clusterwide=not args.namespace,
+            namespaces=args.namespace or None,
+            liveness_endpoint=args.liveness or None,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Names shared by every layer: the API identity, labels, condition types and reasons.
+
+The bottom of the import graph: nothing here imports anything of ours. Each
+string the operator writes to the cluster or tests look for is named once here.
+"""
+
+from typing import Final
+
+GROUP: Final = "modeldeploy.io"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+KIND: Final = "ModelDeployment"
+PLURAL: Final = "modeldeployments"
+
+MANAGER: Final = "modeldeploy"  # field manager, managed-by label value, event component
+CONTAINER: Final = "model"
+PORT_NAME: Final = "http"
+
+# Labels on everything we render. The selector uses LABEL_NAME only: a selector is
+# immutable, so it must never contain the version.
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+LABEL_APP: Final = "app.kubernetes.io/name"
+LABEL_NAME: Final = f"{GROUP}/name"
+LABEL_VERSION: Final = f"{GROUP}/version"
+LABEL_TEMPLATE_HASH: Final = f"{GROUP}/template-hash"
+ANNOTATION_RETRY: Final = f"{GROUP}/retry"
+ANNOTATION_TEMPLATE_HASH: Final = f"{GROUP}/template-hash"
+KOPF_PREFIX: Final = f"operator.{GROUP}"
+
+# Condition types (kstatus: Reconciling, Stalled and Ready are read by Helm, Flux, kpt).
+READY: Final = "Ready"
+RECONCILING: Final = "Reconciling"
+STALLED: Final = "Stalled"
+ROLLED_BACK: Final = "RolledBack"
+CONDITION_TYPES: Final = (READY, RECONCILING, STALLED, ROLLED_BACK)
+
+# Phases, derived from the conditions for humans and printer columns.
+PHASE_PENDING: Final = "Pending"
+PHASE_PROGRESSING: Final = "Progressing"
+PHASE_AVAILABLE: Final = "Available"
+PHASE_DEGRADED: Final = "Degraded"
+PHASE_FAILED: Final = "Failed"
+
+# Rollout triggers and outcomes.
+TRIGGER_MANUAL: Final = "Manual"
+TRIGGER_AUTOMATIC: Final = "Automatic"
+TRIGGER_RETRY: Final = "Retry"
+OUTCOME_PROGRESSING: Final = "Progressing"
+OUTCOME_SUCCEEDED: Final = "Succeeded"
+OUTCOME_FAILED: Final = "Failed"
+OUTCOME_SUPERSEDED: Final = "Superseded"
+OUTCOME_REFUSED: Final = "Refused"
+
+# Version states in the ledger.
+STATE_PROGRESSING: Final = "Progressing"
+STATE_AVAILABLE: Final = "Available"
+STATE_FAILED: Final = "Failed"
+STATE_RETRYING: Final = "Retrying"
+
+# Failure reasons (B5): pod-level waiting reasons that fail a rollout at once.
+WAITING_FAILURES: Final = frozenset(
+    {
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+    }
+)
+REASON_CRASH_LOOP: Final = "CrashLoopBackOff"
+REASON_OOM_KILLED: Final = "OOMKilled"
+REASON_UNSCHEDULABLE: Final = "Unschedulable"
+REASON_NOT_READY: Final = "ReadyTimeout"
+REASON_PROGRESS_DEADLINE: Final = "ProgressDeadlineExceeded"
+
+# Condition reasons.
+REASON_AVAILABLE: Final = "Available"
+REASON_ROLLED_BACK: Final = "RolledBack"
+REASON_ROLLOUT_IN_PROGRESS: Final = "RolloutInProgress"
+REASON_ROLLOUT_FAILED: Final = "RolloutFailed"
+REASON_IDLE: Final = "Idle"
+REASON_NOT_STALLED: Final = "Progressing"
+REASON_NOT_ROLLED_BACK: Final = "NoAutomaticRevert"
+REASON_INVALID_SPEC: Final = "InvalidSpec"
+REASON_NAME_CONFLICT: Final = "NameConflict"
+REASON_QUARANTINED: Final = "VersionQuarantined"
+REASON_FIRST_VERSION_FAILED: Final = "FirstVersionFailed"
+REASON_TARGET_UNHEALTHY: Final = "RollbackTargetUnhealthy"
+REASON_NO_TARGET: Final = "NoRollbackTarget"
+REASON_REVERT_LOOP: Final = "RevertLoop"
+REASON_AUTO_ROLLBACK_DISABLED: Final = "AutoRollbackDisabled"
+
+# Event reasons.
+EVENT_ROLLOUT_STARTED: Final = "RolloutStarted"
+EVENT_ROLLOUT_SUCCEEDED: Final = "RolloutSucceeded"
+EVENT_ROLLOUT_FAILED: Final = "RolloutFailed"
+EVENT_ROLLED_BACK: Final = "RolledBack"
+EVENT_QUARANTINED: Final = "VersionQuarantined"
+EVENT_RETRY: Final = "RetryRequested"
+EVENT_STALLED: Final = "Stalled"
+
+# Loop guard (B9): this many automatic reverts away from one version within the
+# window means something (a GitOps tool, a script) keeps re-applying it.
+REVERT_LOOP_LIMIT: Final = 3
+REVERT_LOOP_WINDOW_S: Final = 600.0

@@ -1,0 +1,174 @@
+"""Thin kopf adapters: keep caches of what the cluster shows, reconcile, write.
+
+The top of the operator. kopf indexes hold the latest ModelDeployments and their
+children (pods, Deployments and Services are watched with a server-side label
+selector); any watch event marks its ModelDeployment's key in the work queue. A
+worker reads the caches, asks `rollout.decide`, and writes through `kube`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from modeldeploy import constants as c
+from modeldeploy.kube import Cluster, load_config
+from modeldeploy.model import (
+    ChildState,
+    Observed,
+    PodState,
+    owner_key,
+    parse_child,
+    parse_pod,
+    parse_resource,
+    to_json,
+)
+from modeldeploy.rollout import Decision, decide
+from modeldeploy.workqueue import WorkQueue
+
+logger = logging.getLogger(__name__)
+MANAGED = {c.LABEL_MANAGED_BY: c.MANAGER}
+SELECTOR = f"{c.LABEL_MANAGED_BY}={c.MANAGER}"
+Key = tuple[str, str]
+
+
+@dataclass
+class Caches:
+    """Live kopf indexes, keyed by (namespace, ModelDeployment name)."""
+
+    resources: kopf.Index[Key, Mapping[str, Any]]
+    deployments: kopf.Index[Key, ChildState]
+    services: kopf.Index[Key, ChildState]
+    pods: kopf.Index[Key, PodState]
+
+    def read(self, key: Key) -> tuple[Mapping[str, Any], Observed] | None:
+        bodies = list(self.resources.get(key, ()))
+        if not bodies:
+            return None  # deleted; owner references clean up the children (B11)
+        deployments = list(self.deployments.get(key, ()))
+        services = list(self.services.get(key, ()))
+        return bodies[0], Observed(
+            deployment=deployments[0] if deployments else None,
+            service=services[0] if services else None,
+            pods=tuple(self.pods.get(key, ())),
+        )
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
+    settings.persistence.finalizer = f"{c.KOPF_PREFIX}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.KOPF_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=c.KOPF_PREFIX, key="last-handled-configuration"
+    )
+    settings.posting.enabled = False  # we post our own Events, on transitions only
+    for resource in (("v1", "pods"), ("apps", "v1", "deployments"), ("v1", "services")):
+        settings.watching.label_selectors[resource] = SELECTOR  # server-side filtering
+    load_config()
+    cluster = Cluster()
+    caches = Caches(
+        resources=kwargs["resource_index"],
+        deployments=kwargs["deployment_index"],
+        services=kwargs["service_index"],
+        pods=kwargs["pod_index"],
+    )
+
+    async def reconcile(key: Hashable) -> float | None:
+        snapshot = caches.read(key)  # type: ignore[arg-type]
+        if snapshot is None:
+            return None
+        body, observed = snapshot
+        return await asyncio.to_thread(reconcile_once, cluster, body, observed)
+
+    memo.queue = WorkQueue(reconcile, workers=4)
+    memo.queue.start()
+
+
+@kopf.on.cleanup()
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    await memo.queue.stop()
+
+
+def reconcile_once(cluster: Cluster, body: Mapping[str, Any], observed: Observed) -> float | None:
+    """Read -> decide -> write, in the order B6 requires: status before anything it records."""
+    resource = parse_resource(body)
+    if observed.deployment is None or observed.service is None:
+        # Not in our label-filtered caches: it may still exist without our labels,
+        # made by someone else. Look before applying, so we never take it over (B1).
+        observed = replace(
+            observed,
+            deployment=observed.deployment or cluster.read_child("Deployment", resource),
+            service=observed.service or cluster.read_child("Service", resource),
+        )
+    decision: Decision = decide(resource, observed, datetime.now(UTC))
+    if decision.status_changed:
+        version = str(body["metadata"]["resourceVersion"])
+        if not cluster.replace_status(resource, version, to_json(decision.status)):
+            return None  # stale view; the newer object is on its way and is reconciled then
+    for manifest in (decision.service, decision.deployment):
+        if manifest is not None:
+            cluster.apply(manifest)
+    for event in decision.events:
+        cluster.post_event(resource, event)
+    change = decision.spec_change
+    if change is not None and cluster.change_spec(resource, change):
+        for event in change.events:
+            cluster.post_event(resource, event)
+    return decision.requeue_after
+
+
+# ------------------------------------------------------------------ the caches
+
+
+@kopf.index(c.GROUP, c.VERSION, c.PLURAL)
+async def resource_index(
+    body: kopf.Body, namespace: str, name: str, **_: Any
+) -> dict[Key, Mapping[str, Any]]:
+    return {
+        (namespace, name): {
+            "metadata": dict(body.metadata),
+            "spec": dict(body.spec),
+            "status": dict(body.status),
+        }
+    }
+
+
+@kopf.index("apps", "v1", "deployments", labels=MANAGED)
+async def deployment_index(body: kopf.Body, **_: Any) -> dict[Key, ChildState]:
+    key = owner_key(body)
+    return {key: parse_child(body)} if key else {}
+
+
+@kopf.index("v1", "services", labels=MANAGED)
+async def service_index(body: kopf.Body, **_: Any) -> dict[Key, ChildState]:
+    key = owner_key(body)
+    return {key: parse_child(body)} if key else {}
+
+
+@kopf.index("v1", "pods", labels=MANAGED)
+async def pod_index(body: kopf.Body, **_: Any) -> dict[Key, PodState]:
+    key = owner_key(body)
+    return {key: parse_pod(body)} if key else {}
+
+
+# ------------------------------------------------------------- the triggers
+
+
+@kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)
+async def on_resource(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    memo.queue.add((namespace, name))
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+@kopf.on.event("v1", "services", labels=MANAGED)
+@kopf.on.event("v1", "pods", labels=MANAGED)
+async def on_child(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    key = owner_key(body)
+    if key:
+        memo.queue.add(key)

@@ -1,0 +1,176 @@
+"""The only module that talks to the Kubernetes API through the `kubernetes` client.
+
+Sits between the pure core and the kopf handlers: it applies rendered children,
+writes status with an optimistic lock, makes the conditional spec change, and
+posts Events. Every call here is synchronous; callers run it off the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from datetime import UTC, datetime
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from modeldeploy import constants as c
+from modeldeploy.model import JSON, ChildState, Resource, format_time, parse_child
+from modeldeploy.rollout import Event, SpecChange
+
+logger = logging.getLogger(__name__)
+
+_APPLY = "application/apply-patch+yaml"
+_JSON_PATCH = "application/json-patch+json"
+_STALE = (409, 422)  # resourceVersion moved on, or a JSON-patch `test` failed
+
+
+def load_config() -> None:
+    """In a pod: the ServiceAccount; elsewhere: $KUBECONFIG or ~/.kube/config."""
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()
+
+
+class Cluster:
+    """Typed writes for one ModelDeployment's children, status and Events."""
+
+    def __init__(self, api: Any | None = None) -> None:
+        self.api = api or kubernetes.client.ApiClient()
+        self.apps = kubernetes.client.AppsV1Api(self.api)
+        self.core = kubernetes.client.CoreV1Api(self.api)
+        self.custom = kubernetes.client.CustomObjectsApi(self.api)
+        self.instance = socket.gethostname()
+
+    # ------------------------------------------------------------------ children
+
+    def apply(self, manifest: JSON) -> None:
+        """Server-side apply as our field manager: creates, or repairs drift in our fields."""
+        meta = manifest["metadata"]
+        kind = manifest["kind"]
+        call = {
+            "Deployment": self.apps.patch_namespaced_deployment,
+            "Service": self.core.patch_namespaced_service,
+        }[kind]
+        call(
+            meta["name"],
+            meta["namespace"],
+            manifest,
+            field_manager=c.MANAGER,
+            force=True,
+            _content_type=_APPLY,
+        )
+        logger.info("applied %s %s/%s", kind, meta["namespace"], meta["name"])
+
+    def read_child(self, kind: str, resource: Resource) -> ChildState | None:
+        """The Deployment or Service named after `resource`, whoever made it."""
+        read = {
+            "Deployment": self.apps.read_namespaced_deployment,
+            "Service": self.core.read_namespaced_service,
+        }[kind]
+        try:
+            child = read(resource.name, resource.namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return parse_child(self.api.sanitize_for_serialization(child))
+
+    # ------------------------------------------------------------------ the CR
+
+    def replace_status(self, resource: Resource, resource_version: str, status: JSON) -> bool:
+        """Write the whole status if the object is still at `resource_version`.
+
+        False when it moved on: our view was stale, and the watch is about to
+        deliver the newer object, which is reconciled afresh.
+        """
+        patch = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
+            {"op": "add", "path": "/status", "value": status},
+        ]
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                c.GROUP,
+                c.VERSION,
+                resource.namespace,
+                c.PLURAL,
+                resource.name,
+                patch,
+                _content_type=_JSON_PATCH,
+            )
+        except ApiException as error:
+            if error.status in _STALE:
+                logger.debug("status of %s/%s is stale", resource.namespace, resource.name)
+                return False
+            raise
+        return True
+
+    def change_spec(self, resource: Resource, change: SpecChange) -> bool:
+        """The conditional spec write: a JSON patch whose `test` lets a user's edit win."""
+        patch: list[JSON] = []
+        if change.expect_version is not None:
+            patch.append(
+                {"op": "test", "path": "/spec/activeVersion", "value": change.expect_version}
+            )
+        if change.set_version is not None:
+            patch.append(
+                {"op": "replace", "path": "/spec/activeVersion", "value": change.set_version}
+            )
+        if change.remove_retry:
+            key = c.ANNOTATION_RETRY.replace("~", "~0").replace("/", "~1")
+            patch.append({"op": "remove", "path": f"/metadata/annotations/{key}"})
+        try:
+            self.custom.patch_namespaced_custom_object(
+                c.GROUP,
+                c.VERSION,
+                resource.namespace,
+                c.PLURAL,
+                resource.name,
+                patch,
+                _content_type=_JSON_PATCH,
+            )
+        except ApiException as error:
+            if error.status in _STALE:
+                logger.info(
+                    "spec change of %s/%s not applied: %s",
+                    resource.namespace,
+                    resource.name,
+                    error.reason,
+                )
+                return False
+            raise
+        return True
+
+    def get(self, namespace: str, name: str) -> JSON:
+        body: JSON = self.custom.get_namespaced_custom_object(
+            c.GROUP, c.VERSION, namespace, c.PLURAL, name
+        )
+        return body
+
+    def post_event(self, resource: Resource, event: Event) -> None:
+        now = datetime.now(UTC)
+        body = {
+            "metadata": {"generateName": f"{resource.name}.", "namespace": resource.namespace},
+            "involvedObject": {
+                "apiVersion": c.API_VERSION,
+                "kind": c.KIND,
+                "name": resource.name,
+                "namespace": resource.namespace,
+                "uid": resource.uid,
+            },
+            "type": event.type,
+            "reason": event.reason,
+            "message": event.message[:1024],
+            "source": {"component": c.MANAGER},
+            "reportingComponent": c.MANAGER,
+            "reportingInstance": self.instance,
+            "firstTimestamp": format_time(now),
+            "lastTimestamp": format_time(now),
+            "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event(resource.namespace, body)
+        except ApiException as error:  # an Event is information; losing one is not fatal
+            logger.warning("could not post event %s: %s", event.reason, error.reason)

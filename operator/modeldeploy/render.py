@@ -1,0 +1,160 @@
+"""Pure rendering: a ModelDeployment's spec and one version -> Deployment and Service (B1).
+
+Part of the pure core (no kopf, no kubernetes). The pod template hash computed
+here identifies a version's content: it decides when a rollout starts (B3) and
+what the ledger quarantines (B7).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from modeldeploy import constants as c
+from modeldeploy.model import JSON, Resource, Spec, VersionSpec
+
+
+def selector_labels(name: str) -> dict[str, str]:
+    # Never the version: a Deployment's selector is immutable.
+    return {c.LABEL_NAME: name}
+
+
+def common_labels(name: str) -> dict[str, str]:
+    return {c.LABEL_APP: name, c.LABEL_MANAGED_BY: c.MANAGER, **selector_labels(name)}
+
+
+def owner_reference(resource: Resource) -> JSON:
+    return {
+        "apiVersion": c.API_VERSION,
+        "kind": c.KIND,
+        "name": resource.name,
+        "uid": resource.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _container(name: str, spec: Spec, version: VersionSpec) -> JSON:
+    env: list[JSON] = [
+        {"name": "MODEL_NAME", "value": name},
+        {"name": "MODEL_VERSION", "value": version.name},
+    ]
+    if version.model_uri:
+        env.append({"name": "MODEL_URI", "value": version.model_uri})
+    env.extend(version.env)
+    container: JSON = {
+        "name": c.CONTAINER,
+        "image": version.image,
+        "ports": [{"name": c.PORT_NAME, "containerPort": spec.template.port, "protocol": "TCP"}],
+        "env": env,
+    }
+    resources = version.resources or spec.template.resources
+    if resources:
+        container["resources"] = resources
+    if spec.template.readiness_probe:
+        container["readinessProbe"] = spec.template.readiness_probe
+    if spec.template.liveness_probe:
+        container["livenessProbe"] = spec.template.liveness_probe
+    return container
+
+
+def _pod_spec(name: str, spec: Spec, version: VersionSpec) -> JSON:
+    pod: JSON = {"containers": [_container(name, spec, version)]}
+    if spec.template.node_selector:
+        pod["nodeSelector"] = spec.template.node_selector
+    if spec.template.tolerations:
+        pod["tolerations"] = list(spec.template.tolerations)
+    return pod
+
+
+def template_hash(name: str, spec: Spec, version: VersionSpec) -> str:
+    """A short, stable hash of everything that shapes a version's pods."""
+    content = {
+        "labels": {**common_labels(name), c.LABEL_VERSION: version.name},
+        "spec": _pod_spec(name, spec, version),
+    }
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    return digest[:12]
+
+
+def render_deployment(resource: Resource, spec: Spec, version: VersionSpec) -> JSON:
+    name = resource.name
+    digest = template_hash(name, spec, version)
+    pod_labels = {
+        **common_labels(name),
+        c.LABEL_VERSION: version.name,
+        c.LABEL_TEMPLATE_HASH: digest,
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": resource.namespace,
+            "labels": common_labels(name),
+            "annotations": {c.ANNOTATION_TEMPLATE_HASH: digest},
+            "ownerReferences": [owner_reference(resource)],
+        },
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": selector_labels(name)},
+            "progressDeadlineSeconds": spec.rollout.progress_deadline_s,
+            "revisionHistoryLimit": 10,
+            # maxUnavailable 0: old pods stay until new ones are Ready, so a bad
+            # version never costs serving capacity.
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": spec.rollout.max_surge, "maxUnavailable": 0},
+            },
+            "template": {
+                "metadata": {"labels": pod_labels},
+                "spec": _pod_spec(name, spec, version),
+            },
+        },
+    }
+
+
+def render_service(resource: Resource, spec: Spec) -> JSON:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": resource.name,
+            "namespace": resource.namespace,
+            "labels": common_labels(resource.name),
+            "ownerReferences": [owner_reference(resource)],
+        },
+        "spec": {
+            "selector": selector_labels(resource.name),
+            "ports": [
+                {
+                    "name": c.PORT_NAME,
+                    "port": spec.service.port,
+                    "targetPort": c.PORT_NAME,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def covers(observed: Any, desired: Any) -> bool:
+    """True when every field we set has our value in the observed object.
+
+    Fields the API server defaults (imagePullPolicy, terminationMessagePath...)
+    are extra in `observed` and ignored, so an unchanged object compares equal
+    and needs no write (B2), while a hand edit of our fields does not (drift).
+    """
+    if isinstance(desired, Mapping):
+        return isinstance(observed, Mapping) and all(
+            covers(observed.get(key), value) for key, value in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(observed, list)
+            and len(observed) == len(desired)
+            and all(covers(o, d) for o, d in zip(observed, desired, strict=True))
+        )
+    return bool(observed == desired or str(observed) == str(desired))

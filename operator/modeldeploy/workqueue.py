@@ -1,0 +1,73 @@
+"""A deduplicating work queue for reconciles, in the spirit of client-go's workqueue.
+
+Sits beside the kube layer, below the handlers: watch events for a
+ModelDeployment or any of its children only *mark* its key dirty; workers then
+reconcile each key from the latest cached state, one reconcile per key at a time,
+so a burst of pod events costs one reconcile, not one per event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Hashable
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[Hashable], Awaitable[float | None]]
+ERROR_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+class WorkQueue:
+    def __init__(self, handler: Handler, workers: int = 4) -> None:
+        self._handler = handler
+        self._workers = workers
+        self._queue: asyncio.Queue[Hashable] = asyncio.Queue()
+        self._queued: set[Hashable] = set()
+        self._active: set[Hashable] = set()
+        self._dirty: set[Hashable] = set()
+        self._failures: dict[Hashable, int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def add(self, key: Hashable, delay: float = 0.0) -> None:
+        """Ask for `key` to be reconciled (after `delay` seconds)."""
+        if delay > 0:
+            asyncio.get_running_loop().call_later(delay, self.add, key)
+        elif key in self._active:
+            self._dirty.add(key)  # reconcile again once the running one ends
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._queue.put_nowait(key)
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._work()) for _ in range(self._workers)]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def idle(self) -> bool:
+        return not (self._queued or self._active)
+
+    async def _work(self) -> None:
+        while True:
+            key = await self._queue.get()
+            self._queued.discard(key)
+            self._active.add(key)
+            requeue: float | None = None
+            try:
+                requeue = await self._handler(key)
+                self._failures.pop(key, None)
+            except Exception:  # a worker must outlive one bad reconcile; it is retried
+                failures = self._failures.get(key, 0)
+                self._failures[key] = failures + 1
+                requeue = ERROR_BACKOFF_S[min(failures, len(ERROR_BACKOFF_S) - 1)]
+                logger.exception("reconcile of %s failed; retrying in %.1fs", key, requeue)
+            finally:
+                self._active.discard(key)
+            if key in self._dirty:
+                self._dirty.discard(key)
+                self.add(key)
+            if requeue is not None:
+                self.add(key, delay=requeue)
