@@ -1,0 +1,62 @@
+# The interface: `make demo` and `make test` after a clone; see README.md.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TESTBED := $(PYTHON) deploy/local-cluster/testbed.py
+export KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
+
+.PHONY: help venv lint fmt unit e2e test cluster cluster-down cluster-status testbed-build demo bench bench-quick clean
+
+help:
+	@echo "make demo            start the local test bed and watch a bad version get reverted"
+	@echo "make test            lint, unit tests, e2e tests on the local test bed (what CI runs)"
+	@echo "make lint            ruff, ruff format --check, mypy --strict, import-linter"
+	@echo "make cluster         start the local test bed (builds it once, ~10 min cold)"
+	@echo "make cluster-down    stop it;  make cluster-status: show it"
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+fmt: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+unit: venv
+	$(BIN)/pytest tests/unit -q
+
+# The e2e session fixture starts the test bed if none is running and stops
+# only what it started.
+e2e: venv
+	$(BIN)/pytest tests/e2e -q
+
+test: lint unit e2e
+
+testbed-build:
+	$(TESTBED) build
+
+cluster:
+	$(TESTBED) up
+
+cluster-down:
+	$(TESTBED) down
+
+cluster-status:
+	$(TESTBED) status
+
+demo: venv
+	$(BIN)/python deploy/demo.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
