@@ -259,7 +259,8 @@ def start_control_plane(bin_dir: Path) -> None:
             "--node-lease-duration-seconds=40",
             "--cidr=10.244.0.1/16",
             "--node-ip=10.244.0.1",
-            f"--server-address=127.0.0.1:{kwok_port}", "--v=WARN",
+            f"--server-address=127.0.0.1:{kwok_port}",
+            "--v=WARN",
         ],
     )
 

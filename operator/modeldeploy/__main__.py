@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         kopf.operator(
             standalone=True,
             clusterwide=not args.namespace,
-            namespaces=args.namespace or None,
+            namespaces=list(args.namespace),
             liveness_endpoint=args.liveness or None,
         )
     )

@@ -127,11 +127,9 @@ def reconcile_once(cluster: Cluster, body: Mapping[str, Any], observed: Observed
 
 
 @kopf.index(c.GROUP, c.VERSION, c.PLURAL)
-async def resource_index(
-    body: kopf.Body, namespace: str, name: str, **_: Any
-) -> dict[Key, Mapping[str, Any]]:
+async def resource_index(body: kopf.Body, **_: Any) -> dict[Key, Mapping[str, Any]]:
     return {
-        (namespace, name): {
+        (body.metadata.namespace or "", body.metadata.name or ""): {
             "metadata": dict(body.metadata),
             "spec": dict(body.spec),
             "status": dict(body.status),
@@ -161,8 +159,8 @@ async def pod_index(body: kopf.Body, **_: Any) -> dict[Key, PodState]:
 
 
 @kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)
-async def on_resource(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
-    memo.queue.add((namespace, name))
+async def on_resource(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    memo.queue.add((body.metadata.namespace or "", body.metadata.name or ""))
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)

@@ -26,12 +26,21 @@ _JSON_PATCH = "application/json-patch+json"
 _STALE = (409, 422)  # resourceVersion moved on, or a JSON-patch `test` failed
 
 
+def current_namespace() -> str:
+    """The namespace of the kubeconfig's current context, as kubectl would use."""
+    try:
+        _, context = kubernetes.config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
+    except (kubernetes.config.ConfigException, OSError):
+        return "default"
+    return str((context or {}).get("context", {}).get("namespace") or "default")
+
+
 def load_config() -> None:
     """In a pod: the ServiceAccount; elsewhere: $KUBECONFIG or ~/.kube/config."""
     try:
-        kubernetes.config.load_incluster_config()
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()
+        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
 
 
 class Cluster:
@@ -86,7 +95,7 @@ class Cluster:
         False when it moved on: our view was stale, and the watch is about to
         deliver the newer object, which is reconciled afresh.
         """
-        patch = [
+        patch: list[JSON] = [
             {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
             {"op": "add", "path": "/status", "value": status},
         ]
@@ -121,37 +130,45 @@ class Cluster:
         if change.remove_retry:
             key = c.ANNOTATION_RETRY.replace("~", "~0").replace("/", "~1")
             patch.append({"op": "remove", "path": f"/metadata/annotations/{key}"})
+        applied = self.patch(resource.namespace, resource.name, patch)
+        if not applied:
+            logger.info(
+                "spec change of %s/%s not applied: the spec moved on",
+                resource.namespace,
+                resource.name,
+            )
+        return applied
+
+    def get(self, namespace: str, name: str) -> JSON:
+        """A ModelDeployment; LookupError when there is none of that name."""
+        try:
+            body = self.custom.get_namespaced_custom_object(
+                c.GROUP, c.VERSION, namespace, c.PLURAL, name
+            )
+        except ApiException as error:
+            if error.status == 404:
+                raise LookupError(
+                    f'modeldeployment "{name}" not found in namespace "{namespace}"'
+                ) from None
+            raise
+        found: JSON = dict(body)  # type: ignore[call-overload]
+        return found
+
+    def patch(self, namespace: str, name: str, patch: list[JSON]) -> bool:
+        """A JSON patch of a ModelDeployment; False when one of its `test`s failed."""
         try:
             self.custom.patch_namespaced_custom_object(
-                c.GROUP,
-                c.VERSION,
-                resource.namespace,
-                c.PLURAL,
-                resource.name,
-                patch,
-                _content_type=_JSON_PATCH,
+                c.GROUP, c.VERSION, namespace, c.PLURAL, name, patch, _content_type=_JSON_PATCH
             )
         except ApiException as error:
             if error.status in _STALE:
-                logger.info(
-                    "spec change of %s/%s not applied: %s",
-                    resource.namespace,
-                    resource.name,
-                    error.reason,
-                )
                 return False
             raise
         return True
 
-    def get(self, namespace: str, name: str) -> JSON:
-        body: JSON = self.custom.get_namespaced_custom_object(
-            c.GROUP, c.VERSION, namespace, c.PLURAL, name
-        )
-        return body
-
     def post_event(self, resource: Resource, event: Event) -> None:
         now = datetime.now(UTC)
-        body = {
+        body: JSON = {
             "metadata": {"generateName": f"{resource.name}.", "namespace": resource.namespace},
             "involvedObject": {
                 "apiVersion": c.API_VERSION,
@@ -171,6 +188,6 @@ class Cluster:
             "count": 1,
         }
         try:
-            self.core.create_namespaced_event(resource.namespace, body)
+            self.core.create_namespaced_event(resource.namespace, body)  # type: ignore[arg-type]
         except ApiException as error:  # an Event is information; losing one is not fatal
             logger.warning("could not post event %s: %s", event.reason, error.reason)

@@ -47,12 +47,21 @@ def cluster() -> Iterator[Path]:
         started = True
     os.environ["KUBECONFIG"] = str(testbed.KUBECONFIG)
     kubernetes.config.load_kube_config(config_file=str(testbed.KUBECONFIG))
-    subprocess.run(["kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(CRD)],
-                   check=True, capture_output=True)
     subprocess.run(
-        ["kubectl", "wait", "--for=condition=Established", "--timeout=60s",
-         "crd/modeldeployments.modeldeploy.io"],
-        check=True, capture_output=True,
+        ["kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(CRD)],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            "kubectl",
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/modeldeployments.modeldeploy.io",
+        ],
+        check=True,
+        capture_output=True,
     )
     yield testbed.KUBECONFIG
     if started:
@@ -69,8 +78,11 @@ def namespace(kube: Kube) -> Iterator[str]:
     name = f"t-{uuid.uuid4().hex[:8]}"
     kube.core.create_namespace({"metadata": {"name": name}})
     # Pods are refused until the namespace's default ServiceAccount exists.
-    wait_for(lambda: kube.service_account_exists(name, "default"), 30,
-             "the namespace's default ServiceAccount")
+    wait_for(
+        lambda: kube.service_account_exists(name, "default"),
+        30,
+        "the namespace's default ServiceAccount",
+    )
     yield name
     kube.core.delete_namespace(name)
 
@@ -86,12 +98,24 @@ class Operator:
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "modeldeploy", "--namespace", self.namespace,
-                 "--liveness=", "--verbose"],
-                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                [
+                    sys.executable,
+                    "-m",
+                    "modeldeploy",
+                    "--namespace",
+                    self.namespace,
+                    "--liveness=",
+                    "--verbose",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
-        wait_for(lambda: b"Activity 'configure' succeeded" in self.log_path.read_bytes(), 30,
-                 "the operator to start")
+        wait_for(
+            lambda: b"Activity 'configure' succeeded" in self.log_path.read_bytes(),
+            30,
+            "the operator to start",
+        )
 
     def stop(self, kill: bool = False) -> None:
         if self.process is None:
@@ -127,8 +151,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.failed and call.when == "call":
         operator_log = getattr(item, "operator_log", None)
         if operator_log is not None:
-            report.sections.append(("operator log (tail)", "\n".join(
-                operator_log().splitlines()[-80:])))
+            report.sections.append(
+                ("operator log (tail)", "\n".join(operator_log().splitlines()[-80:]))
+            )
         for name in testbed.COMPONENTS:
             report.sections.append((f"{name} log (tail)", testbed.log_tail(name, 15)))
     return report
@@ -138,4 +163,3 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/e2e" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
-

@@ -6,6 +6,7 @@ server until a deadline and fails with what it was waiting for.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -45,8 +46,11 @@ def model_deployment(
     """A ModelDeployment manifest; `versions` maps version name to image."""
     entries: list[dict[str, Any]] = []
     for version, image in versions.items():
-        entry: dict[str, Any] = {"name": version, "image": image,
-                                 "modelUri": f"s3://models/{name}/{version}"}
+        entry: dict[str, Any] = {
+            "name": version,
+            "image": image,
+            "modelUri": f"s3://models/{name}/{version}",
+        }
         if resources and version in resources:
             entry["resources"] = resources[version]
         entries.append(entry)
@@ -54,8 +58,12 @@ def model_deployment(
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "ModelDeployment",
         "metadata": {"name": name},
-        "spec": {"activeVersion": active, "replicas": replicas, "versions": entries,
-                 "rollout": rollout},
+        "spec": {
+            "activeVersion": active,
+            "replicas": replicas,
+            "versions": entries,
+            "rollout": rollout,
+        },
     }
 
 
@@ -77,18 +85,21 @@ class Kube:
 
     def create(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         created: dict[str, Any] = self.custom.create_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, body)
+            GROUP, VERSION, namespace, PLURAL, body
+        )
         return created
 
     def get(self, namespace: str, name: str) -> dict[str, Any]:
         body: dict[str, Any] = self.custom.get_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, name)
+            GROUP, VERSION, namespace, PLURAL, name
+        )
         return body
 
     def select(self, namespace: str, name: str, version: str) -> None:
         """What a user's `kubectl patch`/`edit` of spec.activeVersion does."""
         self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, name, {"spec": {"activeVersion": version}})
+            GROUP, VERSION, namespace, PLURAL, name, {"spec": {"activeVersion": version}}
+        )
 
     def status(self, namespace: str, name: str) -> dict[str, Any]:
         return dict(self.get(namespace, name).get("status") or {})
@@ -104,8 +115,9 @@ class Kube:
 
     def events(self, namespace: str, name: str) -> list[tuple[str, str, str]]:
         events = self.core.list_namespaced_event(
-            namespace, field_selector=f"involvedObject.name={name},involvedObject.kind="
-            "ModelDeployment")
+            namespace,
+            field_selector=f"involvedObject.name={name},involvedObject.kind=ModelDeployment",
+        )
         return [(e.type, e.reason, e.message) for e in events.items]
 
     def event_reasons(self, namespace: str, name: str) -> list[str]:
@@ -152,18 +164,25 @@ class ReadyPodSampler:
 
     def _run(self) -> None:
         stream = self._watch.stream(
-            self.kube.core.list_namespaced_pod, self.namespace,
-            label_selector=f"modeldeploy.io/name={self.name}", timeout_seconds=600)
-        try:
+            self.kube.core.list_namespaced_pod,
+            self.namespace,
+            label_selector=f"modeldeploy.io/name={self.name}",
+            timeout_seconds=600,
+        )
+        # The stream is cut when the test stops the watch.
+        with contextlib.suppress(urllib3.exceptions.ProtocolError):
             self._consume(stream)
-        except urllib3.exceptions.ProtocolError:
-            pass  # the stream is cut when the test stops the watch
 
     def _consume(self, stream: Any) -> None:
         for event in stream:
             pod = event["object"]
-            ready = event["type"] != "DELETED" and pod.metadata.deletion_timestamp is None and any(
-                c.type == "Ready" and c.status == "True" for c in pod.status.conditions or ())
+            ready = (
+                event["type"] != "DELETED"
+                and pod.metadata.deletion_timestamp is None
+                and any(
+                    c.type == "Ready" and c.status == "True" for c in pod.status.conditions or ()
+                )
+            )
             self.ready[pod.metadata.name] = ready
             count = sum(self.ready.values())
             self.samples += 1

@@ -27,35 +27,60 @@ def with_version(index: int, **changes: Any) -> dict[str, Any]:
 
 
 CASES = [
-    pytest.param(with_spec(activeVersion="v9"), "spec.activeVersion must name an entry",
-                 id="active-version-not-listed"),
-    pytest.param(with_spec(versions=[{"name": "v1", "image": "a:1"}, {"name": "v1", "image": "b:1"}]),
-                 "Duplicate value", id="duplicate-version-names"),
+    pytest.param(
+        with_spec(activeVersion="v9"),
+        "spec.activeVersion must name an entry",
+        id="active-version-not-listed",
+    ),
+    pytest.param(
+        with_spec(versions=[{"name": "v1", "image": "a:1"}, {"name": "v1", "image": "b:1"}]),
+        "Duplicate value",
+        id="duplicate-version-names",
+    ),
     pytest.param(with_version(1, image=""), "spec.versions[1].image", id="empty-image"),
     pytest.param(with_version(1, name="V 2"), "spec.versions[1].name", id="malformed-version-name"),
-    pytest.param(with_version(1, name="v" * 64), "spec.versions[1].name", id="version-name-too-long"),
+    pytest.param(
+        with_version(1, name="v" * 64), "spec.versions[1].name", id="version-name-too-long"
+    ),
     pytest.param(with_spec(replicas=-1), "spec.replicas", id="negative-replicas"),
     pytest.param(with_spec(versions=[]), "spec.versions", id="no-versions"),
-    pytest.param({**VALID, "spec": {"versions": VALID["spec"]["versions"]}}, "activeVersion",
-                 id="missing-active-version"),
+    pytest.param(
+        {**VALID, "spec": {"versions": VALID["spec"]["versions"]}},
+        "activeVersion",
+        id="missing-active-version",
+    ),
     pytest.param(with_spec(rollout={"maxSurge": 0}), "spec.rollout.maxSurge", id="zero-surge"),
-    pytest.param(with_spec(rollout={"readyTimeoutSeconds": 0}), "spec.rollout.readyTimeoutSeconds",
-                 id="zero-ready-timeout"),
+    pytest.param(
+        with_spec(rollout={"readyTimeoutSeconds": 0}),
+        "spec.rollout.readyTimeoutSeconds",
+        id="zero-ready-timeout",
+    ),
     pytest.param(with_spec(template={"port": 70000}), "spec.template.port", id="port-out-of-range"),
-    pytest.param(with_version(0, env=[{"name": "MODEL_VERSION", "value": "x"}]),
-                 "set by the operator", id="reserved-env-name"),
+    pytest.param(
+        with_version(0, env=[{"name": "MODEL_VERSION", "value": "x"}]),
+        "set by the operator",
+        id="reserved-env-name",
+    ),
     pytest.param(with_spec(replica=3), 'unknown field "spec.replica"', id="unknown-field"),
-    pytest.param(with_version(0, resources={"limits": {"cpu": "lots"}}),
-                 "spec.versions[0].resources.limits.cpu", id="bad-quantity"),
+    pytest.param(
+        with_version(0, resources={"limits": {"cpu": "lots"}}),
+        "spec.versions[0].resources.limits.cpu",
+        id="bad-quantity",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("body", "message"), CASES)
 def test_invalid_spec_is_rejected_by_kubectl_apply(
-        cluster: object, namespace: str, body: dict[str, Any], message: str) -> None:
+    cluster: object, namespace: str, body: dict[str, Any], message: str
+) -> None:
     result = subprocess.run(
-        ["kubectl", "apply", "-n", namespace, "-f", "-"], input=json.dumps(body),
-        capture_output=True, text=True, check=False)
+        ["kubectl", "apply", "-n", namespace, "-f", "-"],
+        input=json.dumps(body),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode != 0, f"accepted: {result.stdout}"
     assert message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
@@ -63,6 +88,10 @@ def test_invalid_spec_is_rejected_by_kubectl_apply(
 
 def test_valid_spec_is_accepted(cluster: object, namespace: str) -> None:
     result = subprocess.run(
-        ["kubectl", "apply", "-n", namespace, "-f", "-"], input=json.dumps(VALID),
-        capture_output=True, text=True, check=False)
+        ["kubectl", "apply", "-n", namespace, "-f", "-"],
+        input=json.dumps(VALID),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr

@@ -8,6 +8,9 @@ from typing import Any
 
 import pytest
 
+from modeldeploy.kube import Cluster
+from modeldeploy.model import parse_resource
+from modeldeploy.rollout import SpecChange
 from tests.e2e.conftest import Operator
 from tests.e2e.helpers import Kube, ReadyPodSampler, model_deployment, wait_for
 
@@ -19,25 +22,32 @@ def ready(kube: Kube, ns: str, name: str) -> bool:
     return kube.condition(ns, name, "Ready").get("status") == "True"
 
 
-def create_serving(kube: Kube, ns: str, name: str, versions: dict[str, str], active: str,
-                   **kwargs: Any) -> None:
+def create_serving(
+    kube: Kube, ns: str, name: str, versions: dict[str, str], active: str, **kwargs: Any
+) -> None:
     kube.create(ns, model_deployment(name, versions, active, **kwargs))
-    wait_for(lambda: ready(kube, ns, name) and kube.status(ns, name).get("lastGoodVersion"),
-             60, f"{name} to become Ready on {active}")
+    wait_for(
+        lambda: ready(kube, ns, name) and kube.status(ns, name).get("lastGoodVersion"),
+        60,
+        f"{name} to become Ready on {active}",
+    )
 
 
 def reverted_to(kube: Kube, ns: str, name: str, version: str) -> bool:
     body = kube.get(ns, name)
-    return bool(body["spec"]["activeVersion"] == version
-                and body.get("status", {}).get("servingVersion") == version
-                and ready(kube, ns, name))
+    return bool(
+        body["spec"]["activeVersion"] == version
+        and body.get("status", {}).get("servingVersion") == version
+        and ready(kube, ns, name)
+    )
 
 
 # --------------------------------------------------------------------- B1 render
 
 
 def test_healthy_version_renders_owned_deployment_and_service(
-        kube: Kube, namespace: str, operator: Operator) -> None:
+    kube: Kube, namespace: str, operator: Operator
+) -> None:
     create_serving(kube, namespace, "iris", {"v1": GOOD}, "v1", replicas=3)
     body = kube.get(namespace, "iris")
     deployment = kube.apps.read_namespaced_deployment("iris", namespace)
@@ -45,7 +55,11 @@ def test_healthy_version_renders_owned_deployment_and_service(
     for child in (deployment, service):
         (owner,) = child.metadata.owner_references
         assert (owner.kind, owner.name, owner.uid, owner.controller) == (
-            "ModelDeployment", "iris", body["metadata"]["uid"], True)
+            "ModelDeployment",
+            "iris",
+            body["metadata"]["uid"],
+            True,
+        )
     assert deployment.spec.selector.match_labels == {"modeldeploy.io/name": "iris"}
     assert deployment.spec.strategy.rolling_update.max_unavailable == 0
     template = deployment.spec.template
@@ -59,7 +73,10 @@ def test_healthy_version_renders_owned_deployment_and_service(
     assert status["observedGeneration"] == body["metadata"]["generation"]
     columns = subprocess.run(
         ["kubectl", "get", "mdep", "iris", "-n", namespace, "--no-headers"],
-        check=True, capture_output=True, text=True).stdout.split()
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     assert columns[:6] == ["iris", "v1", "v1", "v1", "3/3", "Available"], columns
 
 
@@ -68,14 +85,22 @@ def test_healthy_version_renders_owned_deployment_and_service(
 
 def test_crashloop_reverts_to_last_good(kube: Kube, namespace: str, operator: Operator) -> None:
     name, replicas = "fraud", 3
-    create_serving(kube, namespace, name,
-                   {"v1": GOOD, "v2": "registry.example/fraud:2.0-crashloop"}, "v1",
-                   replicas=replicas)
+    create_serving(
+        kube,
+        namespace,
+        name,
+        {"v1": GOOD, "v2": "registry.example/fraud:2.0-crashloop"},
+        "v1",
+        replicas=replicas,
+    )
     with ReadyPodSampler(kube, namespace, name, replicas) as sampler:
         wait_for(lambda: sampler.minimum is not None, 30, "the sampler to see the serving pods")
         kube.select(namespace, name, "v2")
-        wait_for(lambda: kube.ledger(namespace, name).get("v2", {}).get("state") == "Failed",
-                 60, "v2 to be marked Failed")
+        wait_for(
+            lambda: kube.ledger(namespace, name).get("v2", {}).get("state") == "Failed",
+            60,
+            "v2 to be marked Failed",
+        )
         wait_for(lambda: reverted_to(kube, namespace, name, "v1"), 60, "the revert to v1")
     status = kube.status(namespace, name)
     failed = kube.ledger(namespace, name)["v2"]
@@ -83,13 +108,23 @@ def test_crashloop_reverts_to_last_good(kube: Kube, namespace: str, operator: Op
     assert f"pod {name}-" in failed["message"]
     assert "container model restarted" in failed["message"]
     latest, failure = status["history"][:2]
-    assert (failure["version"], failure["trigger"], failure["outcome"]) == ("v2", "Manual", "Failed")
+    assert (failure["version"], failure["trigger"], failure["outcome"]) == (
+        "v2",
+        "Manual",
+        "Failed",
+    )
     assert (latest["from"], latest["version"], latest["trigger"], latest["outcome"]) == (
-        "v2", "v1", "Automatic", "Succeeded")
+        "v2",
+        "v1",
+        "Automatic",
+        "Succeeded",
+    )
     assert kube.condition(namespace, name, "RolledBack")["status"] == "True"
     reasons = wait_for(
         lambda: (r := kube.event_reasons(namespace, name)) and "RolledBack" in r and r,
-        10, "the RolledBack event")
+        10,
+        "the RolledBack event",
+    )
     assert "RolloutFailed" in reasons
     assert sampler.minimum is not None
     assert sampler.minimum >= replicas, f"ready serving pods fell to {sampler.minimum}"
@@ -99,25 +134,35 @@ def test_crashloop_reverts_to_last_good(kube: Kube, namespace: str, operator: Op
     ("image", "extra", "reason"),
     [
         pytest.param("registry.example/m:2-pullfail", {}, "ImagePullBackOff", id="pullfail"),
-        pytest.param("registry.example/m:2-notready", {"readyTimeoutSeconds": 3}, "ReadyTimeout",
-                     id="notready"),
+        pytest.param(
+            "registry.example/m:2-notready",
+            {"readyTimeoutSeconds": 3},
+            "ReadyTimeout",
+            id="notready",
+        ),
         pytest.param("registry.example/m:2-oom", {}, "OOMKilled", id="oom"),
-        pytest.param("registry.example/m:2", {"unschedulableGraceSeconds": 2}, "Unschedulable",
-                     id="unschedulable"),
+        pytest.param(
+            "registry.example/m:2",
+            {"unschedulableGraceSeconds": 2},
+            "Unschedulable",
+            id="unschedulable",
+        ),
     ],
 )
 def test_failing_version_reverts_to_last_good(
-        kube: Kube, namespace: str, operator: Operator, image: str, extra: dict[str, Any],
-        reason: str) -> None:
+    kube: Kube, namespace: str, operator: Operator, image: str, extra: dict[str, Any], reason: str
+) -> None:
     name = "model"
     gpus = {"v2": {"limits": {"nvidia.com/gpu": 64}}} if reason == "Unschedulable" else None
-    create_serving(kube, namespace, name, {"v1": GOOD, "v2": image}, "v1", resources=gpus,
-                   **extra)
+    create_serving(kube, namespace, name, {"v1": GOOD, "v2": image}, "v1", resources=gpus, **extra)
     with ReadyPodSampler(kube, namespace, name, 2) as sampler:
         wait_for(lambda: sampler.minimum is not None, 30, "the sampler to see the serving pods")
         kube.select(namespace, name, "v2")
-        wait_for(lambda: kube.ledger(namespace, name).get("v2", {}).get("state") == "Failed",
-                 60, "v2 to be marked Failed")
+        wait_for(
+            lambda: kube.ledger(namespace, name).get("v2", {}).get("state") == "Failed",
+            60,
+            "v2 to be marked Failed",
+        )
         wait_for(lambda: reverted_to(kube, namespace, name, "v1"), 60, "the revert to v1")
     failed = kube.ledger(namespace, name)["v2"]
     if reason == "ImagePullBackOff":  # ErrImagePull comes first and fails the rollout too
@@ -129,13 +174,24 @@ def test_failing_version_reverts_to_last_good(
 
 
 def test_slowready_within_ready_timeout_is_not_reverted(
-        kube: Kube, namespace: str, operator: Operator) -> None:
+    kube: Kube, namespace: str, operator: Operator
+) -> None:
     name = "slow"
-    create_serving(kube, namespace, name, {"v1": GOOD, "v2": "registry.example/m:2-slowready"},
-                   "v1", readyTimeoutSeconds=60, maxSurge=2)
+    create_serving(
+        kube,
+        namespace,
+        name,
+        {"v1": GOOD, "v2": "registry.example/m:2-slowready"},
+        "v1",
+        readyTimeoutSeconds=60,
+        maxSurge=2,
+    )
     kube.select(namespace, name, "v2")
-    wait_for(lambda: kube.status(namespace, name).get("lastGoodVersion") == "v2", 90,
-             "v2 to succeed after its slow model load")
+    wait_for(
+        lambda: kube.status(namespace, name).get("lastGoodVersion") == "v2",
+        90,
+        "v2 to succeed after its slow model load",
+    )
     body = kube.get(namespace, name)
     assert body["spec"]["activeVersion"] == "v2"
     assert body["status"]["history"][0]["outcome"] == "Succeeded"
@@ -143,10 +199,10 @@ def test_slowready_within_ready_timeout_is_not_reverted(
 
 
 def test_first_version_failure_is_failed_without_revert(
-        kube: Kube, namespace: str, operator: Operator) -> None:
+    kube: Kube, namespace: str, operator: Operator
+) -> None:
     name = "first"
-    kube.create(namespace, model_deployment(
-        name, {"v1": "registry.example/m:1-crashloop"}, "v1"))
+    kube.create(namespace, model_deployment(name, {"v1": "registry.example/m:1-crashloop"}, "v1"))
     wait_for(lambda: kube.status(namespace, name).get("phase") == "Failed", 60, "phase Failed")
     stalled = kube.condition(namespace, name, "Stalled")
     assert (stalled["status"], stalled["reason"]) == ("True", "FirstVersionFailed")
@@ -158,53 +214,87 @@ def test_first_version_failure_is_failed_without_revert(
 
 
 def test_quarantined_version_is_refused_and_retry_rolls_it_out(
-        kube: Kube, namespace: str, operator: Operator) -> None:
+    kube: Kube, namespace: str, operator: Operator
+) -> None:
     name = "quarantine"
-    create_serving(kube, namespace, name, {"v1": GOOD, "v2": "registry.example/m:2-crashloop"},
-                   "v1")
+    create_serving(
+        kube, namespace, name, {"v1": GOOD, "v2": "registry.example/m:2-crashloop"}, "v1"
+    )
     kube.select(namespace, name, "v2")
     wait_for(lambda: reverted_to(kube, namespace, name, "v1"), 60, "the first revert")
     revision = kube.status(namespace, name)["history"][0]["revision"]
 
     kube.select(namespace, name, "v2")  # a user selects the failed version again
-    wait_for(lambda: kube.get(namespace, name)["spec"]["activeVersion"] == "v1", 30,
-             "the quarantined version to be reverted")
+    wait_for(
+        lambda: kube.get(namespace, name)["spec"]["activeVersion"] == "v1",
+        30,
+        "the quarantined version to be reverted",
+    )
     messages = wait_for(
         lambda: [m for _, r, m in kube.events(namespace, name) if r == "VersionQuarantined"],
-        10, "the VersionQuarantined event")
+        10,
+        "the VersionQuarantined event",
+    )
     assert "modeldeploy.io/retry=v2" in messages[0]
     status = kube.status(namespace, name)
     assert all(h["revision"] <= revision or h["version"] != "v2" for h in status["history"]), (
-        "a quarantined version must not be rolled out again")
+        "a quarantined version must not be rolled out again"
+    )
 
     kube.custom.patch_namespaced_custom_object(
-        "modeldeploy.io", "v1alpha1", namespace, "modeldeployments", name,
-        {"metadata": {"annotations": {"modeldeploy.io/retry": "v2"}}})
+        "modeldeploy.io",
+        "v1alpha1",
+        namespace,
+        "modeldeployments",
+        name,
+        {"metadata": {"annotations": {"modeldeploy.io/retry": "v2"}}},
+    )
     retried = wait_for(
-        lambda: [h for h in kube.status(namespace, name).get("history", [])
-                 if h["version"] == "v2" and h["trigger"] == "Retry"],
-        30, "a rollout of v2 with trigger Retry")
+        lambda: [
+            h
+            for h in kube.status(namespace, name).get("history", [])
+            if h["version"] == "v2" and h["trigger"] == "Retry"
+        ],
+        30,
+        "a rollout of v2 with trigger Retry",
+    )
     assert retried
-    wait_for(lambda: "modeldeploy.io/retry" not in (
-        kube.get(namespace, name)["metadata"].get("annotations") or {}), 10,
-        "the retry annotation to be consumed")
+    wait_for(
+        lambda: (
+            "modeldeploy.io/retry"
+            not in (kube.get(namespace, name)["metadata"].get("annotations") or {})
+        ),
+        10,
+        "the retry annotation to be consumed",
+    )
 
 
 # ------------------------------------------------------------ B8 manual rollback
 
 
 def test_manual_rollback_is_a_manual_rollout(
-        kube: Kube, namespace: str, operator: Operator) -> None:
+    kube: Kube, namespace: str, operator: Operator
+) -> None:
     name = "manual"
     create_serving(kube, namespace, name, {"v1": GOOD, "v2": GOOD_V3}, "v1")
     kube.select(namespace, name, "v2")
     wait_for(lambda: kube.status(namespace, name).get("lastGoodVersion") == "v2", 60, "v2 good")
     kube.select(namespace, name, "v1")
-    wait_for(lambda: kube.status(namespace, name).get("lastGoodVersion") == "v1"
-             and ready(kube, namespace, name), 60, "back on v1")
+    wait_for(
+        lambda: (
+            kube.status(namespace, name).get("lastGoodVersion") == "v1"
+            and ready(kube, namespace, name)
+        ),
+        60,
+        "back on v1",
+    )
     latest = kube.status(namespace, name)["history"][0]
     assert (latest["from"], latest["version"], latest["trigger"], latest["outcome"]) == (
-        "v2", "v1", "Manual", "Succeeded")
+        "v2",
+        "v1",
+        "Manual",
+        "Succeeded",
+    )
 
 
 # ------------------------------------------------- B6 the conditional revert
@@ -212,8 +302,13 @@ def test_manual_rollback_is_a_manual_rollout(
 
 def test_user_edit_racing_the_revert_wins(kube: Kube, namespace: str, operator: Operator) -> None:
     name = "race"
-    create_serving(kube, namespace, name, {
-        "v1": GOOD, "v2": "registry.example/m:2-crashloop", "v3": GOOD_V3}, "v1")
+    create_serving(
+        kube,
+        namespace,
+        name,
+        {"v1": GOOD, "v2": "registry.example/m:2-crashloop", "v3": GOOD_V3},
+        "v1",
+    )
     kube.select(namespace, name, "v2")
     kube.select(namespace, name, "v3")  # the user moves on while v2 is failing
     wait_for(lambda: kube.status(namespace, name).get("lastGoodVersion") == "v3", 60, "v3 good")
@@ -223,11 +318,8 @@ def test_user_edit_racing_the_revert_wins(kube: Kube, namespace: str, operator: 
 
 
 def test_revert_patch_applies_only_while_spec_names_the_failed_version(
-        kube: Kube, namespace: str, operator: Operator) -> None:
-    from modeldeploy.kube import Cluster
-    from modeldeploy.model import parse_resource
-    from modeldeploy.rollout import SpecChange
-
+    kube: Kube, namespace: str, operator: Operator
+) -> None:
     name = "conditional"
     create_serving(kube, namespace, name, {"v1": GOOD, "v3": GOOD_V3}, "v1")
     kube.select(namespace, name, "v3")
@@ -241,21 +333,34 @@ def test_revert_patch_applies_only_while_spec_names_the_failed_version(
 
 
 def test_operator_killed_after_bad_version_reverts_exactly_once(
-        kube: Kube, namespace: str, operator: Operator) -> None:
+    kube: Kube, namespace: str, operator: Operator
+) -> None:
     name = "restart"
-    create_serving(kube, namespace, name, {"v1": GOOD, "v2": "registry.example/m:2-crashloop"},
-                   "v1")
+    create_serving(
+        kube, namespace, name, {"v1": GOOD, "v2": "registry.example/m:2-crashloop"}, "v1"
+    )
     kube.select(namespace, name, "v2")
-    wait_for(lambda: kube.apps.read_namespaced_deployment(name, namespace)
-             .spec.template.metadata.labels["modeldeploy.io/version"] == "v2", 10,
-             "the operator to roll v2 out")
+    wait_for(
+        lambda: (
+            kube.apps.read_namespaced_deployment(name, namespace).spec.template.metadata.labels[
+                "modeldeploy.io/version"
+            ]
+            == "v2"
+        ),
+        10,
+        "the operator to roll v2 out",
+    )
     operator.stop(kill=True)  # before it sees v2 crash (the first crash takes ~1 s)
 
     def crashed_unwatched() -> bool:
         pods = kube.core.list_namespaced_pod(
-            namespace, label_selector="modeldeploy.io/version=v2").items
-        return any((cs.restart_count or 0) >= 2 for pod in pods
-                   for cs in pod.status.container_statuses or ())
+            namespace, label_selector="modeldeploy.io/version=v2"
+        ).items
+        return any(
+            (cs.restart_count or 0) >= 2
+            for pod in pods
+            for cs in pod.status.container_statuses or ()
+        )
 
     wait_for(crashed_unwatched, 60, "v2 to crash-loop while the operator is down")
     operator.start()
@@ -276,42 +381,79 @@ def test_operator_killed_after_bad_version_reverts_exactly_once(
 
 
 def test_deleting_the_resource_removes_children_while_operator_stopped(
-        kube: Kube, namespace: str, operator: Operator) -> None:
+    kube: Kube, namespace: str, operator: Operator
+) -> None:
     name = "gone"
     create_serving(kube, namespace, name, {"v1": GOOD}, "v1")
     operator.stop()
     kube.custom.delete_namespaced_custom_object(
-        "modeldeploy.io", "v1alpha1", namespace, "modeldeployments", name)
-    wait_for(lambda: kube.deployment_or_none(namespace, name) is None
-             and kube.service_or_none(namespace, name) is None, 60,
-             "garbage collection of the Deployment and Service")
+        "modeldeploy.io", "v1alpha1", namespace, "modeldeployments", name
+    )
+    wait_for(
+        lambda: (
+            kube.deployment_or_none(namespace, name) is None
+            and kube.service_or_none(namespace, name) is None
+        ),
+        60,
+        "garbage collection of the Deployment and Service",
+    )
 
 
 # ----------------------------------------------------- B1, B2 ownership and drift
 
 
-def test_hand_edited_deployment_is_repaired(kube: Kube, namespace: str,
-                                            operator: Operator) -> None:
+def test_hand_edited_deployment_is_repaired(kube: Kube, namespace: str, operator: Operator) -> None:
     name = "drift"
     create_serving(kube, namespace, name, {"v1": GOOD}, "v1")
-    kube.apps.patch_namespaced_deployment(name, namespace, {"spec": {"template": {"spec": {
-        "containers": [{"name": "model", "image": "registry.example/hand-edited:9"}]}}}})
-    wait_for(lambda: kube.apps.read_namespaced_deployment(name, namespace)
-             .spec.template.spec.containers[0].image == GOOD, 30, "the drift to be repaired")
+    kube.apps.patch_namespaced_deployment(
+        name,
+        namespace,
+        {
+            "spec": {
+                "template": {
+                    "spec": {
+                        "containers": [{"name": "model", "image": "registry.example/hand-edited:9"}]
+                    }
+                }
+            }
+        },
+    )
+    wait_for(
+        lambda: (
+            kube.apps.read_namespaced_deployment(name, namespace)
+            .spec.template.spec.containers[0]
+            .image
+            == GOOD
+        ),
+        30,
+        "the drift to be repaired",
+    )
 
 
 def test_foreign_deployment_is_left_alone_with_name_conflict(
-        kube: Kube, namespace: str, operator: Operator) -> None:
+    kube: Kube, namespace: str, operator: Operator
+) -> None:
     name = "taken"
-    kube.apps.create_namespaced_deployment(namespace, {
-        "metadata": {"name": name},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
-                 "template": {"metadata": {"labels": {"app": name}},
-                              "spec": {"containers": [{"name": "c", "image": "other:1"}]}}},
-    })
+    kube.apps.create_namespaced_deployment(
+        namespace,
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "c", "image": "other:1"}]},
+                },
+            },
+        },
+    )
     kube.create(namespace, model_deployment(name, {"v1": GOOD}, "v1"))
-    wait_for(lambda: kube.condition(namespace, name, "Ready").get("reason") == "NameConflict",
-             30, "Ready=False reason NameConflict")
+    wait_for(
+        lambda: kube.condition(namespace, name, "Ready").get("reason") == "NameConflict",
+        30,
+        "Ready=False reason NameConflict",
+    )
     deployment = kube.apps.read_namespaced_deployment(name, namespace)
     assert deployment.spec.template.spec.containers[0].image == "other:1"
     assert not deployment.metadata.owner_references

@@ -18,9 +18,12 @@ def deployment(name: str, image: str, **spec: Any) -> dict[str, Any]:
         container["resources"] = spec.pop("resources")
     return {
         "metadata": {"name": name},
-        "spec": {"replicas": 1, "selector": {"matchLabels": labels},
-                 "template": {"metadata": {"labels": labels},
-                              "spec": {"containers": [container]}}, **spec},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
+            **spec,
+        },
     }
 
 
@@ -47,34 +50,58 @@ def test_nodes_are_ready_with_their_resources(kube: Kube) -> None:
 
 def test_healthy_image_completes_rollout_status(kube: Kube, namespace: str) -> None:
     kube.apps.create_namespaced_deployment(namespace, deployment("web", "registry.example/m:1"))
-    subprocess.run(["kubectl", "rollout", "status", "-n", namespace, "deployment/web",
-                    "--timeout=60s"], check=True, capture_output=True)
+    subprocess.run(
+        ["kubectl", "rollout", "status", "-n", namespace, "deployment/web", "--timeout=60s"],
+        check=True,
+        capture_output=True,
+    )
 
 
 def test_crashloop_image_restarts_about_once_a_second(kube: Kube, namespace: str) -> None:
-    kube.apps.create_namespaced_deployment(namespace, deployment("c", "registry.example/m:1-crashloop"))
-    status = wait_for(lambda: (s := container(kube, namespace, "c")) and s.restart_count >= 3 and s,
-                      15, "restartCount >= 3 within 15 s")
+    kube.apps.create_namespaced_deployment(
+        namespace, deployment("c", "registry.example/m:1-crashloop")
+    )
+    status = wait_for(
+        lambda: (s := container(kube, namespace, "c")) and s.restart_count >= 3 and s,
+        15,
+        "restartCount >= 3 within 15 s",
+    )
     assert status.state.waiting.reason == "CrashLoopBackOff"
     assert status.last_state.terminated.exit_code == 1
 
 
 def test_pullfail_image_shows_image_pull_backoff(kube: Kube, namespace: str) -> None:
-    kube.apps.create_namespaced_deployment(namespace, deployment("p", "registry.example/m:1-pullfail"))
-    wait_for(lambda: (s := container(kube, namespace, "p")) and s.state.waiting
-             and s.state.waiting.reason == "ImagePullBackOff", 15, "ImagePullBackOff")
+    kube.apps.create_namespaced_deployment(
+        namespace, deployment("p", "registry.example/m:1-pullfail")
+    )
+    wait_for(
+        lambda: (
+            (s := container(kube, namespace, "p"))
+            and s.state.waiting
+            and s.state.waiting.reason == "ImagePullBackOff"
+        ),
+        15,
+        "ImagePullBackOff",
+    )
 
 
 def test_notready_image_runs_but_is_never_ready(kube: Kube, namespace: str) -> None:
-    kube.apps.create_namespaced_deployment(namespace, deployment("n", "registry.example/m:1-notready"))
-    status = wait_for(lambda: (s := container(kube, namespace, "n")) and s.state.running and s,
-                      15, "the container to run")
+    kube.apps.create_namespaced_deployment(
+        namespace, deployment("n", "registry.example/m:1-notready")
+    )
+    status = wait_for(
+        lambda: (s := container(kube, namespace, "n")) and s.state.running and s,
+        15,
+        "the container to run",
+    )
     assert status.ready is False
     assert pods(kube, namespace, "n")[0].status.phase == "Running"
 
 
 def test_slowready_image_becomes_ready_after_about_20_seconds(kube: Kube, namespace: str) -> None:
-    kube.apps.create_namespaced_deployment(namespace, deployment("s", "registry.example/m:1-slowready"))
+    kube.apps.create_namespaced_deployment(
+        namespace, deployment("s", "registry.example/m:1-slowready")
+    )
     wait_for(lambda: (s := container(kube, namespace, "s")) and s.state.running, 15, "running")
     wait_for(lambda: (s := container(kube, namespace, "s")) and s.ready, 40, "Ready")
     pod = pods(kube, namespace, "s")[0]
@@ -85,35 +112,49 @@ def test_slowready_image_becomes_ready_after_about_20_seconds(kube: Kube, namesp
 
 def test_oom_image_is_oom_killed_and_restarting(kube: Kube, namespace: str) -> None:
     kube.apps.create_namespaced_deployment(namespace, deployment("o", "registry.example/m:1-oom"))
-    status = wait_for(lambda: (s := container(kube, namespace, "o")) and s.restart_count >= 2 and s,
-                      15, "restarts")
+    status = wait_for(
+        lambda: (s := container(kube, namespace, "o")) and s.restart_count >= 2 and s,
+        15,
+        "restarts",
+    )
     assert status.last_state.terminated.reason == "OOMKilled"
     assert status.last_state.terminated.exit_code == 137
 
 
 def test_stuck_rollout_gets_progress_deadline_exceeded(kube: Kube, namespace: str) -> None:
     kube.apps.create_namespaced_deployment(
-        namespace, deployment("d", "registry.example/m:1-notready", progressDeadlineSeconds=10))
+        namespace, deployment("d", "registry.example/m:1-notready", progressDeadlineSeconds=10)
+    )
 
     def deadline_exceeded() -> bool:
         conditions = kube.apps.read_namespaced_deployment("d", namespace).status.conditions or ()
-        return any(c.type == "Progressing" and c.status == "False"
-                   and c.reason == "ProgressDeadlineExceeded" for c in conditions)
+        return any(
+            c.type == "Progressing"
+            and c.status == "False"
+            and c.reason == "ProgressDeadlineExceeded"
+            for c in conditions
+        )
 
     wait_for(deadline_exceeded, 40, "Progressing=False/ProgressDeadlineExceeded")
 
 
 @pytest.mark.parametrize("gpus", [64])
 def test_pod_asking_for_too_many_gpus_stays_unschedulable(
-        kube: Kube, namespace: str, gpus: int) -> None:
-    kube.apps.create_namespaced_deployment(namespace, deployment(
-        "g", "registry.example/m:1", resources={"limits": {"nvidia.com/gpu": str(gpus)}}))
+    kube: Kube, namespace: str, gpus: int
+) -> None:
+    kube.apps.create_namespaced_deployment(
+        namespace,
+        deployment(
+            "g", "registry.example/m:1", resources={"limits": {"nvidia.com/gpu": str(gpus)}}
+        ),
+    )
 
     def unschedulable() -> bool:
         found = pods(kube, namespace, "g")
         return bool(found) and any(
             c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable"
-            for c in found[0].status.conditions or ())
+            for c in found[0].status.conditions or ()
+        )
 
     wait_for(unschedulable, 20, "PodScheduled=False/Unschedulable")
     assert pods(kube, namespace, "g")[0].spec.node_name is None

@@ -1,0 +1,303 @@
+"""`kubectl modeldeploy`: status, history, versions, rollback, retry and wait for a ModelDeployment.
+
+The kubectl plugin, beside the handlers at the top of the layers: it reads and
+writes through `kube` and reuses the pure core's view of a resource (`model`,
+`render`) so it judges quarantine exactly as the operator does.
+Exit codes: 0 ok, 1 the resource is failed/stalled or a request was refused,
+2 usage error or not found, 124 timed out waiting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from modeldeploy import constants as c
+from modeldeploy.kube import Cluster, current_namespace, load_config
+from modeldeploy.model import JSON, Resource, Spec, SpecError, parse_resource
+from modeldeploy.render import template_hash
+
+EXIT_REFUSED, EXIT_USAGE, EXIT_TIMEOUT = 1, 2, 124
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_REFUSED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    cells = [[str(h) for h in headers]] + [["-" if v is None else str(v) for v in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join(
+        "   ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
+
+
+def valid_spec(resource: Resource) -> Spec:
+    if isinstance(resource.spec, SpecError):
+        raise CliError(f"the spec is invalid: {resource.spec}")
+    return resource.spec
+
+
+def quarantined(resource: Resource, version: str) -> bool:
+    """Recorded Failed with the content it has now: the operator will not roll it out."""
+    spec = valid_spec(resource)
+    record = resource.status.version_record(version)
+    return bool(
+        record
+        and record.state == c.STATE_FAILED
+        and version in spec.versions
+        and record.template_hash == template_hash(resource.name, spec, spec.versions[version])
+    )
+
+
+def condition(body: JSON, type_: str) -> JSON:
+    for item in (body.get("status") or {}).get("conditions") or ():
+        if item.get("type") == type_:
+            return dict(item)
+    return {}
+
+
+# ------------------------------------------------------------------ commands
+
+
+def show_status(body: JSON) -> str:
+    status = body.get("status") or {}
+    lines = [
+        f"Name:          {body['metadata']['name']}",
+        f"Namespace:     {body['metadata']['namespace']}",
+        f"Active:        {body['spec']['activeVersion']}",
+        f"Serving:       {status.get('servingVersion', '-')}",
+        f"Last good:     {status.get('lastGoodVersion', '-')}",
+        f"Ready:         {status.get('readiness', '-')}",
+        f"Phase:         {status.get('phase', 'Pending')}",
+    ]
+    rollout = status.get("rollout")
+    if rollout:
+        lines.append(
+            f"Rollout:       #{rollout['revision']} {rollout.get('from') or '-'} -> "
+            f"{rollout['version']} ({rollout['trigger']}) {rollout['outcome']}"
+            + (f": {rollout['reason']}" if rollout.get("reason") else "")
+        )
+    rows = [
+        (k["type"], k["status"], k["reason"], k.get("message", ""))
+        for k in status.get("conditions") or ()
+    ]
+    return "\n".join(lines) + "\n\n" + table(rows, ["CONDITION", "STATUS", "REASON", "MESSAGE"])
+
+
+def show_history(body: JSON) -> str:
+    rows = [
+        (
+            h["revision"],
+            h.get("from") or "-",
+            h["version"],
+            h["trigger"],
+            h["outcome"],
+            h.get("reason"),
+            h.get("startedAt"),
+            h.get("finishedAt"),
+        )
+        for h in (body.get("status") or {}).get("history") or ()
+    ]
+    return table(
+        rows, ["REVISION", "FROM", "TO", "TRIGGER", "OUTCOME", "REASON", "STARTED", "FINISHED"]
+    )
+
+
+def version_rows(body: JSON) -> list[JSON]:
+    resource = parse_resource(body)
+    ledger = {v["name"]: v for v in (body.get("status") or {}).get("versions") or ()}
+    rows = []
+    for entry in body["spec"]["versions"]:
+        record = ledger.get(entry["name"], {})
+        rows.append(
+            {
+                "name": entry["name"],
+                "image": entry["image"],
+                "active": entry["name"] == body["spec"]["activeVersion"],
+                "state": record.get("state", "NeverRolledOut"),
+                "quarantined": quarantined(resource, entry["name"]),
+                "reason": record.get("reason"),
+                "message": record.get("message"),
+                "failedAt": record.get("failedAt"),
+                "lastAvailableAt": record.get("lastAvailableAt"),
+            }
+        )
+    return rows
+
+
+def show_versions(body: JSON) -> str:
+    rows = [
+        (
+            "*" if r["active"] else "",
+            r["name"],
+            r["image"],
+            r["state"],
+            "yes" if r["quarantined"] else "no",
+            r["reason"],
+            r["lastAvailableAt"],
+        )
+        for r in version_rows(body)
+    ]
+    return table(rows, ["", "VERSION", "IMAGE", "STATE", "QUARANTINED", "REASON", "LAST AVAILABLE"])
+
+
+def rollback_target(body: JSON) -> str:
+    """The newest version that rolled out successfully before the current one."""
+    resource = parse_resource(body)
+    spec = valid_spec(resource)
+    for entry in resource.status.history:
+        if (
+            entry.outcome == c.OUTCOME_SUCCEEDED
+            and entry.version != spec.active_version
+            and entry.version in spec.versions
+            and not quarantined(resource, entry.version)
+        ):
+            return entry.version
+    raise CliError("no earlier version ever rolled out successfully; name one with --to")
+
+
+def rollback(cluster: Cluster, body: JSON, target: str | None) -> str:
+    resource = parse_resource(body)
+    spec = valid_spec(resource)
+    target = target or rollback_target(body)
+    if target not in spec.versions:
+        raise CliError(f'version "{target}" is not in spec.versions', EXIT_USAGE)
+    record = resource.status.version_record(target)
+    if record and quarantined(resource, target):
+        raise CliError(
+            f"{target} is quarantined (it failed: {record.reason}); retry it explicitly with: "
+            f"kubectl modeldeploy retry {resource.name} {target}"
+        )
+    if target == spec.active_version:
+        return f"{resource.name} already selects {target}; nothing to do"
+    applied = cluster.patch(
+        resource.namespace,
+        resource.name,
+        [
+            {"op": "test", "path": "/spec/activeVersion", "value": spec.active_version},
+            {"op": "replace", "path": "/spec/activeVersion", "value": target},
+        ],
+    )
+    if not applied:
+        raise CliError("spec.activeVersion changed meanwhile; look again and retry")
+    return (
+        f"{resource.name}: spec.activeVersion {spec.active_version} -> {target} (manual "
+        f"rollback). Follow it with: kubectl modeldeploy wait {resource.name} --for=ready"
+    )
+
+
+def retry(cluster: Cluster, body: JSON, version: str) -> str:
+    resource = parse_resource(body)
+    spec = valid_spec(resource)
+    if version not in spec.versions:
+        raise CliError(f'version "{version}" is not in spec.versions', EXIT_USAGE)
+    key = c.ANNOTATION_RETRY.replace("~", "~0").replace("/", "~1")
+    patch: list[JSON] = []
+    if not body["metadata"].get("annotations"):
+        patch.append({"op": "add", "path": "/metadata/annotations", "value": {}})
+    patch.append({"op": "add", "path": f"/metadata/annotations/{key}", "value": version})
+    cluster.patch(resource.namespace, resource.name, patch)
+    note = "" if quarantined(resource, version) else f" ({version} was not quarantined)"
+    return f"{resource.name}: retry of {version} requested{note}; the operator rolls it out"
+
+
+def wait(cluster: Cluster, namespace: str, name: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        body = cluster.get(namespace, name)
+        current = (body.get("status") or {}).get("observedGeneration") == (
+            body["metadata"].get("generation")
+        )
+        if current and condition(body, c.READY).get("status") == "True":
+            return f"{name} is ready: {condition(body, c.READY).get('message', '')}"
+        stalled = condition(body, c.STALLED)
+        if current and stalled.get("status") == "True":
+            raise CliError(f"{name} is stalled ({stalled['reason']}): {stalled['message']}")
+        if time.monotonic() >= deadline:
+            raise CliError(
+                f"timed out after {timeout:g}s waiting for {name} to be ready", EXIT_TIMEOUT
+            )
+        time.sleep(0.5)
+
+
+def parse_duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600}
+    if text and text[-1] in units:
+        return float(text[:-1]) * units[text[-1]]
+    return float(text)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="kubectl modeldeploy",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    root.add_argument("-n", "--namespace", help="default: the current context's namespace")
+    root.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    commands = root.add_subparsers(dest="command", required=True)
+    for name, text in [
+        ("status", "conditions, rollout and versions in brief"),
+        ("history", "every rollout, newest first"),
+        ("versions", "the ledger: each version's state"),
+    ]:
+        commands.add_parser(name, help=text).add_argument("name")
+    back = commands.add_parser(
+        "rollback", help="select an earlier version (default: the last good one before the current)"
+    )
+    back.add_argument("name")
+    back.add_argument("--to", "--version", dest="to", help="the version to go back to")
+    again = commands.add_parser("retry", help="lift a version's quarantine and roll it out")
+    again.add_argument("name")
+    again.add_argument("version")
+    waiting = commands.add_parser("wait", help="wait until Ready (exit 1 if it stalls)")
+    waiting.add_argument("name")
+    waiting.add_argument("--for", dest="condition", choices=["ready"], default="ready")
+    waiting.add_argument("--timeout", type=parse_duration, default=300.0, help="e.g. 90s, 5m")
+    return root
+
+
+def run(args: argparse.Namespace, cluster: Cluster) -> str:
+    namespace = args.namespace or current_namespace()
+    if args.command == "wait":
+        return wait(cluster, namespace, args.name, args.timeout)
+    body = cluster.get(namespace, args.name)
+    if args.command == "rollback":
+        return rollback(cluster, body, args.to)
+    if args.command == "retry":
+        return retry(cluster, body, args.version)
+    if args.output == "json":
+        status = body.get("status") or {}
+        views: dict[str, Any] = {
+            "status": status,
+            "history": status.get("history") or [],
+            "versions": version_rows(body),
+        }
+        return json.dumps(views[args.command], indent=2)
+    shows = {"status": show_status, "history": show_history, "versions": show_versions}
+    return shows[args.command](body)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        load_config()
+        print(run(args, Cluster()))
+    except LookupError as error:
+        print(f"Error: {error.args[0]}", file=sys.stderr)
+        return EXIT_USAGE
+    except CliError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return error.code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
