@@ -131,7 +131,7 @@ def api(method: str, path: str, body: object | None = None) -> object:
         data=None if body is None else json.dumps(body).encode(),
         headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, context=context, timeout=10) as response:  # noqa: S310
+    with urllib.request.urlopen(request, context=context, timeout=10) as response:
         return json.loads(response.read() or b"null")
 
 
@@ -266,7 +266,7 @@ def start_control_plane(bin_dir: Path) -> None:
 
 
 def http_ok(url: str) -> bool:
-    with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+    with urllib.request.urlopen(url, timeout=2) as response:
         return bool(response.status == 200)
 
 
@@ -275,7 +275,7 @@ def api_ready(server: str) -> bool:
     request = urllib.request.Request(
         server + "/readyz", headers={"Authorization": f"Bearer {TOKEN}"}
     )
-    with urllib.request.urlopen(request, context=context, timeout=2) as response:  # noqa: S310
+    with urllib.request.urlopen(request, context=context, timeout=2) as response:
         return bool(response.status == 200)
 
 

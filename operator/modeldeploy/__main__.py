@@ -30,12 +30,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="kopf liveness endpoint; empty to disable",
     )
     parser.add_argument("--log-format", choices=["plain", "full", "json"], default="plain")
+    parser.add_argument(
+        "--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port (0: off)"
+    )
+    parser.add_argument(
+        "--webhook", default=None, help="operator-wide webhook URL for rollout notifications"
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.webhook and not args.webhook.startswith(("http://", "https://")):
+        raise SystemExit("--webhook must be an http:// or https:// URL")
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
     if not args.verbose:
         # kopf logs every handler call per watch event; at scale that drowns what matters.
@@ -47,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
             clusterwide=not args.namespace,
             namespaces=list(args.namespace),
             liveness_endpoint=args.liveness or None,
+            memo=kopf.Memo(metrics_port=args.metrics_port, webhook_url=args.webhook),
         )
     )
 

@@ -18,6 +18,7 @@ from typing import Any
 import kopf
 
 from modeldeploy import constants as c
+from modeldeploy import metrics
 from modeldeploy.kube import Cluster, load_config
 from modeldeploy.model import (
     ChildState,
@@ -29,6 +30,7 @@ from modeldeploy.model import (
     parse_resource,
     to_json,
 )
+from modeldeploy.notify import Notifier
 from modeldeploy.rollout import Decision, decide
 from modeldeploy.workqueue import WorkQueue
 
@@ -72,6 +74,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
         settings.watching.label_selectors[resource] = SELECTOR  # server-side filtering
     load_config()
     cluster = Cluster()
+    notifier = Notifier(memo.get("webhook_url"))
+    memo.notifier = notifier
+    if memo.get("metrics_port"):
+        metrics.serve(int(memo.metrics_port))
     caches = Caches(
         resources=kwargs["resource_index"],
         deployments=kwargs["deployment_index"],
@@ -84,7 +90,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
         if snapshot is None:
             return None
         body, observed = snapshot
-        return await asyncio.to_thread(reconcile_once, cluster, body, observed)
+        return await asyncio.to_thread(reconcile_once, cluster, notifier, body, observed)
 
     memo.queue = WorkQueue(reconcile, workers=4)
     memo.queue.start()
@@ -93,9 +99,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     await memo.queue.stop()
+    memo.notifier.close()
 
 
-def reconcile_once(cluster: Cluster, body: Mapping[str, Any], observed: Observed) -> float | None:
+def reconcile_once(
+    cluster: Cluster, notifier: Notifier, body: Mapping[str, Any], observed: Observed
+) -> float | None:
     """Read -> decide -> write, in the order B6 requires: status before anything it records."""
     resource = parse_resource(body)
     if observed.deployment is None or observed.service is None:
@@ -111,15 +120,15 @@ def reconcile_once(cluster: Cluster, body: Mapping[str, Any], observed: Observed
         version = str(body["metadata"]["resourceVersion"])
         if not cluster.replace_status(resource, version, to_json(decision.status)):
             return None  # stale view; the newer object is on its way and is reconciled then
+        metrics.observe(resource, resource.status, decision.status)
     for manifest in (decision.service, decision.deployment):
         if manifest is not None:
             cluster.apply(manifest)
-    for event in decision.events:
-        cluster.post_event(resource, event)
     change = decision.spec_change
-    if change is not None and cluster.change_spec(resource, change):
-        for event in change.events:
-            cluster.post_event(resource, event)
+    applied = change is not None and cluster.change_spec(resource, change)
+    for event in decision.events + (change.events if change and applied else ()):
+        cluster.post_event(resource, event)
+        notifier.notify(resource, event)
     return decision.requeue_after
 
 
@@ -159,8 +168,12 @@ async def pod_index(body: kopf.Body, **_: Any) -> dict[Key, PodState]:
 
 
 @kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)
-async def on_resource(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    memo.queue.add((body.metadata.namespace or "", body.metadata.name or ""))
+async def on_resource(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    namespace, name = body.metadata.namespace or "", body.metadata.name or ""
+    if type == "DELETED":
+        metrics.forget(namespace, name)
+    else:
+        memo.queue.add((namespace, name))
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)

@@ -69,6 +69,7 @@ class Spec:
     template: TemplateSpec = TemplateSpec()
     service: ServiceSpec = ServiceSpec()
     rollout: RolloutPolicy = RolloutPolicy()
+    webhook_url: str | None = None  # spec.notifications.webhook.url
 
     @property
     def active(self) -> VersionSpec:
@@ -101,7 +102,9 @@ def parse_spec(raw: Mapping[str, Any]) -> Spec:
     service = raw.get("service") or {}
     rollout = raw.get("rollout") or {}
     defaults = RolloutPolicy()
+    webhook = (raw.get("notifications") or {}).get("webhook") or {}
     return Spec(
+        webhook_url=webhook.get("url"),
         active_version=active,
         replicas=replicas,
         versions=versions,

@@ -94,22 +94,28 @@ class Operator:
         self.namespace = namespace
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
+        self.extra_args: list[str] = []
+        self.env: dict[str, str] = {}
 
-    def start(self) -> None:
+    def start(self, *extra_args: str) -> None:
+        """Start it; `extra_args` (e.g. --metrics-port) stay for later restarts."""
+        self.extra_args += extra_args
+        command = [
+            sys.executable,
+            "-m",
+            "modeldeploy",
+            "--namespace",
+            self.namespace,
+            "--liveness=",
+            "--verbose",
+            *self.extra_args,
+        ]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "modeldeploy",
-                    "--namespace",
-                    self.namespace,
-                    "--liveness=",
-                    "--verbose",
-                ],
+                command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
             )
         wait_for(
             lambda: b"Activity 'configure' succeeded" in self.log_path.read_bytes(),
@@ -137,11 +143,23 @@ class Operator:
 
 @pytest.fixture
 def operator(namespace: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Operator]:
+    """A running operator for the test's namespace."""
     running = Operator(namespace, tmp_path / "operator.log")
     running.start()
     request.node.operator_log = running.log
     yield running
     running.stop()
+
+
+@pytest.fixture
+def stopped_operator(
+    namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Operator]:
+    """An operator the test starts itself, with its own flags or credentials."""
+    idle = Operator(namespace, tmp_path / "operator.log")
+    request.node.operator_log = idle.log
+    yield idle
+    idle.stop()
 
 
 @pytest.hookimpl(wrapper=True)

@@ -1,0 +1,112 @@
+"""Prometheus metrics, derived from what each reconcile changed in a resource's status.
+
+Sits beside the kube layer, below the handlers: `observe(before, after)` turns
+status transitions (a rollout finished, a revert recorded) into counters and
+histograms, so metrics and status can never disagree.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from modeldeploy import constants as c
+from modeldeploy.model import Resource, RolloutRecord, Status, parse_time
+
+ROLLOUTS = Counter(
+    "modeldeploy_rollouts_total",
+    "Rollouts that finished, by outcome and trigger",
+    ["outcome", "trigger"],
+)
+ROLLBACKS = Counter(
+    "modeldeploy_rollbacks_total",
+    "Rollbacks: automatic reverts (by failure reason) and manual ones",
+    ["kind", "reason"],
+)
+DETECT = Histogram(
+    "modeldeploy_time_to_detect_seconds",
+    "From a rollout's start to its failure being recorded",
+    buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
+)
+RECOVER = Histogram(
+    "modeldeploy_time_to_recover_seconds",
+    "From a failed rollout's start to the last good version serving again",
+    buckets=(1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
+)
+INFO = Gauge(
+    "modeldeploy_resource_info",
+    "One series per ModelDeployment: what it serves",
+    ["namespace", "name", "serving", "last_good", "phase"],
+)
+
+_info_labels: dict[tuple[str, str], tuple[str, ...]] = {}
+
+
+def serve(port: int) -> None:
+    start_http_server(port)
+
+
+def _seconds(start: str | None, end: str | None) -> float | None:
+    started, ended = parse_time(start), parse_time(end)
+    return (ended - started).total_seconds() if started and ended else None
+
+
+def _finished(before: Status, after: Status) -> list[RolloutRecord]:
+    """History entries that left Progressing in this reconcile."""
+    was = {h.revision: h.outcome for h in before.history}
+    return [
+        h
+        for h in after.history
+        if h.outcome != c.OUTCOME_PROGRESSING and was.get(h.revision) == c.OUTCOME_PROGRESSING
+    ]
+
+
+def observe(resource: Resource, before: Status, after: Status) -> None:
+    for rollout in _finished(before, after):
+        ROLLOUTS.labels(rollout.outcome, rollout.trigger).inc()
+        if rollout.outcome == c.OUTCOME_FAILED:
+            took = _seconds(rollout.started_at, rollout.finished_at)
+            if took is not None:
+                DETECT.observe(took)
+        if rollout.outcome == c.OUTCOME_SUCCEEDED and rollout.trigger == c.TRIGGER_AUTOMATIC:
+            failed = next((h for h in after.history if h.revision == rollout.revision - 1), None)
+            took = _seconds(failed.started_at if failed else None, rollout.finished_at)
+            if took is not None:
+                RECOVER.observe(took)
+    if len(after.reverts) > len(before.reverts):
+        reason = next((k.reason for k in after.conditions if k.type == c.ROLLED_BACK), "Unknown")
+        ROLLBACKS.labels("automatic", reason).inc()
+    started = after.rollout
+    if (
+        started
+        and started != before.rollout
+        and started.trigger == c.TRIGGER_MANUAL
+        and started.outcome == c.OUTCOME_PROGRESSING
+    ):
+        record = before.version_record(started.version)
+        if record and record.last_available_at:  # back to a version that served before
+            ROLLBACKS.labels("manual", "Manual").inc()
+    _set_info(resource, after)
+
+
+def _set_info(resource: Resource, status: Status) -> None:
+    key = (resource.namespace, resource.name)
+    labels = (
+        resource.namespace,
+        resource.name,
+        status.serving_version or "",
+        status.last_good_version or "",
+        status.phase,
+    )
+    previous = _info_labels.get(key)
+    if previous == labels:
+        return
+    if previous:
+        INFO.remove(*previous)
+    INFO.labels(*labels).set(1)
+    _info_labels[key] = labels
+
+
+def forget(namespace: str, name: str) -> None:
+    previous = _info_labels.pop((namespace, name), None)
+    if previous:
+        INFO.remove(*previous)

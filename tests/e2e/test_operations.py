@@ -1,0 +1,227 @@
+"""Operating modeldeploy: metrics, webhooks and the kubectl plugin, on the real test bed."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Operator
+from tests.e2e.helpers import Kube, model_deployment, wait_for
+
+GOOD, BAD = "registry.example/m:1", "registry.example/m:2-crashloop"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1 that records payloads (or hangs, to play dead)."""
+
+    def __init__(self, hang: bool = False) -> None:
+        self.payloads: list[dict[str, Any]] = []
+        self.release = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if hang:
+                    receiver.release.wait(30)
+                receiver.payloads.append(json.loads(body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def events(self) -> list[str]:
+        return [p["event"] for p in self.payloads]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    running = Receiver()
+    running.thread.start()
+    yield running
+    running.server.shutdown()
+
+
+@pytest.fixture
+def dead_receiver() -> Iterator[Receiver]:
+    running = Receiver(hang=True)
+    running.thread.start()
+    yield running
+    running.release.set()
+    running.server.shutdown()
+
+
+def revert_scenario(kube: Kube, namespace: str, name: str, **extra: Any) -> None:
+    body = model_deployment(name, {"v1": GOOD, "v2": BAD}, "v1")
+    body["spec"].update(extra)
+    kube.create(namespace, body)
+    wait_for(lambda: kube.status(namespace, name).get("lastGoodVersion") == "v1", 60, "v1 good")
+    kube.select(namespace, name, "v2")
+    wait_for(
+        lambda: (
+            kube.get(namespace, name)["spec"]["activeVersion"] == "v1"
+            and kube.status(namespace, name).get("servingVersion") == "v1"
+            and kube.condition(namespace, name, "Ready").get("status") == "True"
+            and kube.ledger(namespace, name).get("v2", {}).get("state") == "Failed"
+        ),
+        60,
+        "the revert to v1",
+    )
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return str(response.read().decode())
+
+
+def metric(text: str, line_start: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no metric line starting {line_start!r}")
+
+
+def test_metrics_count_the_failed_rollout_and_the_revert(
+    kube: Kube, namespace: str, stopped_operator: Operator
+) -> None:
+    port = free_port()
+    stopped_operator.start(f"--metrics-port={port}")
+    revert_scenario(kube, namespace, "metered")
+    text = wait_for(
+        lambda: (
+            (t := scrape(port))
+            and 'modeldeploy_rollouts_total{outcome="Succeeded",trigger="Automatic"}' in t
+            and t
+        ),
+        15,
+        "the revert's metrics",
+    )
+    assert metric(text, 'modeldeploy_rollouts_total{outcome="Failed",trigger="Manual"}') == 1
+    assert metric(text, 'modeldeploy_rollouts_total{outcome="Succeeded",trigger="Automatic"}') == 1
+    assert (
+        metric(text, 'modeldeploy_rollbacks_total{kind="automatic",reason="CrashLoopBackOff"}') == 1
+    )
+    assert metric(text, "modeldeploy_time_to_detect_seconds_count") == 1
+    assert metric(text, "modeldeploy_time_to_recover_seconds_count") == 1
+    assert (
+        metric(
+            text,
+            f'modeldeploy_resource_info{{last_good="v1",name="metered",'
+            f'namespace="{namespace}",phase="Available",serving="v1"}}',
+        )
+        == 1
+    )
+
+
+def test_webhook_receives_failed_revert_and_success(
+    kube: Kube, namespace: str, operator: Operator, receiver: Receiver
+) -> None:
+    revert_scenario(kube, namespace, "hooked", notifications={"webhook": {"url": receiver.url}})
+    wait_for(
+        lambda: (
+            {"RolloutFailed", "RolledBack"} <= set(receiver.events())
+            and receiver.events().count("RolloutSucceeded") >= 2
+        ),
+        15,
+        "the notifications",
+    )
+    failed = next(p for p in receiver.payloads if p["event"] == "RolloutFailed")
+    assert failed["name"] == "hooked"
+    assert failed["namespace"] == namespace
+    assert "v2" in failed["text"]
+    assert "CrashLoopBackOff" in failed["text"]
+
+
+def test_dead_webhook_does_not_delay_the_revert(
+    kube: Kube, namespace: str, operator: Operator, dead_receiver: Receiver
+) -> None:
+    # The receiver never answers while the scenario runs; the revert must not wait for it.
+    revert_scenario(kube, namespace, "deaf", notifications={"webhook": {"url": dead_receiver.url}})
+    assert dead_receiver.payloads == []
+
+
+def plugin(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "modeldeploy.cli", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def test_plugin_shows_status_history_versions_and_refuses_quarantined_rollback(
+    kube: Kube, namespace: str, operator: Operator
+) -> None:
+    revert_scenario(kube, namespace, "cli")
+    status = plugin("-n", namespace, "status", "cli")
+    assert status.returncode == 0, status.stderr
+    assert "Serving:       v1" in status.stdout
+    history = json.loads(plugin("-n", namespace, "-o", "json", "history", "cli").stdout)
+    assert [(h["version"], h["outcome"]) for h in history[:2]] == [
+        ("v1", "Succeeded"),
+        ("v2", "Failed"),
+    ]
+    versions = {
+        v["name"]: v
+        for v in json.loads(plugin("-n", namespace, "-o", "json", "versions", "cli").stdout)
+    }
+    assert versions["v2"]["quarantined"] is True
+    refused = plugin("-n", namespace, "rollback", "cli", "--to", "v2")
+    assert refused.returncode == 1
+    assert "kubectl modeldeploy retry cli v2" in refused.stderr
+    missing = plugin("-n", namespace, "status", "nothing-here")
+    assert missing.returncode == 2
+    assert 'modeldeployment "nothing-here" not found' in missing.stderr
+
+
+def test_plugin_rollback_goes_to_the_previous_good_version_and_wait_reports_ready(
+    kube: Kube, namespace: str, operator: Operator
+) -> None:
+    kube.create(
+        namespace, model_deployment("back", {"v1": GOOD, "v2": "registry.example/m:2"}, "v1")
+    )
+    wait_for(lambda: kube.status(namespace, "back").get("lastGoodVersion") == "v1", 60, "v1")
+    kube.select(namespace, "back", "v2")
+    waited = plugin("-n", namespace, "wait", "back", "--for=ready", "--timeout=60s")
+    assert waited.returncode == 0, waited.stderr
+    assert kube.status(namespace, "back")["lastGoodVersion"] == "v2"
+    rolled = plugin("-n", namespace, "rollback", "back")
+    assert rolled.returncode == 0, rolled.stderr
+    assert "v2 -> v1" in rolled.stdout
+    assert plugin("-n", namespace, "wait", "back", "--timeout=60s").returncode == 0
+    latest = kube.status(namespace, "back")["history"][0]
+    assert (latest["version"], latest["trigger"], latest["outcome"]) == (
+        "v1",
+        "Manual",
+        "Succeeded",
+    )
+
+
+def test_plugin_wait_fails_fast_when_the_first_version_fails(
+    kube: Kube, namespace: str, operator: Operator
+) -> None:
+    kube.create(namespace, model_deployment("doomed", {"v1": BAD}, "v1"))
+    waited = plugin("-n", namespace, "wait", "doomed", "--timeout=90s")
+    assert waited.returncode == 1
+    assert "FirstVersionFailed" in waited.stderr
