@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import kubernetes
+
 ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = "modeldeploy-demo"
 NAME = "fraud-detector"
@@ -41,7 +43,8 @@ def load_testbed() -> Any:
     spec = importlib.util.spec_from_file_location(
         "testbed", ROOT / "deploy" / "local-cluster" / "testbed.py"
     )
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -120,8 +123,6 @@ def main() -> None:
     )
     testbed.up()
     os.environ["KUBECONFIG"] = str(testbed.KUBECONFIG)
-    import kubernetes  # after the venv and the kubeconfig exist
-
     kubernetes.config.load_kube_config(config_file=str(testbed.KUBECONFIG))
     custom = kubernetes.client.CustomObjectsApi()
     core = kubernetes.client.CoreV1Api()
