@@ -70,6 +70,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
         prefix=c.KOPF_PREFIX, key="last-handled-configuration"
     )
     settings.posting.enabled = False  # we post our own Events, on transitions only
+    settings.scanning.disabled = True  # our resources are fixed: no CRD/namespace watch (RBAC)
     for resource in (("v1", "pods"), ("apps", "v1", "deployments"), ("v1", "services")):
         settings.watching.label_selectors[resource] = SELECTOR  # server-side filtering
     load_config()

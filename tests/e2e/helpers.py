@@ -190,3 +190,24 @@ class ReadyPodSampler:
                 self.minimum = min(self.minimum, count)
             elif count >= self.replicas:
                 self.minimum = count
+
+
+def revert_scenario(kube: Kube, namespace: str, name: str, **extra: Any) -> None:
+    """v1 serves; v2 crash-loops; wait until the operator put v1 back."""
+    body = model_deployment(
+        name, {"v1": "registry.example/m:1", "v2": "registry.example/m:2-crashloop"}, "v1"
+    )
+    body["spec"].update(extra)
+    kube.create(namespace, body)
+    wait_for(lambda: kube.status(namespace, name).get("lastGoodVersion") == "v1", 60, "v1 good")
+    kube.select(namespace, name, "v2")
+
+    def back_on_v1() -> bool:
+        return bool(
+            kube.get(namespace, name)["spec"]["activeVersion"] == "v1"
+            and kube.status(namespace, name).get("servingVersion") == "v1"
+            and kube.condition(namespace, name, "Ready").get("status") == "True"
+            and kube.ledger(namespace, name).get("v2", {}).get("state") == "Failed"
+        )
+
+    wait_for(back_on_v1, 60, "the revert to v1")

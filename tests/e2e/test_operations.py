@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -10,14 +11,17 @@ import threading
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.e2e.conftest import Operator
-from tests.e2e.helpers import Kube, model_deployment, wait_for
+from tests.e2e.helpers import Kube, model_deployment, revert_scenario, wait_for
 
 GOOD, BAD = "registry.example/m:1", "registry.example/m:2-crashloop"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -69,24 +73,6 @@ def dead_receiver() -> Iterator[Receiver]:
     yield running
     running.release.set()
     running.server.shutdown()
-
-
-def revert_scenario(kube: Kube, namespace: str, name: str, **extra: Any) -> None:
-    body = model_deployment(name, {"v1": GOOD, "v2": BAD}, "v1")
-    body["spec"].update(extra)
-    kube.create(namespace, body)
-    wait_for(lambda: kube.status(namespace, name).get("lastGoodVersion") == "v1", 60, "v1 good")
-    kube.select(namespace, name, "v2")
-    wait_for(
-        lambda: (
-            kube.get(namespace, name)["spec"]["activeVersion"] == "v1"
-            and kube.status(namespace, name).get("servingVersion") == "v1"
-            and kube.condition(namespace, name, "Ready").get("status") == "True"
-            and kube.ledger(namespace, name).get("v2", {}).get("state") == "Failed"
-        ),
-        60,
-        "the revert to v1",
-    )
 
 
 def scrape(port: int) -> str:
@@ -225,3 +211,37 @@ def test_plugin_wait_fails_fast_when_the_first_version_fails(
     waited = plugin("-n", namespace, "wait", "doomed", "--timeout=90s")
     assert waited.returncode == 1
     assert "FirstVersionFailed" in waited.stderr
+
+
+def test_operator_runs_on_its_service_account_rbac_alone(
+    kube: Kube, namespace: str, stopped_operator: Operator, tmp_path: Path
+) -> None:
+    subprocess.run(
+        ["kubectl", "create", "namespace", "modeldeploy-system"], capture_output=True, check=False
+    )  # may exist from an earlier run
+    dry_run = subprocess.run(
+        ["kubectl", "apply", "-k", str(ROOT / "deploy"), "--dry-run=server"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert dry_run.returncode == 0, dry_run.stderr
+    subprocess.run(
+        ["kubectl", "apply", "-f", str(ROOT / "deploy" / "rbac.yaml")],
+        capture_output=True,
+        check=True,
+    )
+    token = kube.core.create_namespaced_service_account_token(
+        "modeldeploy-operator", "modeldeploy-system", {"spec": {"expirationSeconds": 3600}}
+    ).status.token
+    admin = yaml.safe_load(Path(os.environ["KUBECONFIG"]).read_text())
+    admin["users"] = [{"name": "operator", "user": {"token": token}}]
+    admin["contexts"][0]["context"]["user"] = "operator"
+    config = tmp_path / "operator.kubeconfig"
+    config.write_text(yaml.safe_dump(admin))
+    stopped_operator.env["KUBECONFIG"] = str(config)
+    stopped_operator.start()
+    revert_scenario(kube, namespace, "least-privilege")
+    log = stopped_operator.log()
+    assert "Forbidden" not in log
+    assert " 403 " not in log
