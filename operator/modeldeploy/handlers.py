@@ -108,15 +108,19 @@ def reconcile_once(
 ) -> float | None:
     """Read -> decide -> write, in the order B6 requires: status before anything it records."""
     resource = parse_resource(body)
-    if observed.deployment is None or observed.service is None:
-        # Not in our label-filtered caches: it may still exist without our labels,
-        # made by someone else. Look before applying, so we never take it over (B1).
+    now = datetime.now(UTC)
+    decision: Decision = decide(resource, observed, now)
+    if (decision.deployment and observed.deployment is None) or (
+        decision.service and observed.service is None
+    ):
+        # About to create a child our label-filtered caches do not show: one of that
+        # name may still exist, made by someone else. Look first, never take it over (B1).
         observed = replace(
             observed,
             deployment=observed.deployment or cluster.read_child("Deployment", resource),
             service=observed.service or cluster.read_child("Service", resource),
         )
-    decision: Decision = decide(resource, observed, datetime.now(UTC))
+        decision = decide(resource, observed, now)
     if decision.status_changed:
         version = str(body["metadata"]["resourceVersion"])
         if not cluster.replace_status(resource, version, to_json(decision.status)):
@@ -140,7 +144,8 @@ def reconcile_once(
 async def resource_index(body: kopf.Body, **_: Any) -> dict[Key, Mapping[str, Any]]:
     return {
         (body.metadata.namespace or "", body.metadata.name or ""): {
-            "metadata": dict(body.metadata),
+            # managedFields can outweigh the rest of the object; decisions never need them.
+            "metadata": {k: v for k, v in body.metadata.items() if k != "managedFields"},
             "spec": dict(body.spec),
             "status": dict(body.status),
         }

@@ -27,22 +27,38 @@ class WorkQueue:
         self._active: set[Hashable] = set()
         self._dirty: set[Hashable] = set()
         self._failures: dict[Hashable, int] = {}
+        self._timers: dict[Hashable, asyncio.TimerHandle] = {}  # one pending deadline per key
         self._tasks: list[asyncio.Task[None]] = []
 
     def add(self, key: Hashable, delay: float = 0.0) -> None:
         """Ask for `key` to be reconciled (after `delay` seconds)."""
         if delay > 0:
-            asyncio.get_running_loop().call_later(delay, self.add, key)
+            self._add_later(key, delay)
         elif key in self._active:
             self._dirty.add(key)  # reconcile again once the running one ends
         elif key not in self._queued:
             self._queued.add(key)
             self._queue.put_nowait(key)
 
+    def _add_later(self, key: Hashable, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        timer = self._timers.get(key)
+        if timer is not None and not timer.cancelled() and timer.when() <= loop.time() + delay:
+            return  # an earlier wake-up is already due; that reconcile sets the next one
+        if timer is not None:
+            timer.cancel()
+        self._timers[key] = loop.call_later(delay, self._fire, key)
+
+    def _fire(self, key: Hashable) -> None:
+        self._timers.pop(key, None)
+        self.add(key)
+
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._work()) for _ in range(self._workers)]
 
     async def stop(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

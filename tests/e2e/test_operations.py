@@ -64,6 +64,7 @@ def receiver() -> Iterator[Receiver]:
     running.thread.start()
     yield running
     running.server.shutdown()
+    running.server.server_close()
 
 
 @pytest.fixture
@@ -73,6 +74,7 @@ def dead_receiver() -> Iterator[Receiver]:
     yield running
     running.release.set()
     running.server.shutdown()
+    running.server.server_close()
 
 
 def scrape(port: int) -> str:
