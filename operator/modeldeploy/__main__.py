@@ -36,6 +36,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--webhook", default=None, help="operator-wide webhook URL for rollout notifications"
     )
+    parser.add_argument(
+        "--prometheus", default=None, help="default Prometheus URL for spec.analysis"
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_args(argv)
 
@@ -55,7 +58,11 @@ def main(argv: list[str] | None = None) -> None:
             clusterwide=not args.namespace,
             namespaces=list(args.namespace),
             liveness_endpoint=args.liveness or None,
-            memo=kopf.Memo(metrics_port=args.metrics_port, webhook_url=args.webhook),
+            memo=kopf.Memo(
+                metrics_port=args.metrics_port,
+                webhook_url=args.webhook,
+                prometheus_url=args.prometheus,
+            ),
         )
     )
 

@@ -84,6 +84,26 @@ def show_status(body: JSON) -> str:
             f"{rollout['version']} ({rollout['trigger']}) {rollout['outcome']}"
             + (f": {rollout['reason']}" if rollout.get("reason") else "")
         )
+    analysis = status.get("analysis")
+    if analysis:
+        lines.append(
+            f"Analysis:      {analysis['version']} {analysis['phase']}, window "
+            f"{analysis['startedAt']} -> {analysis['endsAt']}"
+        )
+        checks = [
+            (
+                k["name"],
+                k.get("lastValue"),
+                k.get("passed", 0),
+                k.get("failed", 0),
+                k.get("inconclusive", 0),
+                k.get("message"),
+            )
+            for k in analysis.get("checks") or ()
+        ]
+        lines.append(
+            table(checks, ["  CHECK", "LAST VALUE", "PASSED", "FAILED", "INCONCLUSIVE", "MESSAGE"])
+        )
     rows = [
         (k["type"], k["status"], k["reason"], k.get("message", ""))
         for k in status.get("conditions") or ()

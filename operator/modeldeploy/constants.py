@@ -72,6 +72,7 @@ REASON_OOM_KILLED: Final = "OOMKilled"
 REASON_UNSCHEDULABLE: Final = "Unschedulable"
 REASON_NOT_READY: Final = "ReadyTimeout"
 REASON_PROGRESS_DEADLINE: Final = "ProgressDeadlineExceeded"
+REASON_ANALYSIS_FAILED: Final = "AnalysisFailed"
 
 # Condition reasons.
 REASON_AVAILABLE: Final = "Available"

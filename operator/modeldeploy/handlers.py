@@ -31,6 +31,7 @@ from modeldeploy.model import (
     to_json,
 )
 from modeldeploy.notify import Notifier
+from modeldeploy.prometheus import Analyzer
 from modeldeploy.rollout import Decision, decide
 from modeldeploy.workqueue import WorkQueue
 
@@ -74,9 +75,16 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     for resource in (("v1", "pods"), ("apps", "v1", "deployments"), ("v1", "services")):
         settings.watching.label_selectors[resource] = SELECTOR  # server-side filtering
     load_config()
-    cluster = Cluster()
-    notifier = Notifier(memo.get("webhook_url"))
-    memo.notifier = notifier
+    loop = asyncio.get_running_loop()
+    services = Services(
+        cluster=Cluster(),
+        notifier=Notifier(memo.get("webhook_url")),
+        analyzer=Analyzer(
+            memo.get("prometheus_url"),
+            wake=lambda key: loop.call_soon_threadsafe(memo.queue.add, key),
+        ),
+    )
+    memo.services = services
     if memo.get("metrics_port"):
         metrics.serve(int(memo.metrics_port))
     caches = Caches(
@@ -91,7 +99,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
         if snapshot is None:
             return None
         body, observed = snapshot
-        return await asyncio.to_thread(reconcile_once, cluster, notifier, body, observed)
+        observed = replace(observed, measurements=services.analyzer.take(key))
+        return await asyncio.to_thread(reconcile_once, services, body, observed)
 
     memo.queue = WorkQueue(reconcile, workers=4)
     memo.queue.start()
@@ -100,13 +109,22 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     await memo.queue.stop()
-    memo.notifier.close()
+    memo.services.notifier.close()
+    memo.services.analyzer.close()
 
 
-def reconcile_once(
-    cluster: Cluster, notifier: Notifier, body: Mapping[str, Any], observed: Observed
-) -> float | None:
+@dataclass(frozen=True)
+class Services:
+    """Where a reconcile's decisions go: the API, webhooks, the analysis queries."""
+
+    cluster: Cluster
+    notifier: Notifier
+    analyzer: Analyzer
+
+
+def reconcile_once(services: Services, body: Mapping[str, Any], observed: Observed) -> float | None:
     """Read -> decide -> write, in the order B6 requires: status before anything it records."""
+    cluster, notifier = services.cluster, services.notifier
     resource = parse_resource(body)
     now = datetime.now(UTC)
     decision: Decision = decide(resource, observed, now)
@@ -134,6 +152,7 @@ def reconcile_once(
     for event in decision.events + (change.events if change and applied else ()):
         cluster.post_event(resource, event)
         notifier.notify(resource, event)
+    services.analyzer.request((resource.namespace, resource.name), decision.queries)
     return decision.requeue_after
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -62,6 +62,26 @@ class RolloutPolicy:
 
 
 @dataclass(frozen=True)
+class Check:
+    """One analysis check: a PromQL query and its bound."""
+
+    name: str
+    query: str
+    max: float | None = None
+    min: float | None = None
+    failure_limit: int = 0  # failed measurements tolerated; one more fails the version
+    on_no_data: str = "Inconclusive"  # or "Fail": an empty result or unreachable Prometheus
+
+
+@dataclass(frozen=True)
+class AnalysisSpec:
+    checks: tuple[Check, ...]
+    prometheus: str | None = None  # None: the operator-wide --prometheus address
+    bake_s: int = 300
+    interval_s: int = 30
+
+
+@dataclass(frozen=True)
 class Spec:
     active_version: str
     replicas: int
@@ -70,6 +90,7 @@ class Spec:
     service: ServiceSpec = ServiceSpec()
     rollout: RolloutPolicy = RolloutPolicy()
     webhook_url: str | None = None  # spec.notifications.webhook.url
+    analysis: AnalysisSpec | None = None
 
     @property
     def active(self) -> VersionSpec:
@@ -105,6 +126,7 @@ def parse_spec(raw: Mapping[str, Any]) -> Spec:
     webhook = (raw.get("notifications") or {}).get("webhook") or {}
     return Spec(
         webhook_url=webhook.get("url"),
+        analysis=parse_analysis(raw.get("analysis")),
         active_version=active,
         replicas=replicas,
         versions=versions,
@@ -132,6 +154,32 @@ def parse_spec(raw: Mapping[str, Any]) -> Spec:
             max_surge=int(rollout.get("maxSurge", defaults.max_surge)),
             history_limit=int(rollout.get("historyLimit", defaults.history_limit)),
         ),
+    )
+
+
+def parse_analysis(raw: Mapping[str, Any] | None) -> AnalysisSpec | None:
+    if not raw or not raw.get("checks"):
+        return None
+    checks = []
+    for entry in raw["checks"]:
+        bound_max, bound_min = entry.get("max"), entry.get("min")
+        if bound_max is None and bound_min is None:
+            raise SpecError(f"spec.analysis.checks[{entry.get('name')}] needs max or min")
+        checks.append(
+            Check(
+                name=str(entry["name"]),
+                query=str(entry["query"]),
+                max=None if bound_max is None else float(bound_max),
+                min=None if bound_min is None else float(bound_min),
+                failure_limit=int(entry.get("failureLimit", 0)),
+                on_no_data=str(entry.get("onNoData", "Inconclusive")),
+            )
+        )
+    return AnalysisSpec(
+        checks=tuple(checks),
+        prometheus=raw.get("prometheus"),
+        bake_s=int(raw.get("bakeSeconds", 300)),
+        interval_s=int(raw.get("intervalSeconds", 30)),
     )
 
 
@@ -199,6 +247,32 @@ class Intent:
 
 
 @dataclass(frozen=True)
+class CheckRecord:
+    """What analysis measured for one check so far."""
+
+    name: str
+    passed: int = 0
+    failed: int = 0
+    inconclusive: int = 0
+    last_outcome: str | None = None  # Passed, Failed or Inconclusive
+    last_value: float | None = None
+    last_measured_at: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class AnalysisRecord:
+    """The analysis of one rollout's template; its window survives restarts."""
+
+    version: str
+    template_hash: str
+    started_at: str
+    ends_at: str
+    phase: str = "Running"  # Running, Inconclusive, Passed, Failed
+    checks: tuple[CheckRecord, ...] = ()
+
+
+@dataclass(frozen=True)
 class Revert:
     from_version: str
     to_version: str
@@ -221,6 +295,7 @@ class Status:
     ready_replicas: int = 0
     updated_replicas: int = 0
     readiness: str | None = None  # "ready/desired", for the printer column
+    analysis: AnalysisRecord | None = None
     conditions: tuple[Condition, ...] = ()
 
     def version_record(self, name: str) -> VersionRecord | None:
@@ -262,6 +337,7 @@ def parse_status(raw: Mapping[str, Any] | None) -> Status:
     raw = raw or {}
     rollout = raw.get("rollout")
     intent = raw.get("intent")
+    analysis = raw.get("analysis")
     return Status(
         observed_generation=int(raw.get("observedGeneration", 0)),
         phase=raw.get("phase", c.PHASE_PENDING),
@@ -277,6 +353,12 @@ def parse_status(raw: Mapping[str, Any] | None) -> Status:
         ready_replicas=int(raw.get("readyReplicas", 0)),
         updated_replicas=int(raw.get("updatedReplicas", 0)),
         readiness=raw.get("readiness"),
+        analysis=replace(
+            _from_json(AnalysisRecord, analysis),
+            checks=tuple(_from_json(CheckRecord, k) for k in analysis.get("checks") or ()),
+        )
+        if analysis
+        else None,
         conditions=tuple(_from_json(Condition, k) for k in raw.get("conditions") or ()),
     )
 
@@ -361,10 +443,22 @@ class ChildState:
 
 
 @dataclass(frozen=True)
+class Measurement:
+    """One analysis query's answer: a value, or None with why (no data, unreachable)."""
+
+    check: str
+    template_hash: str
+    at: datetime
+    value: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class Observed:
     deployment: ChildState | None = None
     service: ChildState | None = None
     pods: tuple[PodState, ...] = ()
+    measurements: tuple[Measurement, ...] = ()
 
 
 def _controller_uid(meta: Mapping[str, Any]) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from modeldeploy import analysis
 from modeldeploy import constants as c
 from modeldeploy.conditions import derive_phase, is_true, set_condition
 from modeldeploy.model import (
@@ -59,6 +60,7 @@ class Decision:
     events: tuple[Event, ...] = ()  # posted after the status write
     spec_change: SpecChange | None = None
     requeue_after: float | None = None  # seconds until the next deadline to check
+    queries: tuple[analysis.Query, ...] = ()  # analysis measurements due now
 
 
 @dataclass(frozen=True)
@@ -519,38 +521,17 @@ def decide(resource: Resource, observed: Observed, now: datetime) -> Decision:
 
     record = status.version_record(version)
     quarantined = bool(record and record.state == c.STATE_FAILED and record.template_hash == digest)
-    just_failed = False
-    requeue: float | None = None
+    step = Step(status)
     if not quarantined:
-        rollout = status.rollout
-        current = (
-            rollout is not None
-            and rollout.template_hash == digest
-            and rollout.outcome in (c.OUTCOME_PROGRESSING, c.OUTCOME_SUCCEEDED)
-        )
-        if not current:
-            status, started = _start_rollout(status, resource, spec, digest, stamp)
-            events.append(started)
-        rollout = status.rollout
-        assert rollout is not None
-        if rollout.outcome == c.OUTCOME_PROGRESSING:
-            verdict = evaluate(resource.name, spec, observed, digest, now)
-            if isinstance(verdict, Failure):
-                status, failed = _fail(status, spec, verdict, stamp)
-                events.append(failed)
-                quarantined = just_failed = True
-            elif verdict is True:
-                status, succeeded = _succeed(
-                    status, spec, stamp, parse_time(rollout.started_at), now
-                )
-                events.append(succeeded)
-            elif isinstance(verdict, float):
-                requeue = verdict
+        step = _progress(status, resource, spec, digest, observed, now)
+        events += step.events
+        quarantined = step.failed
+    status = step.status
 
     stall: Stall | None = None
     if quarantined and spec_change is None:
         status, stall, spec_change, quarantine_events = _handle_quarantine(
-            status, resource, spec, just_failed, stamp
+            status, resource, spec, step.failed, stamp
         )
         events += quarantine_events
 
@@ -565,8 +546,85 @@ def decide(resource: Resource, observed: Observed, now: datetime) -> Decision:
         service=service if _needs_apply(service, observed.service) else None,
         events=tuple(events),
         spec_change=spec_change,
-        requeue_after=requeue,
+        requeue_after=step.requeue,
+        queries=step.queries,
     )
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one look at the active version's rollout found."""
+
+    status: Status
+    events: tuple[Event, ...] = ()
+    failed: bool = False  # it failed just now
+    requeue: float | None = None
+    queries: tuple[analysis.Query, ...] = ()
+
+
+def _progress(
+    status: Status,
+    resource: Resource,
+    spec: Spec,
+    digest: str,
+    observed: Observed,
+    now: datetime,
+) -> Step:
+    """Start the rollout of `digest` if it is new, then judge it: failed, done or waiting."""
+    stamp = format_time(now)
+    events = []
+    rollout = status.rollout
+    current = (
+        rollout is not None
+        and rollout.template_hash == digest
+        and rollout.outcome in (c.OUTCOME_PROGRESSING, c.OUTCOME_SUCCEEDED)
+    )
+    if not current:
+        status, started = _start_rollout(status, resource, spec, digest, stamp)
+        events.append(started)
+    rollout = status.rollout
+    assert rollout is not None
+    if rollout.outcome != c.OUTCOME_PROGRESSING:
+        return Step(status, tuple(events))
+    verdict = evaluate(resource.name, spec, observed, digest, now)
+    queries: tuple[analysis.Query, ...] = ()
+    analysing = status.analysis is not None and status.analysis.template_hash == digest
+    if not isinstance(verdict, Failure) and spec.analysis and (verdict is True or analysing):
+        # Ready is not enough: judge what the version serves (AnalysisFailed).
+        status, verdict, queries = _analyse(status, resource, spec, digest, observed, now)
+    if isinstance(verdict, Failure):
+        status, failed = _fail(status, spec, verdict, stamp)
+        return Step(status, (*events, failed), failed=True)
+    if verdict is True:
+        status, succeeded = _succeed(status, spec, stamp, parse_time(rollout.started_at), now)
+        return Step(status, (*events, succeeded))
+    requeue = verdict if isinstance(verdict, float) else None
+    return Step(status, tuple(events), requeue=requeue, queries=queries)
+
+
+def _analyse(
+    status: Status,
+    resource: Resource,
+    spec: Spec,
+    digest: str,
+    observed: Observed,
+    now: datetime,
+) -> tuple[Status, Failure | float | bool, tuple[analysis.Query, ...]]:
+    """Start or continue the analysis of `digest`; its verdict stands in for success."""
+    assert spec.analysis is not None
+    record = status.analysis
+    if record is None or record.template_hash != digest:
+        record = analysis.start(spec.active_version, digest, spec.analysis, now)
+    record = analysis.fold(record, spec.analysis, observed.measurements)
+    phase, message = analysis.verdict(record, spec.analysis, now)
+    record = replace(record, phase=phase)
+    status = replace(status, analysis=record)
+    if phase == analysis.FAILED:
+        return status, Failure(c.REASON_ANALYSIS_FAILED, message), ()
+    if phase == analysis.PASSED:
+        return status, True, ()
+    due = analysis.queries(record, spec.analysis, now, resource.name, resource.namespace)
+    return status, analysis.next_wake_s(record, spec.analysis, now), due
 
 
 def _needs_apply(desired: JSON | None, observed: ChildState | None) -> bool:

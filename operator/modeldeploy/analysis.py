@@ -1,0 +1,155 @@
+"""Pure metric analysis: is a Ready version also serving well? (B5, AnalysisFailed)
+
+Part of the pure core, used by `rollout.decide` once all new pods are Ready: it
+says which checks are due for a measurement, folds measurements into the status
+record, and gives the verdict. It never queries anything itself; the handlers do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from modeldeploy.model import (
+    AnalysisRecord,
+    AnalysisSpec,
+    Check,
+    CheckRecord,
+    Measurement,
+    format_time,
+    parse_time,
+)
+
+PASSED, FAILED, INCONCLUSIVE = "Passed", "Failed", "Inconclusive"
+RUNNING = "Running"
+
+
+@dataclass(frozen=True)
+class Query:
+    """A measurement the handlers should take: one check's PromQL, rendered."""
+
+    check: str
+    promql: str
+    prometheus: str | None
+    template_hash: str
+
+
+def render_query(query: str, name: str, namespace: str, version: str) -> str:
+    return (
+        query.replace("{{name}}", name)
+        .replace("{{namespace}}", namespace)
+        .replace("{{version}}", version)
+    )
+
+
+def start(version: str, digest: str, spec: AnalysisSpec, now: datetime) -> AnalysisRecord:
+    return AnalysisRecord(
+        version=version,
+        template_hash=digest,
+        started_at=format_time(now),
+        ends_at=format_time(now + timedelta(seconds=spec.bake_s)),
+        checks=tuple(CheckRecord(name=check.name) for check in spec.checks),
+    )
+
+
+def _record(record: AnalysisRecord, name: str) -> CheckRecord:
+    return next((k for k in record.checks if k.name == name), CheckRecord(name=name))
+
+
+def due(record: AnalysisRecord, spec: AnalysisSpec, now: datetime) -> list[Check]:
+    """Checks never measured, or last measured an interval ago or more."""
+    interval = timedelta(seconds=spec.interval_s)
+    out = []
+    for check in spec.checks:
+        last = parse_time(_record(record, check.name).last_measured_at)
+        if last is None or now - last >= interval:
+            out.append(check)
+    return out
+
+
+def queries(
+    record: AnalysisRecord, spec: AnalysisSpec, now: datetime, name: str, namespace: str
+) -> tuple[Query, ...]:
+    return tuple(
+        Query(
+            check=check.name,
+            promql=render_query(check.query, name, namespace, record.version),
+            prometheus=spec.prometheus,
+            template_hash=record.template_hash,
+        )
+        for check in due(record, spec, now)
+    )
+
+
+def classify(check: Check, measurement: Measurement) -> tuple[str, str]:
+    """(outcome, message) of one measurement against the check's bound."""
+    if measurement.value is None:
+        why = measurement.error or "the query returned no data"
+        outcome = FAILED if check.on_no_data == "Fail" else INCONCLUSIVE
+        return outcome, f"{why}: {check.query}"
+    value = measurement.value
+    if check.max is not None and value > check.max:
+        return FAILED, f"{check.query} = {value:g}, above max {check.max:g}"
+    if check.min is not None and value < check.min:
+        return FAILED, f"{check.query} = {value:g}, below min {check.min:g}"
+    return PASSED, f"{value:g} within bounds"
+
+
+def fold(
+    record: AnalysisRecord, spec: AnalysisSpec, measurements: Iterable[Measurement]
+) -> AnalysisRecord:
+    """Count each measurement of this record's template into its check."""
+    checks = {check.name: check for check in spec.checks}
+    counts = {k.name: k for k in record.checks}
+    for measurement in measurements:
+        check = checks.get(measurement.check)
+        if check is None or measurement.template_hash != record.template_hash:
+            continue
+        outcome, message = classify(check, measurement)
+        current = counts.get(check.name, CheckRecord(name=check.name))
+        counts[check.name] = replace(
+            current,
+            passed=current.passed + (outcome == PASSED),
+            failed=current.failed + (outcome == FAILED),
+            inconclusive=current.inconclusive + (outcome == INCONCLUSIVE),
+            last_outcome=outcome,
+            last_value=measurement.value,
+            last_measured_at=format_time(measurement.at),
+            message=message,
+        )
+    return replace(
+        record, checks=tuple(counts.get(c.name, CheckRecord(name=c.name)) for c in spec.checks)
+    )
+
+
+def verdict(record: AnalysisRecord, spec: AnalysisSpec, now: datetime) -> tuple[str, str]:
+    """(phase, message): Failed as soon as a check fails beyond its limit; Passed only
+    after the bake window when every check's latest measurement passed; never
+    promoted on missing data (Inconclusive keeps measuring)."""
+    for check in spec.checks:
+        counts = _record(record, check.name)
+        if counts.failed > check.failure_limit:
+            return FAILED, (
+                f"check {check.name}: {counts.message} ({counts.failed} failed "
+                f"measurements, failureLimit {check.failure_limit})"
+            )
+    ends = parse_time(record.ends_at)
+    if ends is not None and now < ends:
+        return RUNNING, f"measuring until {record.ends_at}"
+    pending = [k.name for c in spec.checks if (k := _record(record, c.name)).last_outcome != PASSED]
+    if pending:
+        return INCONCLUSIVE, f"no passing measurement yet for: {', '.join(pending)}"
+    return PASSED, f"all {len(spec.checks)} checks passed"
+
+
+def next_wake_s(record: AnalysisRecord, spec: AnalysisSpec, now: datetime) -> float:
+    """Seconds until the next measurement is due or the window ends."""
+    times = []
+    for check in spec.checks:
+        last = parse_time(_record(record, check.name).last_measured_at)
+        times.append(now if last is None else last + timedelta(seconds=spec.interval_s))
+    ends = parse_time(record.ends_at)
+    if ends is not None and ends > now:
+        times.append(ends)
+    return max(0.0, (min(times) - now).total_seconds()) + 0.05

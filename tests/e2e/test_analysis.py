@@ -1,0 +1,285 @@
+"""Metric analysis on the real test bed with a real Prometheus scraping a loopback exporter.
+
+A version that is Ready but serves badly (error rate, accuracy) is reverted with
+AnalysisFailed; a healthy one becomes last good only after its analysis passes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Operator
+from tests.e2e.helpers import Kube, model_deployment, wait_for
+
+GOOD = "registry.example/m:1"
+ERRORS = 'max(model_error_ratio{namespace="{{namespace}}",model="{{name}}",version="{{version}}"})'
+ACCURACY = 'min(model_accuracy{namespace="{{namespace}}",model="{{name}}",version="{{version}}"})'
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Exporter:
+    """Serves /metrics on 127.0.0.1 with per-version gauges the test sets."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, str, str, str], float] = {}
+        exporter = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                lines = [
+                    f'{metric}{{namespace="{ns}",model="{model}",version="{version}"}} {value}'
+                    for (metric, ns, model, version), value in sorted(exporter.values.items())
+                ]
+                body = ("\n".join(lines) + "\n").encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def serve(self, ns: str, model: str, version: str, errors: float, accuracy: float) -> None:
+        self.values[("model_error_ratio", ns, model, version)] = errors
+        self.values[("model_accuracy", ns, model, version)] = accuracy
+
+
+class Prometheus:
+    """A real Prometheus server (Debian's package) on 127.0.0.1, scraping every second."""
+
+    def __init__(self, workdir: Path, target: str, port: int) -> None:
+        binary = shutil.which("prometheus")
+        assert binary, "prometheus is not installed (.ci/run installs Debian's package)"
+        workdir.mkdir(parents=True, exist_ok=True)
+        config = workdir / "prometheus.yml"
+        config.write_text(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            "scrape_configs:\n"
+            f"  - job_name: models\n    static_configs: [{{targets: ['{target}']}}]\n"
+        )
+        self.url = f"http://127.0.0.1:{port}"
+        self.command = [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={workdir}/data",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ]
+        self.log = workdir / "prometheus.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT)
+        wait_for(self.ready, 30, "Prometheus to be ready")
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
+            self.process = None
+
+
+@pytest.fixture(scope="session")
+def exporter() -> Iterator[Exporter]:
+    running = Exporter()
+    yield running
+    running.server.shutdown()
+    running.server.server_close()
+
+
+@pytest.fixture(scope="session")
+def prometheus(exporter: Exporter, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = Prometheus(tmp_path_factory.mktemp("prometheus"), exporter.address, free_port())
+    server.start()
+    yield server.url
+    server.stop()
+
+
+def analysed(name: str, bad: dict[str, float] | None = None, **analysis: Any) -> dict[str, Any]:
+    body = model_deployment(name, {"v1": GOOD, "v2": "registry.example/m:2"}, "v1")
+    body["spec"]["analysis"] = {
+        "bakeSeconds": 4,
+        "intervalSeconds": 1,
+        "checks": [
+            {
+                "name": "error-rate",
+                "query": ERRORS,
+                "max": 0.05,
+                "failureLimit": (bad or {}).get("limit", 0),
+            },
+            {"name": "accuracy", "query": ACCURACY, "min": 0.9},
+        ],
+        **analysis,
+    }
+    return body
+
+
+def last_good(kube: Kube, ns: str, name: str) -> str | None:
+    return kube.status(ns, name).get("lastGoodVersion")
+
+
+def start_on_v1(kube: Kube, exporter: Exporter, ns: str, name: str, body: dict[str, Any]) -> None:
+    exporter.serve(ns, name, "v1", errors=0.01, accuracy=0.95)
+    kube.create(ns, body)
+    wait_for(lambda: last_good(kube, ns, name) == "v1", 60, "v1 to pass its analysis")
+
+
+def test_healthy_version_passes_analysis_and_becomes_last_good(
+    kube: Kube, namespace: str, operator: Operator, exporter: Exporter, prometheus: str
+) -> None:
+    name = "healthy"
+    start_on_v1(kube, exporter, namespace, name, analysed(name, prometheus=prometheus))
+    exporter.serve(namespace, name, "v2", errors=0.01, accuracy=0.96)
+    kube.select(namespace, name, "v2")
+    wait_for(
+        lambda: kube.status(namespace, name).get("analysis", {}).get("version") == "v2",
+        30,
+        "v2's analysis to start",
+    )
+    assert last_good(kube, namespace, name) == "v1"  # Ready alone does not promote
+    wait_for(lambda: last_good(kube, namespace, name) == "v2", 60, "v2 to pass its analysis")
+    analysis = kube.status(namespace, name)["analysis"]
+    assert analysis["phase"] == "Passed"
+    assert all(check["passed"] >= 1 and check["failed"] == 0 for check in analysis["checks"])
+
+
+@pytest.mark.parametrize(
+    ("errors", "accuracy", "check", "bound"),
+    [
+        pytest.param(0.2, 0.95, "error-rate", "above max 0.05", id="error-rate-above-max"),
+        pytest.param(0.01, 0.8, "accuracy", "below min 0.9", id="accuracy-below-min"),
+    ],
+)
+def test_badly_serving_version_is_reverted_with_analysis_failed(
+    kube: Kube,
+    namespace: str,
+    operator: Operator,
+    exporter: Exporter,
+    prometheus: str,
+    errors: float,
+    accuracy: float,
+    check: str,
+    bound: str,
+) -> None:
+    name = "bad-metrics"
+    start_on_v1(kube, exporter, namespace, name, analysed(name, prometheus=prometheus))
+    exporter.serve(namespace, name, "v2", errors=errors, accuracy=accuracy)
+    kube.select(namespace, name, "v2")
+    wait_for(
+        lambda: kube.ledger(namespace, name).get("v2", {}).get("state") == "Failed",
+        60,
+        "v2 to fail its analysis",
+    )
+    wait_for(lambda: kube.get(namespace, name)["spec"]["activeVersion"] == "v1", 30, "revert")
+    failed = kube.ledger(namespace, name)["v2"]
+    assert failed["reason"] == "AnalysisFailed"
+    assert f"check {check}" in failed["message"]
+    assert bound in failed["message"]
+    assert "model_" in failed["message"]  # the query itself
+    assert last_good(kube, namespace, name) == "v1"
+
+
+def test_brief_spike_within_the_failure_limit_is_tolerated(
+    kube: Kube, namespace: str, operator: Operator, exporter: Exporter, prometheus: str
+) -> None:
+    name = "spike"
+    start_on_v1(
+        kube,
+        exporter,
+        namespace,
+        name,
+        analysed(name, bad={"limit": 5}, prometheus=prometheus, bakeSeconds=10),
+    )
+    exporter.serve(namespace, name, "v2", errors=0.3, accuracy=0.95)  # the spike
+    kube.select(namespace, name, "v2")
+
+    def spiked() -> bool:
+        checks = kube.status(namespace, name).get("analysis", {}).get("checks", [])
+        return any(k["name"] == "error-rate" and k.get("failed", 0) >= 1 for k in checks)
+
+    wait_for(spiked, 30, "the spike to be measured")
+    exporter.serve(namespace, name, "v2", errors=0.01, accuracy=0.95)  # and it is over
+    wait_for(lambda: last_good(kube, namespace, name) == "v2", 60, "v2 to pass despite the spike")
+    errors = next(
+        k for k in kube.status(namespace, name)["analysis"]["checks"] if k["name"] == "error-rate"
+    )
+    assert 1 <= errors["failed"] <= 5
+
+
+def test_unreachable_prometheus_is_inconclusive_then_passes_when_it_returns(
+    kube: Kube, namespace: str, operator: Operator, exporter: Exporter, tmp_path: Path
+) -> None:
+    name = "blind"
+    late = Prometheus(tmp_path / "late-prometheus", exporter.address, free_port())
+    exporter.serve(namespace, name, "v1", errors=0.01, accuracy=0.95)
+    kube.create(namespace, analysed(name, prometheus=late.url, bakeSeconds=1))
+
+    def inconclusive() -> bool:
+        analysis = kube.status(namespace, name).get("analysis", {})
+        return analysis.get("phase") == "Inconclusive" and all(
+            k.get("inconclusive", 0) >= 2 for k in analysis.get("checks", [])
+        )
+
+    wait_for(inconclusive, 60, "an inconclusive analysis while Prometheus is down")
+    assert last_good(kube, namespace, name) is None  # never silently promoted
+    assert "unreachable" in kube.status(namespace, name)["analysis"]["checks"][0]["message"]
+    late.start()
+    try:
+        wait_for(
+            lambda: last_good(kube, namespace, name) == "v1",
+            60,
+            "the analysis to pass once Prometheus is back",
+        )
+    finally:
+        late.stop()
+
+
+def test_operator_restarted_mid_window_resumes_the_window(
+    kube: Kube, namespace: str, operator: Operator, exporter: Exporter, prometheus: str
+) -> None:
+    name = "resume"
+    start_on_v1(
+        kube, exporter, namespace, name, analysed(name, prometheus=prometheus, bakeSeconds=12)
+    )
+    exporter.serve(namespace, name, "v2", errors=0.01, accuracy=0.95)
+    kube.select(namespace, name, "v2")
+
+    def measuring() -> dict[str, Any] | None:
+        analysis = kube.status(namespace, name).get("analysis") or {}
+        measured = analysis.get("version") == "v2" and any(
+            k.get("passed", 0) >= 1 for k in analysis.get("checks", [])
+        )
+        return analysis if measured and analysis.get("phase") == "Running" else None
+
+    window = wait_for(measuring, 30, "v2's analysis to be under way")
+    operator.stop(kill=True)
+    operator.start()
+    wait_for(lambda: last_good(kube, namespace, name) == "v2", 60, "v2 to pass after restart")
+    analysis = kube.status(namespace, name)["analysis"]
+    assert (analysis["startedAt"], analysis["endsAt"]) == (window["startedAt"], window["endsAt"])
