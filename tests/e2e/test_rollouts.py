@@ -7,10 +7,10 @@ import time
 from typing import Any
 
 import pytest
+
 from modeldeploy.kube import Cluster
 from modeldeploy.model import parse_resource
 from modeldeploy.rollout import SpecChange
-
 from tests.e2e.conftest import Operator
 from tests.e2e.helpers import Kube, ReadyPodSampler, model_deployment, wait_for
 
