@@ -718,6 +718,11 @@ def _summarise(
             (f"{ready}/{spec.replicas} replicas ready"),
         )
     status = _set(status, resource, c.READY, available, ready_reason, ready_message, stamp)
+    return _with_phase(status, resource, stamp)
+
+
+def _with_phase(status: Status, resource: Resource, stamp: str) -> Status:
+    """Every condition present (Unknown is never left implicit), then the derived phase."""
     if not any(k.type == c.ROLLED_BACK for k in status.conditions):
         status = _set(
             status,
@@ -728,9 +733,8 @@ def _summarise(
             "no automatic revert yet",
             stamp,
         )
-    return replace(
-        status, phase=derive_phase(status.conditions, status.serving_version is not None)
-    )
+    serving = status.serving_version is not None
+    return replace(status, phase=derive_phase(status.conditions, serving))
 
 
 def _stall_event(before: Status, after: Status, stall: Stall | None) -> list[Event]:
@@ -751,19 +755,7 @@ def _blocked(
     status = _set(status, resource, c.RECONCILING, False, c.REASON_IDLE, "blocked", stamp)
     status = _set(status, resource, c.STALLED, True, reason, message, stamp)
     status = _set(status, resource, c.READY, False, reason, message, stamp)
-    if not any(k.type == c.ROLLED_BACK for k in status.conditions):
-        status = _set(
-            status,
-            resource,
-            c.ROLLED_BACK,
-            False,
-            c.REASON_NOT_ROLLED_BACK,
-            "no automatic revert yet",
-            stamp,
-        )
-    status = replace(
-        status, phase=derive_phase(status.conditions, status.serving_version is not None)
-    )
+    status = _with_phase(status, resource, stamp)
     return Decision(
         status=status,
         status_changed=to_json(status) != to_json(before),

@@ -203,11 +203,21 @@ def revert_scenario(kube: Kube, namespace: str, name: str, **extra: Any) -> None
     kube.select(namespace, name, "v2")
 
     def back_on_v1() -> bool:
-        return bool(
-            kube.get(namespace, name)["spec"]["activeVersion"] == "v1"
-            and kube.status(namespace, name).get("servingVersion") == "v1"
-            and kube.condition(namespace, name, "Ready").get("status") == "True"
-            and kube.ledger(namespace, name).get("v2", {}).get("state") == "Failed"
-        )
+        failed = kube.ledger(namespace, name).get("v2", {}).get("state") == "Failed"
+        return failed and reverted_to(kube, namespace, name, "v1")
 
     wait_for(back_on_v1, 60, "the revert to v1")
+
+
+def ready(kube: Kube, namespace: str, name: str) -> bool:
+    return kube.condition(namespace, name, "Ready").get("status") == "True"
+
+
+def reverted_to(kube: Kube, namespace: str, name: str, version: str) -> bool:
+    """The spec names `version`, the Deployment serves it, and the resource is Ready."""
+    body = kube.get(namespace, name)
+    return bool(
+        body["spec"]["activeVersion"] == version
+        and body.get("status", {}).get("servingVersion") == version
+        and ready(kube, namespace, name)
+    )

@@ -12,14 +12,17 @@ from modeldeploy.kube import Cluster
 from modeldeploy.model import parse_resource
 from modeldeploy.rollout import SpecChange
 from tests.e2e.conftest import Operator
-from tests.e2e.helpers import Kube, ReadyPodSampler, model_deployment, wait_for
+from tests.e2e.helpers import (
+    Kube,
+    ReadyPodSampler,
+    model_deployment,
+    ready,
+    reverted_to,
+    wait_for,
+)
 
 GOOD = "registry.example/fraud:1.0"
 GOOD_V3 = "registry.example/fraud:3.0"
-
-
-def ready(kube: Kube, ns: str, name: str) -> bool:
-    return kube.condition(ns, name, "Ready").get("status") == "True"
 
 
 def create_serving(
@@ -30,15 +33,6 @@ def create_serving(
         lambda: ready(kube, ns, name) and kube.status(ns, name).get("lastGoodVersion"),
         60,
         f"{name} to become Ready on {active}",
-    )
-
-
-def reverted_to(kube: Kube, ns: str, name: str, version: str) -> bool:
-    body = kube.get(ns, name)
-    return bool(
-        body["spec"]["activeVersion"] == version
-        and body.get("status", {}).get("servingVersion") == version
-        and ready(kube, ns, name)
     )
 
 
