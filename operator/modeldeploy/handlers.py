@@ -153,6 +153,11 @@ def reconcile_once(services: Services, body: Mapping[str, Any], observed: Observ
         cluster.post_event(resource, event)
         notifier.notify(resource, event)
     services.analyzer.request((resource.namespace, resource.name), decision.queries)
+    writes = decision.status_changed or decision.deployment or decision.service or change
+    if not writes:
+        logger.debug(
+            "reconciled %s/%s: up to date, nothing written", resource.namespace, resource.name
+        )
     return decision.requeue_after
 
 

@@ -396,6 +396,28 @@ def test_deleting_the_resource_removes_children_while_operator_stopped(
 # ----------------------------------------------------- B1, B2 ownership and drift
 
 
+def test_reconciling_an_unchanged_resource_writes_nothing(
+    kube: Kube, namespace: str, operator: Operator
+) -> None:
+    name = "steady"
+    create_serving(kube, namespace, name, {"v1": GOOD}, "v1")
+
+    def versions() -> tuple[str, str, str]:
+        return (
+            kube.get(namespace, name)["metadata"]["resourceVersion"],
+            kube.apps.read_namespaced_deployment(name, namespace).metadata.resource_version,
+            kube.core.read_namespaced_service(name, namespace).metadata.resource_version,
+        )
+
+    before = versions()
+    operator.stop()
+    operator.start()  # the restart's initial listing reconciles every resource again
+    line = f"reconciled {namespace}/{name}: up to date, nothing written"
+    wait_for(lambda: line in operator.log(), 30, "the reconcile after the restart")
+    assert versions() == before
+    assert operator.log().count(f"applied Deployment {namespace}/{name}") == 1
+
+
 def test_hand_edited_deployment_is_repaired(kube: Kube, namespace: str, operator: Operator) -> None:
     name = "drift"
     create_serving(kube, namespace, name, {"v1": GOOD}, "v1")
