@@ -1,0 +1,147 @@
+"""Builders for unit tests of the pure core: resources, observed children, time.
+
+They speak in the operator's own types, so a test reads as a scenario: a spec,
+what the cluster shows, the time; then what `decide` makes of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from modeldeploy import constants as c
+from modeldeploy.model import (
+    ChildState,
+    ContainerState,
+    Observed,
+    PodState,
+    Resource,
+    Status,
+    parse_resource,
+)
+from modeldeploy.render import render_deployment, render_service, template_hash
+from modeldeploy.rollout import Decision, decide
+
+T0 = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
+UID = "uid-1"
+GOOD, BAD = "registry.example/m:1", "registry.example/m:2"
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def body(
+    active: str = "v1",
+    versions: dict[str, str] | None = None,
+    replicas: int = 2,
+    generation: int = 1,
+    retry: str | None = None,
+    **rollout: Any,
+) -> dict[str, Any]:
+    versions = versions or {"v1": GOOD, "v2": BAD}
+    meta: dict[str, Any] = {"name": "m", "namespace": "ns", "uid": UID, "generation": generation}
+    if retry:
+        meta["annotations"] = {c.ANNOTATION_RETRY: retry}
+    return {
+        "metadata": meta,
+        "spec": {
+            "activeVersion": active,
+            "replicas": replicas,
+            "versions": [{"name": n, "image": i} for n, i in versions.items()],
+            "rollout": rollout,
+        },
+    }
+
+
+def resource(status: Status | None = None, **kwargs: Any) -> Resource:
+    parsed = parse_resource(body(**kwargs))
+    return replace(parsed, status=status or Status())
+
+
+def digest(res: Resource, version: str | None = None) -> str:
+    spec = res.spec
+    assert not isinstance(spec, Exception)
+    return template_hash(res.name, spec, spec.versions[version or spec.active_version])
+
+
+def deployment(
+    res: Resource,
+    version: str | None = None,
+    ready: int | None = None,
+    old: int = 0,
+    deadline_exceeded: bool = False,
+    owner: str = UID,
+) -> ChildState:
+    """Our Deployment as the cluster shows it, running `version` with `ready` new pods."""
+    spec = res.spec
+    assert not isinstance(spec, Exception)
+    manifest = render_deployment(res, spec, spec.versions[version or spec.active_version])
+    new = spec.replicas if ready is None else ready
+    return ChildState(
+        name=res.name,
+        controller_uid=owner,
+        spec=manifest["spec"],
+        template_hash=manifest["metadata"]["annotations"][c.ANNOTATION_TEMPLATE_HASH],
+        generation=2,
+        observed_generation=2,
+        replicas=new + old,
+        updated_replicas=new,
+        ready_replicas=new + old,
+        available_replicas=new,
+        progress_deadline_exceeded=deadline_exceeded,
+    )
+
+
+def service(res: Resource) -> ChildState:
+    spec = res.spec
+    assert not isinstance(spec, Exception)
+    manifest = render_service(res, spec)
+    return ChildState(name=res.name, controller_uid=UID, spec=manifest["spec"])
+
+
+def pod(
+    res: Resource,
+    version: str | None = None,
+    name: str = "m-abc-1",
+    ready: bool = False,
+    created: float = 0,
+    **container: Any,
+) -> PodState:
+    return PodState(
+        name=name,
+        owner=res.name,
+        template_hash=digest(res, version),
+        created_at=at(created),
+        ready=ready,
+        containers=(ContainerState(name=c.CONTAINER, ready=ready, **container),),
+    )
+
+
+def step(res: Resource, observed: Observed, seconds: float) -> tuple[Resource, Decision]:
+    """Decide, and carry the decided status into the next resource (a successful write)."""
+    decision = decide(res, observed, at(seconds))
+    return replace(res, status=decision.status), decision
+
+
+def select(res: Resource, version: str) -> Resource:
+    """What a spec change of activeVersion does: a new generation."""
+    spec = res.spec
+    assert not isinstance(spec, Exception)
+    return replace(res, spec=replace(spec, active_version=version), generation=res.generation + 1)
+
+
+def serving_v1(**kwargs: Any) -> Resource:
+    """A resource whose v1 rolled out and was observed Available."""
+    res = resource(**kwargs)
+    res, _ = step(res, Observed(), 0)
+    res, _ = step(res, Observed(deployment=deployment(res)), 2)
+    assert res.status.last_good_version == "v1"
+    return res
+
+
+def condition(res_or_status: Resource | Status, type_: str) -> tuple[str, str]:
+    status = res_or_status.status if isinstance(res_or_status, Resource) else res_or_status
+    found = next(k for k in status.conditions if k.type == type_)
+    return found.status, found.reason

@@ -1,0 +1,52 @@
+"""Conditions are the truth and phase is derived from them."""
+
+from __future__ import annotations
+
+import pytest
+
+from modeldeploy.conditions import derive_phase, set_condition
+from modeldeploy.model import Condition
+
+
+def test_transition_time_moves_only_when_the_status_flips() -> None:
+    first = set_condition((), "Ready", False, "RolloutInProgress", "", "t1", 1)
+    same = set_condition(first, "Ready", False, "Other", "new message", "t2", 2)
+    assert same[0].last_transition_time == "t1"
+    assert (same[0].reason, same[0].message, same[0].observed_generation) == (
+        "Other",
+        "new message",
+        2,
+    )
+    flipped = set_condition(same, "Ready", True, "Available", "", "t3", 2)
+    assert flipped[0].last_transition_time == "t3"
+
+
+def test_conditions_keep_a_stable_order() -> None:
+    conditions: tuple[Condition, ...] = ()
+    for type_ in ("RolledBack", "Ready", "Stalled", "Reconciling"):
+        conditions = set_condition(conditions, type_, False, "R", "", "t", 1)
+    assert [k.type for k in conditions] == ["Ready", "Reconciling", "Stalled", "RolledBack"]
+
+
+def conditions(**states: bool) -> tuple[Condition, ...]:
+    out: tuple[Condition, ...] = ()
+    for type_, value in states.items():
+        out = set_condition(out, type_, value, "R", "", "t", 1)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("states", "serving", "phase"),
+    [
+        ({"Stalled": True, "Ready": False}, True, "Degraded"),
+        ({"Stalled": True, "Ready": False}, False, "Failed"),
+        ({"Stalled": False, "Reconciling": True, "Ready": False}, True, "Progressing"),
+        ({"Stalled": False, "Reconciling": False, "Ready": True}, True, "Available"),
+        ({"Stalled": False, "Reconciling": False, "Ready": False}, False, "Pending"),
+        ({}, False, "Pending"),
+    ],
+)
+def test_phase_is_derived_from_the_conditions(
+    states: dict[str, bool], serving: bool, phase: str
+) -> None:
+    assert derive_phase(conditions(**states), serving) == phase

@@ -1,0 +1,97 @@
+"""Rendering (B1): owned children, immutable selector, the model container, the template hash."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from modeldeploy.model import VersionSpec
+from modeldeploy.render import covers, render_deployment, render_service, template_hash
+from tests.unit.builders import UID, resource
+
+
+def rendered(**kwargs: object) -> dict:  # type: ignore[type-arg]
+    res = resource(**kwargs)  # type: ignore[arg-type]
+    return render_deployment(res, res.spec, res.spec.active)  # type: ignore[union-attr,arg-type]
+
+
+def test_deployment_is_owned_by_the_resource() -> None:
+    (owner,) = rendered()["metadata"]["ownerReferences"]
+    assert owner == {
+        "apiVersion": "modeldeploy.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "name": "m",
+        "uid": UID,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def test_selector_never_contains_the_version_but_pods_carry_it() -> None:
+    for active in ("v1", "v2"):
+        manifest = rendered(active=active)
+        assert manifest["spec"]["selector"] == {"matchLabels": {"modeldeploy.io/name": "m"}}
+        assert (
+            manifest["spec"]["template"]["metadata"]["labels"]["modeldeploy.io/version"] == active
+        )
+
+
+def test_model_container_gets_image_and_model_env_then_the_versions_env() -> None:
+    res = resource()
+    spec = res.spec
+    version = VersionSpec(
+        name="v7", image="r/m:7", model_uri="s3://m/7", env=({"name": "THRESHOLD", "value": "0.7"},)
+    )
+    manifest = render_deployment(res, spec, version)  # type: ignore[arg-type]
+    (container,) = manifest["spec"]["template"]["spec"]["containers"]
+    assert (container["name"], container["image"]) == ("model", "r/m:7")
+    assert container["env"] == [
+        {"name": "MODEL_NAME", "value": "m"},
+        {"name": "MODEL_VERSION", "value": "v7"},
+        {"name": "MODEL_URI", "value": "s3://m/7"},
+        {"name": "THRESHOLD", "value": "0.7"},
+    ]
+
+
+def test_rolling_update_never_takes_capacity_away() -> None:
+    strategy = rendered(maxSurge=2)["spec"]["strategy"]
+    assert strategy == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 2, "maxUnavailable": 0},
+    }
+
+
+def test_progress_deadline_is_copied_to_the_deployment() -> None:
+    assert rendered(progressDeadlineSeconds=77)["spec"]["progressDeadlineSeconds"] == 77
+
+
+def test_service_selects_all_versions_by_name() -> None:
+    res = resource()
+    service = render_service(res, res.spec)  # type: ignore[arg-type]
+    assert service["spec"]["selector"] == {"modeldeploy.io/name": "m"}
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+
+
+def test_template_hash_follows_content_not_identity() -> None:
+    res = resource()
+    spec = res.spec
+    v1 = spec.versions["v1"]  # type: ignore[union-attr]
+    same = template_hash("m", spec, v1)  # type: ignore[arg-type]
+    assert template_hash("m", spec, replace(v1)) == same  # type: ignore[arg-type]
+    assert template_hash("m", spec, replace(v1, image="r/m:9")) != same  # type: ignore[arg-type]
+    assert template_hash("m", spec, replace(v1, env=({"name": "A", "value": "1"},))) != same  # type: ignore[arg-type]
+    other_port = replace(spec, template=replace(spec.template, port=9000))  # type: ignore[union-attr]
+    assert template_hash("m", other_port, v1) != same
+
+
+def test_covers_ignores_server_defaults_and_sees_our_fields_changed() -> None:
+    desired = rendered()["spec"]
+    observed = {**desired, "revisionHistoryLimit": 10, "paused": False}
+    container = dict(desired["template"]["spec"]["containers"][0])
+    container.update(imagePullPolicy="IfNotPresent", terminationMessagePath="/dev/termination-log")
+    observed["template"] = {
+        **desired["template"],
+        "spec": {**desired["template"]["spec"], "containers": [container]},
+    }
+    assert covers(observed, desired)
+    container["image"] = "someone/else:1"
+    assert not covers(observed, desired)

@@ -1,0 +1,470 @@
+"""The rollout rules (DESIGN.md B2-B9) as table-driven tests of the pure `decide`."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from modeldeploy import constants as c
+from modeldeploy.model import ContainerState, Observed, PodState, RolloutPolicy, SpecError
+from modeldeploy.rollout import decide, evaluate, next_deadline, pod_failure, rollout_complete
+from tests.unit.builders import (
+    BAD,
+    at,
+    condition,
+    deployment,
+    digest,
+    pod,
+    resource,
+    select,
+    service,
+    serving_v1,
+    step,
+)
+
+POLICY = RolloutPolicy(max_restarts=2, unschedulable_grace_s=60, ready_timeout_s=300)
+
+
+def bare_pod(created: float = 0, ready: bool = False, **container: object) -> PodState:
+    return PodState(
+        name="m-new-1",
+        owner="m",
+        template_hash="h",
+        created_at=at(created),
+        ready=ready,
+        containers=(ContainerState(name="model", **container),),
+    )  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ B5 signals
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+    ],
+)
+def test_waiting_reason_fails_the_pod_at_once_naming_pod_and_container(reason: str) -> None:
+    failure = pod_failure(bare_pod(waiting_reason=reason, waiting_message="boom"), POLICY, at(1))
+    assert failure is not None
+    assert failure.reason == reason
+    assert failure.message == f"pod m-new-1: container model {reason}: boom"
+
+
+@pytest.mark.parametrize(
+    ("container", "reason", "text"),
+    [
+        pytest.param(
+            {
+                "waiting_reason": "CrashLoopBackOff",
+                "restart_count": 1,
+                "last_terminated_reason": "Error",
+                "last_exit_code": 1,
+            },
+            "CrashLoopBackOff",
+            "restarted 1 time (exit 1 Error)",
+            id="crashloop",
+        ),
+        pytest.param(
+            {"restart_count": 3}, "CrashLoopBackOff", "restarted 3 times", id="restarts-above-max"
+        ),
+        pytest.param(
+            {
+                "waiting_reason": "CrashLoopBackOff",
+                "restart_count": 2,
+                "last_terminated_reason": "OOMKilled",
+                "last_exit_code": 137,
+            },
+            "OOMKilled",
+            "restarted 2 times (exit 137 OOMKilled)",
+            id="oom-killed",
+        ),
+    ],
+)
+def test_crashing_container_fails_the_pod(
+    container: dict[str, object], reason: str, text: str
+) -> None:
+    failure = pod_failure(bare_pod(**container), POLICY, at(1))
+    assert failure is not None
+    assert failure.reason == reason
+    assert text in failure.message
+
+
+def test_restarts_up_to_max_restarts_are_tolerated() -> None:
+    assert pod_failure(bare_pod(restart_count=2), POLICY, at(1)) is None
+
+
+def test_unschedulable_fails_only_after_the_grace() -> None:
+    waiting = replace(
+        bare_pod(),
+        unschedulable_since=at(0),
+        unschedulable_message="0/3 nodes: Insufficient nvidia.com/gpu",
+    )
+    assert pod_failure(waiting, POLICY, at(59)) is None
+    assert next_deadline([waiting], POLICY, at(59)) == pytest.approx(1.05)
+    failure = pod_failure(waiting, POLICY, at(60))
+    assert failure is not None
+    assert failure.reason == "Unschedulable"
+    assert "Insufficient nvidia.com/gpu" in failure.message
+
+
+def test_not_ready_fails_only_after_the_ready_timeout() -> None:
+    loading = bare_pod(created=0)
+    assert pod_failure(loading, POLICY, at(299)) is None
+    assert next_deadline([loading], POLICY, at(100)) == pytest.approx(200.05)
+    failure = pod_failure(loading, POLICY, at(300))
+    assert failure is not None
+    assert (failure.reason, failure.message) == (
+        "ReadyTimeout",
+        "pod m-new-1: container model not Ready after 300s",
+    )
+
+
+def test_ready_pods_have_no_deadline() -> None:
+    assert next_deadline([bare_pod(ready=True)], POLICY, at(1)) is None
+
+
+def test_progress_deadline_exceeded_fails_the_rollout() -> None:
+    res = serving_v1()
+    bad = select(res, "v2")
+    observed = Observed(deployment=deployment(bad, ready=0, old=2, deadline_exceeded=True))
+    verdict = evaluate("m", bad.spec, observed, digest(bad), at(10))  # type: ignore[arg-type]
+    assert not isinstance(verdict, bool | float | type(None))
+    assert verdict.reason == "ProgressDeadlineExceeded"
+
+
+def test_only_pods_of_the_new_template_count() -> None:
+    res = serving_v1()
+    bad = select(res, "v2")
+    old_crashing = pod(res, "v1", waiting_reason="CrashLoopBackOff")
+    observed = Observed(deployment=deployment(bad, ready=0, old=2), pods=(old_crashing,))
+    verdict = evaluate("m", bad.spec, observed, digest(bad), at(10))  # type: ignore[arg-type]
+    assert verdict is None
+
+
+@pytest.mark.parametrize(("ready", "old", "complete"), [(2, 0, True), (2, 1, False), (1, 0, False)])
+def test_rollout_is_complete_only_with_all_new_replicas_and_no_old_ones(
+    ready: int, old: int, complete: bool
+) -> None:
+    res = serving_v1()
+    assert rollout_complete(deployment(res, ready=ready, old=old), digest(res), 2) is complete
+
+
+# ----------------------------------------------------------- B3, B4 rollouts
+
+
+def test_first_reconcile_starts_a_manual_rollout_and_renders_the_deployment() -> None:
+    decision = decide(resource(), Observed(), at(0))
+    assert decision.deployment is not None
+    assert decision.service is not None
+    rollout = decision.status.rollout
+    assert rollout is not None
+    assert (rollout.version, rollout.trigger, rollout.outcome, rollout.revision) == (
+        "v1",
+        "Manual",
+        "Progressing",
+        1,
+    )
+    assert rollout.started_at == "2026-11-23T12:00:00Z"
+    assert condition(decision.status, c.RECONCILING) == ("True", c.REASON_ROLLOUT_IN_PROGRESS)
+    assert decision.status.phase == "Progressing"
+    assert [e.reason for e in decision.events] == ["RolloutStarted"]
+
+
+def test_rollout_succeeds_when_all_new_replicas_are_available() -> None:
+    res = serving_v1()
+    status = res.status
+    assert (status.last_good_version, status.serving_version, status.phase) == (
+        "v1",
+        "v1",
+        "Available",
+    )
+    assert status.version_record("v1").state == "Available"  # type: ignore[union-attr]
+    assert status.history[0].outcome == "Succeeded"
+    assert condition(res, c.READY) == ("True", "Available")
+    assert status.readiness == "2/2"
+
+
+def test_a_spec_change_mid_rollout_supersedes_it() -> None:
+    res = serving_v1(versions={"v1": "a:1", "v2": "a:2", "v3": "a:3"})
+    res, _ = step(select(res, "v2"), Observed(deployment=deployment(res)), 3)
+    res, decision = step(select(res, "v3"), Observed(deployment=deployment(res)), 4)
+    assert [(h.version, h.outcome) for h in res.status.history[:2]] == [
+        ("v3", "Progressing"),
+        ("v2", "Superseded"),
+    ]
+    assert decision.deployment is not None
+
+
+# ------------------------------------------------------------- B6 failure
+
+
+def fail_v2(**kwargs: object) -> tuple[object, object]:
+    res = serving_v1(**kwargs)  # type: ignore[arg-type]
+    bad = select(res, "v2")
+    bad, _ = step(bad, Observed(deployment=deployment(res)), 3)
+    crashing = pod(bad, "v2", waiting_reason="CrashLoopBackOff", restart_count=1)
+    return step(bad, Observed(deployment=deployment(bad, ready=0, old=2), pods=(crashing,)), 5)
+
+
+def test_crashloop_failure_is_recorded_then_reverted_to_last_good() -> None:
+    res, decision = fail_v2()
+    status = res.status  # type: ignore[attr-defined]
+    record = status.version_record("v2")
+    assert (record.state, record.reason, record.failed_at) == (
+        "Failed",
+        "CrashLoopBackOff",
+        "2026-11-23T12:00:05Z",
+    )
+    assert (status.history[0].version, status.history[0].outcome) == ("v2", "Failed")
+    assert condition(status, c.ROLLED_BACK) == ("True", "CrashLoopBackOff")
+    assert (status.intent.trigger, status.intent.version) == ("Automatic", "v1")
+    change = decision.spec_change  # type: ignore[attr-defined]
+    assert (change.set_version, change.expect_version) == ("v1", "v2")
+    assert [e.reason for e in change.events] == ["RolledBack"]
+    assert decision.deployment is None  # type: ignore[attr-defined]  # never re-applied
+    assert [e.reason for e in decision.events] == ["RolloutFailed"]  # type: ignore[attr-defined]
+    assert status.serving_version == "v1"
+
+
+def test_the_revert_rollout_is_automatic_and_ends_rolled_back() -> None:
+    res, _ = fail_v2()
+    back = select(res, "v1")  # type: ignore[arg-type]
+    back, decision = step(back, Observed(deployment=deployment(back, "v2", ready=0, old=2)), 6)
+    rollout = back.status.rollout
+    assert (rollout.trigger, rollout.from_version, rollout.version) == (  # type: ignore[union-attr]
+        "Automatic",
+        "v2",
+        "v1",
+    )
+    assert decision.deployment is not None
+    back, _ = step(back, Observed(deployment=deployment(back)), 7)
+    assert back.status.history[0].reason == "RolledBack"
+    assert condition(back, c.READY) == ("True", "RolledBack")
+    assert back.status.phase == "Available"
+
+
+def test_revert_target_failing_too_stalls_with_rollback_target_unhealthy() -> None:
+    res, _ = fail_v2()
+    back = select(res, "v1")  # type: ignore[arg-type]
+    back, _ = step(back, Observed(deployment=deployment(back, "v2", ready=0, old=2)), 6)
+    crashing = pod(back, "v1", waiting_reason="CrashLoopBackOff")
+    back, decision = step(back, Observed(deployment=deployment(back, ready=0), pods=(crashing,)), 8)
+    assert decision.spec_change is None
+    assert condition(back, c.STALLED) == ("True", "RollbackTargetUnhealthy")
+    assert back.status.phase == "Degraded"
+    assert "RollbackTargetUnhealthy" in [e.reason for e in decision.events]
+
+
+def test_first_version_failure_is_failed_without_revert() -> None:
+    res = resource(active="v2")
+    res, _ = step(res, Observed(), 0)
+    crashing = pod(res, waiting_reason="CrashLoopBackOff")
+    res, decision = step(res, Observed(deployment=deployment(res, ready=0), pods=(crashing,)), 2)
+    assert decision.spec_change is None
+    assert condition(res, c.STALLED) == ("True", "FirstVersionFailed")
+    assert res.status.phase == "Failed"
+
+
+def test_auto_rollback_off_records_the_failure_and_stalls() -> None:
+    res, decision = fail_v2(autoRollback=False)
+    assert decision.spec_change is None  # type: ignore[attr-defined]
+    assert condition(res, c.STALLED) == ("True", "AutoRollbackDisabled")  # type: ignore[arg-type]
+    assert res.status.phase == "Degraded"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("versions", "why"),
+    [
+        pytest.param(
+            {"v1": "registry.example/m:1-edited", "v2": BAD}, "was changed", id="last-good-edited"
+        ),
+        pytest.param(
+            {"v3": "registry.example/m:3", "v2": BAD}, "was removed", id="last-good-removed"
+        ),
+    ],
+)
+def test_a_changed_or_removed_last_good_version_is_no_rollback_target(
+    versions: dict[str, str], why: str
+) -> None:
+    res = serving_v1()
+    spec = resource(active="v2", versions=versions).spec
+    bad = replace(res, spec=spec, generation=2)
+    bad, _ = step(bad, Observed(deployment=deployment(res)), 3)
+    crashing = pod(bad, "v2", waiting_reason="CrashLoopBackOff")
+    bad, decision = step(bad, Observed(deployment=deployment(bad, ready=0), pods=(crashing,)), 4)
+    assert decision.spec_change is None
+    stalled = next(k for k in bad.status.conditions if k.type == c.STALLED)
+    assert (stalled.status, stalled.reason) == ("True", "NoRollbackTarget")
+    assert why in stalled.message
+
+
+# ---------------------------------------------------------- B7 quarantine
+
+
+def quarantined_v2_selected_again() -> tuple[object, object]:
+    res, _ = fail_v2()
+    back = select(res, "v1")  # type: ignore[arg-type]
+    back, _ = step(back, Observed(deployment=deployment(back, "v2", ready=0, old=2)), 6)
+    back, _ = step(back, Observed(deployment=deployment(back)), 7)
+    again = select(back, "v2")
+    return step(again, Observed(deployment=deployment(back, "v1")), 8)
+
+
+def test_selecting_a_quarantined_version_is_refused_and_reverted_with_a_retry_hint() -> None:
+    res, decision = quarantined_v2_selected_again()
+    assert decision.deployment is None  # type: ignore[attr-defined]
+    change = decision.spec_change  # type: ignore[attr-defined]
+    assert (change.set_version, change.expect_version) == ("v1", "v2")
+    (warning,) = [e for e in decision.events if e.reason == "VersionQuarantined"]  # type: ignore[attr-defined]
+    assert "modeldeploy.io/retry=v2" in warning.message
+    assert "kubectl modeldeploy retry m v2" in warning.message
+    assert res.status.history[0].version == "v1"  # type: ignore[attr-defined]  # no v2 rollout
+
+
+def test_retry_annotation_lifts_the_quarantine_and_rolls_out_with_trigger_retry() -> None:
+    res, _ = quarantined_v2_selected_again()
+    back = select(res, "v1")  # type: ignore[arg-type]
+    back, _ = step(back, Observed(deployment=deployment(back)), 9)
+    retried = replace(back, retry_version="v2")
+    retried, decision = step(retried, Observed(deployment=deployment(back)), 10)
+    change = decision.spec_change
+    assert change is not None
+    assert (change.set_version, change.remove_retry) == ("v2", True)
+    assert retried.status.version_record("v2").state == "Retrying"  # type: ignore[union-attr]
+    now_v2 = replace(select(retried, "v2"), retry_version=None)
+    now_v2, decision = step(now_v2, Observed(deployment=deployment(back)), 11)
+    assert (now_v2.status.rollout.version, now_v2.status.rollout.trigger) == (  # type: ignore[union-attr]
+        "v2",
+        "Retry",
+    )
+    assert decision.deployment is not None
+
+
+def test_a_retry_of_an_unknown_version_is_refused_and_consumed() -> None:
+    res = replace(serving_v1(), retry_version="v9")
+    _, decision = step(res, Observed(deployment=deployment(res)), 3)
+    assert decision.spec_change is not None
+    assert (decision.spec_change.set_version, decision.spec_change.remove_retry) == (None, True)
+    assert any("names no entry" in e.message for e in decision.events)
+
+
+# ------------------------------------------------------------- B9 loop guard
+
+
+def reselect_and_revert(res: object, seconds: float) -> tuple[object, object]:
+    again = select(res, "v2")  # type: ignore[arg-type]
+    again, decision = step(again, Observed(deployment=deployment(res, "v1")), seconds)  # type: ignore[arg-type]
+    if decision.spec_change:  # type: ignore[attr-defined]
+        again = select(again, "v1")
+        again, _ = step(again, Observed(deployment=deployment(again)), seconds + 1)
+    return again, decision
+
+
+def test_the_fourth_revert_away_from_one_version_in_ten_minutes_stalls_with_revert_loop() -> None:
+    res, _ = quarantined_v2_selected_again()  # revert 1 (failure) and 2 (re-selection)
+    res = select(res, "v1")  # type: ignore[arg-type]
+    res, _ = step(res, Observed(deployment=deployment(res)), 9)
+    res, third = reselect_and_revert(res, 20)
+    assert third.spec_change is not None  # type: ignore[attr-defined]
+    res, fourth = reselect_and_revert(res, 30)
+    assert fourth.spec_change is None  # type: ignore[attr-defined]
+    assert condition(res, c.STALLED) == ("True", "RevertLoop")  # type: ignore[arg-type]
+
+
+def test_reverts_older_than_ten_minutes_do_not_count() -> None:
+    res, _ = quarantined_v2_selected_again()
+    res = select(res, "v1")  # type: ignore[arg-type]
+    res, _ = step(res, Observed(deployment=deployment(res)), 9)
+    res, _ = reselect_and_revert(res, 20)
+    res, later = reselect_and_revert(res, 20 + 601)
+    assert later.spec_change is not None  # type: ignore[attr-defined]
+    assert len(res.status.reverts) == 1  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------ B10 crash safety
+
+
+def test_a_recorded_revert_is_reissued_after_a_crash_without_a_second_record() -> None:
+    res, first = fail_v2()  # status written, then the operator died before the spec write
+    again, decision = step(res, Observed(deployment=deployment(res, "v2", ready=0, old=2)), 9)  # type: ignore[arg-type]
+    assert decision.spec_change == first.spec_change  # type: ignore[attr-defined]
+    assert len(again.status.reverts) == 1
+    assert decision.events == ()
+
+
+# ---------------------------------------------------------------- B2 idempotence
+
+
+def test_deciding_again_on_unchanged_state_writes_nothing() -> None:
+    res = serving_v1()
+    observed = Observed(deployment=deployment(res), service=service(res))
+    decision = decide(res, observed, at(100))
+    assert decision.status_changed is False
+    assert (decision.deployment, decision.service, decision.spec_change) == (None, None, None)
+    assert decision.events == ()
+
+
+def test_drift_in_our_fields_is_repaired() -> None:
+    res = serving_v1()
+    drifted = deployment(res)
+    template = drifted.spec["template"]
+    container = {**template["spec"]["containers"][0], "image": "hand/edited:9"}
+    drifted = replace(
+        drifted,
+        spec={
+            **drifted.spec,
+            "template": {**template, "spec": {**template["spec"], "containers": [container]}},
+        },
+    )
+    decision = decide(res, Observed(deployment=drifted), at(100))
+    assert decision.deployment is not None
+
+
+# ------------------------------------------------------- blocked reconciles
+
+
+def test_an_invalid_spec_is_reported_and_nothing_is_applied() -> None:
+    res = replace(serving_v1(), spec=SpecError("spec.x is wrong"))
+    decision = decide(res, Observed(), at(3))
+    assert (decision.deployment, decision.service, decision.spec_change) == (None, None, None)
+    assert condition(decision.status, c.READY) == ("False", "InvalidSpec")
+    assert condition(decision.status, c.STALLED) == ("True", "InvalidSpec")
+    assert [e.reason for e in decision.events] == ["InvalidSpec"]
+
+
+def test_a_deployment_we_do_not_control_is_a_name_conflict() -> None:
+    res = resource()
+    foreign = replace(deployment(res), controller_uid=None)
+    decision = decide(res, Observed(deployment=foreign), at(0))
+    assert (decision.deployment, decision.service) == (None, None)
+    assert condition(decision.status, c.READY) == ("False", "NameConflict")
+
+
+# ------------------------------------------------------------- history, B12
+
+
+def test_history_is_bounded_newest_first() -> None:
+    res = serving_v1(versions={"v1": "a:1", "v2": "a:2"}, historyLimit=3)
+    for second, version in enumerate(["v2", "v1", "v2", "v1"], start=10):
+        res = select(res, version)
+        res, _ = step(res, Observed(deployment=deployment(res)), second)
+        res, _ = step(res, Observed(deployment=deployment(res)), second + 0.5)
+    revisions = [h.revision for h in res.status.history]
+    assert revisions == [5, 4, 3]
+
+
+def test_a_thousand_versions_are_looked_up_by_name() -> None:
+    versions = {f"v{i}": f"registry.example/m:{i}" for i in range(1000)}
+    res = resource(active="v999", versions=versions)
+    assert len(res.spec.versions) == 1000  # type: ignore[union-attr]
+    decision = decide(res, Observed(), at(0))
+    assert decision.deployment is not None
+    container = decision.deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "registry.example/m:999"
