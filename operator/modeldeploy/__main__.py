@@ -13,6 +13,7 @@ import logging
 import kopf
 
 from modeldeploy import handlers
+from modeldeploy.kube import ConfigError, load_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,6 +48,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.webhook and not args.webhook.startswith(("http://", "https://")):
         raise SystemExit("--webhook must be an http:// or https:// URL")
+    try:
+        load_config()  # fail here with a sentence, not in a startup handler's traceback
+    except ConfigError as error:
+        raise SystemExit(f"modeldeploy: cannot reach a cluster: {error}") from None
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
     if not args.verbose:
         # kopf logs every handler call per watch event; at scale that drowns what matters.

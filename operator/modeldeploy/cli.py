@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from modeldeploy import constants as c
-from modeldeploy.kube import Cluster, current_namespace, load_config
+from modeldeploy.kube import Cluster, ConfigError, current_namespace, load_config
 from modeldeploy.model import JSON, Resource, Spec, SpecError, parse_resource
 from modeldeploy.render import template_hash
 
@@ -312,6 +312,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(run(args, Cluster()))
     except LookupError as error:
         print(f"Error: {error.args[0]}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as error:
+        print(f"Error: cannot reach a cluster: {error}", file=sys.stderr)
         return EXIT_USAGE
     except CliError as error:
         print(f"Error: {error}", file=sys.stderr)

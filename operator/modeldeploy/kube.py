@@ -35,12 +35,24 @@ def current_namespace() -> str:
     return str((context or {}).get("context", {}).get("namespace") or "default")
 
 
+class ConfigError(Exception):
+    """No way to reach a cluster: not in a pod, and no usable kubeconfig."""
+
+
 def load_config() -> None:
     """In a pod: the ServiceAccount; elsewhere: $KUBECONFIG or ~/.kube/config."""
     try:
         kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+        return
     except kubernetes.config.ConfigException:
+        pass
+    try:
         kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+    except (kubernetes.config.ConfigException, OSError) as error:
+        raise ConfigError(
+            f"no in-cluster credentials and no usable kubeconfig "
+            f"(KUBECONFIG or ~/.kube/config): {error}"
+        ) from None
 
 
 class Cluster:

@@ -1,0 +1,46 @@
+"""The operator and the plugin fail with a sentence, not a traceback, when no cluster is set."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "code", "text"),
+    [
+        ("modeldeploy", [], 1, "modeldeploy: cannot reach a cluster"),
+        ("modeldeploy.cli", ["status", "x"], 2, "Error: cannot reach a cluster"),
+    ],
+)
+def test_no_cluster_configured_is_a_clear_error(
+    module: str, args: list[str], code: int, text: str
+) -> None:
+    env = {**os.environ, "KUBECONFIG": "/nonexistent/kubeconfig", "HOME": "/nonexistent"}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == code
+    assert text in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_webhook_flag_that_is_not_a_url_is_refused() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "modeldeploy", "--webhook", "slack"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "--webhook must be an http:// or https:// URL" in result.stderr
