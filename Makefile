@@ -14,6 +14,7 @@ help:
 	@echo "make lint            ruff, ruff format --check, mypy --strict, import-linter"
 	@echo "make cluster         start the local test bed (builds it once, ~10 min cold)"
 	@echo "make cluster-down    stop it;  make cluster-status: show it"
+	@echo "make bench           benchmarks (bench/results/);  make bench-quick: the same, small N"
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +58,16 @@ cluster-status:
 
 demo: venv
 	$(BIN)/python deploy/demo.py
+
+$(BIN)/.bench-installed: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+bench: $(BIN)/.bench-installed
+	$(BIN)/python bench/run.py
+
+bench-quick: $(BIN)/.bench-installed
+	$(BIN)/python bench/run.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

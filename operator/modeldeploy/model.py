@@ -8,7 +8,7 @@ Status types convert back to the JSON the CRD schema declares.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -97,25 +97,59 @@ class Spec:
         return self.versions[self.active_version]
 
 
+class VersionIndex(Mapping[str, VersionSpec]):
+    """spec.versions by name (B12): indexed once, each entry parsed when first looked up.
+
+    A reconcile looks at a handful of versions (the active one, the last good one),
+    so its cost must not grow with how many versions the resource lists.
+    """
+
+    def __init__(self, entries: Iterable[Mapping[str, Any]]) -> None:
+        entries = list(entries)
+        self._raw = {str(entry.get("name", "")): entry for entry in entries}
+        if len(self._raw) != len(entries):
+            names = [str(entry.get("name", "")) for entry in entries]
+            duplicate = next(name for name in names if names.count(name) > 1)
+            raise SpecError(f"spec.versions: duplicate version name {duplicate!r}")
+        self._parsed: dict[str, VersionSpec] = {}
+
+    def __getitem__(self, name: str) -> VersionSpec:
+        parsed = self._parsed.get(name)
+        if parsed is None:
+            entry = self._raw[name]
+            if not entry.get("image"):
+                raise SpecError(f"spec.versions[{name}].image must not be empty")
+            parsed = self._parsed[name] = VersionSpec(
+                name=name,
+                image=str(entry["image"]),
+                model_uri=entry.get("modelUri"),
+                env=tuple(entry.get("env") or ()),
+                resources=entry.get("resources"),
+            )
+        return parsed
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._raw
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, VersionIndex) and self._raw == other._raw
+
+    __hash__ = None  # type: ignore[assignment]  # mutable memo inside: not hashable
+
+
 def parse_spec(raw: Mapping[str, Any]) -> Spec:
     """Parse a spec the API server admitted; raise SpecError for what CEL cannot check."""
-    versions: dict[str, VersionSpec] = {}
-    for entry in raw.get("versions") or ():
-        name = str(entry.get("name", ""))
-        if name in versions:
-            raise SpecError(f"spec.versions: duplicate version name {name!r}")
-        if not entry.get("image"):
-            raise SpecError(f"spec.versions[{name}].image must not be empty")
-        versions[name] = VersionSpec(
-            name=name,
-            image=str(entry["image"]),
-            model_uri=entry.get("modelUri"),
-            env=tuple(entry.get("env") or ()),
-            resources=entry.get("resources"),
-        )
+    versions = VersionIndex(raw.get("versions") or ())
     active = str(raw.get("activeVersion", ""))
     if active not in versions:
         raise SpecError(f"spec.activeVersion {active!r} names no entry of spec.versions")
+    versions[active]
     replicas = int(raw.get("replicas", 1))
     if replicas < 0:
         raise SpecError("spec.replicas must be >= 0")

@@ -1,0 +1,765 @@
+#!/usr/bin/env python3
+"""Benchmarks of modeldeploy on the local test bed (`make bench`, `make bench-quick`).
+
+Measures, side by side in one run, how fast a bad model version is detected and
+reverted, how fast serving recovers compared with plain Deployments, how much
+serving capacity is lost on the way, and how the operator copes with many
+resources. Every timestamp comes from a watch event as this process receives it
+(or, for a deadline, from the server's own timestamps), never from a sleep.
+Writes bench/results/latest.{json,md,png} and a dated copy of the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import timeit
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import kopf
+import kubernetes
+import urllib3
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"  # full runs; quick runs write to results/quick/
+sys.path.insert(0, str(ROOT))
+
+from modeldeploy.model import ChildState, Observed, parse_resource, to_json  # noqa: E402
+from modeldeploy.render import render_deployment  # noqa: E402
+from modeldeploy.rollout import decide  # noqa: E402
+
+GROUP, VERSION, PLURAL = "modeldeploy.io", "v1alpha1", "modeldeployments"
+GOOD = "registry.example/bench:1"
+SCENARIOS = {
+    "crashloop": ("registry.example/bench:2-crashloop", {}),
+    "pullfail": ("registry.example/bench:2-pullfail", {}),
+    "oom": ("registry.example/bench:2-oom", {}),
+    "notready": ("registry.example/bench:2-notready", {"readyTimeoutSeconds": 10}),
+}
+FAILING = {"CrashLoopBackOff", "ErrImagePull", "ImagePullBackOff"}
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", flush=True)
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    sys.exit(f"bench: timed out after {timeout:.0f}s waiting for {what}")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary(values: list[float]) -> dict[str, float | int]:
+    return {
+        "p50": round(percentile(values, 50), 1),
+        "p95": round(percentile(values, 95), 1),
+        "p99": round(percentile(values, 99), 1),
+        "n": len(values),
+    }
+
+
+def load_testbed() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "testbed", ROOT / "deploy" / "local-cluster" / "testbed.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ------------------------------------------------------------------- the cluster
+
+
+class Bed:
+    def __init__(self) -> None:
+        self.core = kubernetes.client.CoreV1Api()
+        self.apps = kubernetes.client.AppsV1Api()
+        self.custom = kubernetes.client.CustomObjectsApi()
+        self.namespace = f"bench-{uuid.uuid4().hex[:6]}"
+
+    def create_namespace(self) -> None:
+        self.core.create_namespace({"metadata": {"name": self.namespace}})
+        wait_for(
+            lambda: any(
+                sa.metadata.name == "default"
+                for sa in self.core.list_namespaced_service_account(self.namespace).items
+            ),
+            30,
+            "the namespace's ServiceAccount",
+        )
+
+    def model(self, name: str, bad: str, replicas: int = 2, **rollout: Any) -> None:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ModelDeployment",
+            "metadata": {"name": name},
+            "spec": {
+                "activeVersion": "v1",
+                "replicas": replicas,
+                "rollout": rollout,
+                "versions": [{"name": "v1", "image": GOOD}, {"name": "v2", "image": bad}],
+            },
+        }
+        self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
+
+    def select(self, name: str, version: str) -> None:
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, name, {"spec": {"activeVersion": version}}
+        )
+
+    def models(self) -> list[dict[str, Any]]:
+        listed = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)
+        return list(listed["items"])
+
+    def all_good(self, names: set[str], version: str = "v1") -> bool:
+        good = {
+            m["metadata"]["name"]
+            for m in self.models()
+            if (m.get("status") or {}).get("lastGoodVersion") == version
+            and any(
+                k["type"] == "Ready" and k["status"] == "True"
+                for k in m["status"].get("conditions") or ()
+            )
+        }
+        return names <= good
+
+
+@dataclass
+class Timeline:
+    """Watch-event arrival times per ModelDeployment or Deployment name."""
+
+    signal: dict[str, float] = field(default_factory=dict)  # first failure signal
+    reverted: dict[str, float] = field(default_factory=dict)  # activeVersion back to v1
+    selected: dict[str, float] = field(default_factory=dict)  # when v2 was applied
+    ready: dict[str, dict[str, bool]] = field(default_factory=dict)  # owner -> pod -> Ready
+    min_ready: dict[str, int] = field(default_factory=dict)
+    recovered: dict[str, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def pod_signal(pod: Any, timeout_s: int | None) -> float | None:
+    """When a bad pod first shows failure (wall clock); for a never-Ready pod, its deadline."""
+    if timeout_s is not None:
+        return float(pod.metadata.creation_timestamp.timestamp() + timeout_s)
+    for status in pod.status.container_statuses or ():
+        waiting = status.state.waiting.reason if status.state and status.state.waiting else None
+        if waiting in FAILING or (status.restart_count or 0) > 0:
+            return time.time()
+    return None
+
+
+@contextmanager
+def watching(
+    bed: Bed, label: str, timeline: Timeline, ready_timeout: dict[str, int] | None = None
+) -> Iterator[None]:
+    """Pod and ModelDeployment watches for the test namespace, in threads."""
+    pods, models = kubernetes.watch.Watch(), kubernetes.watch.Watch()
+
+    def watch_pods() -> None:
+        for event in pods.stream(
+            bed.core.list_namespaced_pod, bed.namespace, label_selector=label, timeout_seconds=3600
+        ):
+            pod = event["object"]
+            owner = (pod.metadata.labels or {}).get("modeldeploy.io/name") or (
+                pod.metadata.labels or {}
+            ).get("app", "")
+            version = (pod.metadata.labels or {}).get("modeldeploy.io/version", "")
+            alive = event["type"] != "DELETED" and pod.metadata.deletion_timestamp is None
+            with timeline.lock:
+                ready = alive and any(
+                    c.type == "Ready" and c.status == "True" for c in pod.status.conditions or ()
+                )
+                timeline.ready.setdefault(owner, {})[pod.metadata.name] = ready
+                if owner in timeline.selected:
+                    count = sum(timeline.ready[owner].values())
+                    timeline.min_ready[owner] = min(timeline.min_ready.get(owner, count), count)
+                if version == "v2" and alive and owner not in timeline.signal:
+                    timeout = (ready_timeout or {}).get(owner)
+                    at = pod_signal(pod, timeout)
+                    if at is not None:
+                        timeline.signal[owner] = at
+
+    def watch_models() -> None:
+        for event in models.stream(
+            bed.custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            bed.namespace,
+            PLURAL,
+            timeout_seconds=3600,
+        ):
+            name = event["object"]["metadata"]["name"]
+            active = event["object"]["spec"]["activeVersion"]
+            with timeline.lock:
+                if name in timeline.selected and active == "v1" and name not in timeline.reverted:
+                    timeline.reverted[name] = time.time()
+
+    def quietly(watch: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            with contextlib.suppress(urllib3.exceptions.ProtocolError):  # cut by stop()
+                watch()
+
+        return run
+
+    threads = [threading.Thread(target=quietly(t), daemon=True) for t in (watch_pods, watch_models)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)  # let both watches open before anything is measured
+    try:
+        yield
+    finally:
+        pods.stop()
+        models.stop()
+
+
+class Operator:
+    def __init__(self, namespace: str | None, log_path: Path) -> None:
+        self.namespace, self.log_path = namespace, log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self.samples: list[tuple[float, float, float]] = []  # (t, rss MB, cpu s)
+        self._sampling = False
+
+    def start(self) -> float:
+        args = [sys.executable, "-m", "modeldeploy", "--liveness="]
+        if self.namespace:
+            args += ["--namespace", self.namespace]
+        with self.log_path.open("ab") as out:
+            self.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        started = time.time()
+        self._sampling = True
+        threading.Thread(target=self._sample, daemon=True).start()
+        return started
+
+    def _sample(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        start = time.time()
+        while self._sampling and self.process is not None:
+            try:
+                stat = Path(f"/proc/{self.process.pid}/stat").read_text().split()
+                rss = next(
+                    int(line.split()[1])
+                    for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines()
+                    if line.startswith("VmRSS:")
+                )
+            except (FileNotFoundError, StopIteration, ProcessLookupError):
+                return
+            cpu = (int(stat[13]) + int(stat[14])) / tick
+            self.samples.append((time.time() - start, rss / 1024, cpu))
+            time.sleep(1)
+
+    def stop(self) -> None:
+        self._sampling = False
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+            self.process = None
+
+
+# ------------------------------------------------------------------ measurements
+
+
+def detect_to_revert(bed: Bed, repetitions: int, batch: int) -> dict[str, list[float]]:
+    results: dict[str, list[float]] = {}
+    for scenario, (image, rollout) in SCENARIOS.items():
+        samples: list[float] = []
+        for first in range(0, repetitions, batch):
+            names = [f"{scenario}-{i}" for i in range(first, min(repetitions, first + batch))]
+            timeline = Timeline()
+            timeout = dict.fromkeys(names, rollout["readyTimeoutSeconds"]) if rollout else None
+            for name in names:
+                bed.model(name, image, **rollout)
+            wait_for(lambda n=set(names): bed.all_good(n), 120, f"{scenario} models on v1")
+            with watching(bed, "modeldeploy.io/version=v2", timeline, timeout):
+                for name in names:
+                    timeline.selected[name] = time.time()
+                    bed.select(name, "v2")
+                wait_for(
+                    lambda n=names, t=timeline: all(x in t.reverted for x in n),
+                    120,
+                    f"{scenario} reverts",
+                )
+                time.sleep(0.5)  # late pod events still carry the first-signal times
+            for name in names:
+                if name in timeline.signal:
+                    samples.append(max(0.0, timeline.reverted[name] - timeline.signal[name]) * 1000)
+            for name in names:
+                bed.custom.delete_namespaced_custom_object(
+                    GROUP, VERSION, bed.namespace, PLURAL, name
+                )
+        results[scenario] = samples
+        log(f"detect-to-revert {scenario}: {summary(samples)} ms")
+    return results
+
+
+def plain_deployment(name: str, replicas: int, deadline: int | None) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "replicas": replicas,
+        "selector": {"matchLabels": {"app": name}},
+        "template": {
+            "metadata": {"labels": {"app": name, "bench": "plain"}},
+            "spec": {"containers": [{"name": "model", "image": GOOD}]},
+        },
+    }
+    if deadline is not None:
+        spec["progressDeadlineSeconds"] = deadline
+    return {"metadata": {"name": name}, "spec": spec}
+
+
+def deployment_recovered(bed: Bed, name: str, replicas: int) -> bool:
+    deployment = bed.apps.read_namespaced_deployment(name, bed.namespace)
+    bad_pods = [
+        p
+        for p in bed.core.list_namespaced_pod(bed.namespace, label_selector=f"app={name}").items
+        if "crashloop" in p.spec.containers[0].image
+    ]
+    status = deployment.status
+    return bool(
+        deployment.spec.template.spec.containers[0].image == GOOD
+        and not bad_pods
+        and status.available_replicas == replicas
+        and status.updated_replicas == replicas
+        and (status.replicas or 0) == replicas
+    )
+
+
+def deadline_exceeded(bed: Bed, name: str) -> bool:
+    conditions = bed.apps.read_namespaced_deployment(name, bed.namespace).status.conditions or ()
+    return any(
+        c.type == "Progressing" and c.reason == "ProgressDeadlineExceeded" for c in conditions
+    )
+
+
+def recover_plain(
+    bed: Bed, name: str, replicas: int, deadline: int | None, undo: bool, give_up_s: float
+) -> dict[str, Any]:
+    """A plain Deployment: bad image applied, then (optionally) `kubectl rollout undo`."""
+    bed.apps.create_namespaced_deployment(bed.namespace, plain_deployment(name, replicas, deadline))
+    wait_for(lambda: deployment_recovered(bed, name, replicas), 60, f"{name} ready")
+    timeline = Timeline()
+    with watching(bed, f"app={name}", timeline):
+        timeline.selected[name] = applied = time.time()
+        bed.apps.patch_namespaced_deployment(
+            name,
+            bed.namespace,
+            {
+                "spec": {
+                    "template": {
+                        "spec": {
+                            "containers": [
+                                {"name": "model", "image": "registry.example/bench:2-crashloop"}
+                            ]
+                        }
+                    }
+                }
+            },
+        )
+        reported: float | None = None
+        recovered: float | None = None
+        deadline_at = time.monotonic() + give_up_s
+        while time.monotonic() < deadline_at and recovered is None:
+            if reported is None and deadline_exceeded(bed, name):
+                reported = time.time()
+                if undo:
+                    subprocess.run(
+                        ["kubectl", "rollout", "undo", "-n", bed.namespace, f"deployment/{name}"],
+                        check=True,
+                        capture_output=True,
+                    )
+            if deployment_recovered(bed, name, replicas):
+                recovered = time.time()
+            time.sleep(0.2)
+    return {
+        "failure_reported_s": None if reported is None else round(reported - applied, 1),
+        "recovered_s": None if recovered is None else round(recovered - applied, 1),
+        "min_ready_ratio": timeline.min_ready.get(name, 0) / replicas,
+    }
+
+
+def recover_modeldeploy(bed: Bed, replicas: int) -> dict[str, Any]:
+    name = "recover"
+    bed.model(name, "registry.example/bench:2-crashloop", replicas=replicas)
+    wait_for(lambda: bed.all_good({name}), 60, "the model on v1")
+    timeline = Timeline()
+    with watching(bed, f"modeldeploy.io/name={name}", timeline):
+        timeline.selected[name] = applied = time.time()
+        bed.select(name, "v2")
+
+        def recovered() -> bool:
+            deployment = bed.apps.read_namespaced_deployment(name, bed.namespace)
+            version = deployment.spec.template.metadata.labels["modeldeploy.io/version"]
+            bad = bed.core.list_namespaced_pod(
+                bed.namespace,
+                label_selector=f"modeldeploy.io/name={name},modeldeploy.io/version=v2",
+            ).items
+            status = deployment.status
+            return bool(
+                version == "v1"
+                and not bad
+                and name in timeline.reverted
+                and status.available_replicas == replicas
+                and (status.replicas or 0) == replicas
+            )
+
+        wait_for(recovered, 60, "modeldeploy to recover")
+        done = time.time()
+    return {
+        "recovered_s": round(done - applied, 2),
+        "min_ready_ratio": timeline.min_ready.get(name, 0) / replicas,
+    }
+
+
+def reconcile_cost(versions: int, runs: int = 300) -> float:
+    """Median seconds for parse + decide of one settled resource with `versions` versions."""
+    body = {
+        "metadata": {"name": "m", "namespace": "ns", "uid": "u", "generation": 1},
+        "spec": {
+            "activeVersion": "v0",
+            "replicas": 3,
+            "versions": [{"name": f"v{i}", "image": f"r/m:{i}"} for i in range(versions)],
+        },
+    }
+    resource = parse_resource(body)
+    spec = resource.spec
+    assert not isinstance(spec, Exception)
+    manifest = render_deployment(resource, spec, spec.active)
+    child = ChildState(
+        name="m",
+        controller_uid="u",
+        spec=manifest["spec"],
+        template_hash=manifest["metadata"]["annotations"]["modeldeploy.io/template-hash"],
+        generation=1,
+        observed_generation=1,
+        replicas=3,
+        updated_replicas=3,
+        ready_replicas=3,
+        available_replicas=3,
+    )
+    observed = Observed(deployment=child)
+    now = datetime.now(UTC)
+    settled = decide(resource, observed, now).status
+    body["status"] = to_json(settled)
+    timer = timeit.Timer(lambda: decide(parse_resource(body), observed, now))
+    return statistics.median(timer.repeat(repeat=runs, number=1))
+
+
+def scale(bed: Bed, count: int, bad: int, log_dir: Path) -> dict[str, Any]:
+    """`count` models created while the operator is stopped; then start it and measure."""
+    names = {f"scale-{i}" for i in range(count)}
+    for name in sorted(names):
+        bed.model(name, "registry.example/bench:2-crashloop", replicas=3)
+    log(f"scale: {count} ModelDeployments created; starting the operator")
+    operator = Operator(None, log_dir / "operator-scale.log")
+    started = operator.start()
+    wait_for(lambda: bed.all_good(names), 60 + count * 1.5, f"{count} models Available")
+    all_available = time.time() - started
+    log(f"scale: all {count} Available {all_available:.1f}s after the operator started")
+    chosen = sorted(names)[:bad]
+    timeline = Timeline()
+    with watching(bed, "modeldeploy.io/version=v2", timeline):
+        for name in chosen:
+            timeline.selected[name] = time.time()
+            bed.select(name, "v2")
+        wait_for(lambda: all(n in timeline.reverted for n in chosen), 180, "reverts under load")
+        time.sleep(0.5)
+    samples = [
+        (timeline.reverted[n] - timeline.signal[n]) * 1000 for n in chosen if n in timeline.signal
+    ]
+    operator.stop()
+    rss = max((s[1] for s in operator.samples), default=0.0)
+    return {
+        "crs": count,
+        "pods": count * 3,
+        "operator_rss_mb": round(rss, 1),
+        "all_available_s": round(all_available, 1),
+        "bad_rollouts": bad,
+        "detect_to_revert_p50_ms_under_load": round(percentile(samples, 50), 1),
+        "detect_to_revert_p99_ms_under_load": round(percentile(samples, 99), 1),
+        "cpu_seconds": round(operator.samples[-1][2], 1) if operator.samples else None,
+        "samples": [[round(t, 1), round(m, 1), round(c, 2)] for t, m, c in operator.samples],
+    }
+
+
+# ------------------------------------------------------------------- reporting
+
+
+TARGETS = [
+    (
+        "detect-to-revert p50 (ms)",
+        "< 200",
+        lambda r: max(v["p50"] for v in r["detect_to_revert_ms"].values()),
+        lambda v: v < 200,
+    ),
+    (
+        "detect-to-revert p99 (ms)",
+        "< 1000",
+        lambda r: max(v["p99"] for v in r["detect_to_revert_ms"].values()),
+        lambda v: v < 1000,
+    ),
+    (
+        "recovery vs plain Deployment, default deadline (x faster)",
+        ">= 100",
+        lambda r: r["ratios"]["default_deadline_over_modeldeploy"],
+        lambda v: v >= 100,
+    ),
+    (
+        "min ready ratio during a failed rollout",
+        ">= 1.0",
+        lambda r: r["min_ready_ratio"]["modeldeploy"],
+        lambda v: v >= 1.0,
+    ),
+    (
+        "operator RSS (MB) with the scale run",
+        "< 250",
+        lambda r: r["scale"]["operator_rss_mb"],
+        lambda v: v < 250,
+    ),
+    (
+        "all Available after operator start (s)",
+        "< 20",
+        lambda r: r["scale"]["all_available_s"],
+        lambda v: v < 20,
+    ),
+    (
+        "detect-to-revert p99 under load (ms)",
+        "< 1000",
+        lambda r: r["scale"]["detect_to_revert_p99_ms_under_load"],
+        lambda v: v < 1000,
+    ),
+    (
+        "reconcile cost, 1000 vs 10 versions",
+        "< 1.2",
+        lambda r: r["scale"]["reconcile_ratio_1000_vs_10_versions"],
+        lambda v: v < 1.2,
+    ),
+]
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"# Benchmark results ({result['mode']} run, {result['finished_at']})",
+        "",
+        f"{result['machine']['nproc']} cores, {result['machine']['memory_gb']} GiB, "
+        f"Python {result['machine']['python']}; Kubernetes {result['versions']['kubernetes']}"
+        f", kwok {result['versions']['kwok']}, kopf {result['versions']['kopf']}; scale run:"
+        f" {result['scale']['crs']} ModelDeployments, {result['scale']['pods']} pods.",
+        "",
+        "| figure | target (DESIGN.md 6) | measured | |",
+        "|---|---|---|---|",
+    ]
+    for name, target, get, ok in TARGETS:
+        try:
+            value = get(result)
+        except (KeyError, TypeError, ValueError):
+            lines.append(f"| {name} | {target} | not measured | |")
+            continue
+        if value is None:
+            lines.append(f"| {name} | {target} | not measured | |")
+        else:
+            lines.append(f"| {name} | {target} | {value} | {'met' if ok(value) else 'MISSED'} |")
+    lines += [
+        "",
+        "Detect-to-revert, first failure signal to `spec.activeVersion` reverted (ms):",
+        "",
+        "| scenario | p50 | p95 | p99 | n |",
+        "|---|---|---|---|---|",
+    ]
+    for scenario, s in result["detect_to_revert_ms"].items():
+        lines.append(f"| {scenario} | {s['p50']} | {s['p95']} | {s['p99']} | {s['n']} |")
+    recover = result["recover_s"]
+    lines += [
+        "",
+        "Bad version applied -> last good version fully serving, no bad pods (s):",
+        "",
+        "| | failure reported after | recovered after | min ready / replicas |",
+        "|---|---|---|---|",
+        f"| modeldeploy | {recover['modeldeploy']['recovered_s']} (reverted) | "
+        f"{recover['modeldeploy']['recovered_s']} | "
+        f"{result['min_ready_ratio']['modeldeploy']} |",
+    ]
+    for key, label in (
+        ("deployment_default", "plain Deployment, default 600 s deadline"),
+        ("deployment_undo_script", "plain Deployment, 30 s deadline + `kubectl rollout undo`"),
+    ):
+        entry = recover[key]
+        lines.append(
+            f"| {label} | {entry.get('failure_reported_s', 'not measured')} | "
+            f"{entry.get('recovered_s') or entry.get('note', 'never')} | "
+            f"{entry.get('min_ready_ratio', '')} |"
+        )
+    lines += ["", f"Argo Rollouts: {result['argo_rollouts']['why']}", ""]
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], raw: dict[str, list[float]], path: Path) -> None:
+    import matplotlib  # noqa: PLC0415 - only `make bench` needs it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.boxplot(list(raw.values()), tick_labels=list(raw))
+    left.set_ylabel("ms")
+    left.set_title("Detect-to-revert (first failure signal -> spec reverted)")
+    recover = result["recover_s"]
+    bars = {
+        "modeldeploy": recover["modeldeploy"]["recovered_s"],
+        "Deployment\n+ undo script\n(30 s deadline)": recover["deployment_undo_script"].get(
+            "recovered_s"
+        ),
+        "Deployment\n(600 s deadline,\nreports only)": recover["deployment_default"].get(
+            "failure_reported_s"
+        )
+        or 600.0,
+    }
+    right.bar(
+        list(bars), [v or 0 for v in bars.values()], color=["tab:green", "tab:orange", "tab:red"]
+    )
+    right.set_yscale("log")
+    right.set_ylabel("seconds (log)")
+    right.set_title("Bad version applied -> good version serving")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+# ----------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small N, same code path (< 3 min)")
+    quick = parser.parse_args().quick
+    testbed = load_testbed()
+    was_up = testbed.is_up()
+    testbed.up()
+    os.environ["KUBECONFIG"] = str(testbed.KUBECONFIG)
+    kubernetes.config.load_kube_config(config_file=str(testbed.KUBECONFIG))
+    subprocess.run(
+        [
+            "kubectl",
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            str(ROOT / "crds" / "modeldeployment.yaml"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    bed = Bed()
+    bed.create_namespace()
+    results = RESULTS / "quick" if quick else RESULTS
+    results.mkdir(parents=True, exist_ok=True)
+    log_dir = testbed.STATE / "logs"
+    started = time.time()
+    operator = Operator(bed.namespace, log_dir / "operator-bench.log")
+    try:
+        operator.start()
+        time.sleep(2)  # the operator lists and indexes before it acts
+        raw = detect_to_revert(bed, 3 if quick else 20, 3 if quick else 5)
+        modeldeploy = recover_modeldeploy(bed, 4)
+        log(f"recover modeldeploy: {modeldeploy}")
+        undo = recover_plain(bed, "plain-undo", 4, 30, undo=True, give_up_s=120)
+        log(f"recover plain Deployment + undo script: {undo}")
+        if quick:
+            default: dict[str, Any] = {
+                "failure_reported_s": None,
+                "recovered_s": None,
+                "note": "not measured in the quick run (600 s)",
+            }
+        else:
+            default = recover_plain(bed, "plain-default", 4, None, undo=False, give_up_s=660)
+            default["recovered_by_itself"] = default["recovered_s"] is not None
+        log(f"recover plain Deployment, default deadline: {default}")
+        operator.stop()
+        scaled = scale(bed, 30 if quick else 1000, 5 if quick else 50, log_dir)
+    finally:
+        operator.stop()
+        bed.core.delete_namespace(bed.namespace)
+        if not was_up:
+            testbed.down()
+    scaled["reconcile_ratio_1000_vs_10_versions"] = round(
+        reconcile_cost(1000) / reconcile_cost(10), 2
+    )
+    result = {
+        "mode": "quick" if quick else "full",
+        "finished_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "duration_s": round(time.time() - started, 1),
+        "detect_to_revert_ms": {k: summary(v) for k, v in raw.items()},
+        "recover_s": {
+            "modeldeploy": modeldeploy,
+            "deployment_default": default,
+            "deployment_undo_script": undo,
+        },
+        "ratios": {
+            "undo_script_over_modeldeploy": round(
+                undo["recovered_s"] / modeldeploy["recovered_s"], 1
+            )
+            if undo["recovered_s"]
+            else None,
+            "default_deadline_over_modeldeploy": round(
+                (default["failure_reported_s"] or 600) / modeldeploy["recovered_s"], 1
+            ),
+            "default_deadline_note": "the plain Deployment never recovers by itself; this is "
+            "the time until Kubernetes even reports the failure",
+        },
+        "min_ready_ratio": {
+            "modeldeploy": modeldeploy["min_ready_ratio"],
+            "deployment": undo["min_ready_ratio"],
+        },
+        "scale": scaled,
+        "argo_rollouts": {
+            "measured": False,
+            "why": "not built here yet: building it from Go "
+            "modules beside the test bed is future work (issue 5, stretch)",
+        },
+        "machine": {
+            "nproc": os.cpu_count(),
+            "python": platform.python_version(),
+            "kernel": platform.release(),
+            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        },
+        "versions": {
+            "kubernetes": "v1.33.13",
+            "kwok": "v0.7.0",
+            "etcd": "3.5.24",
+            "kopf": kopf.__version__ if hasattr(kopf, "__version__") else "1.45.2",
+            "modeldeploy": "0.1.0",
+        },
+    }
+    text = json.dumps(result, indent=2)
+    (results / "latest.json").write_text(text)
+    (results / f"{result['finished_at'].replace(':', '')}.json").write_text(text)
+    (results / "latest.md").write_text(markdown(result))
+    plot(result, raw, results / "latest.png")
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
