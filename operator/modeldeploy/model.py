@@ -105,8 +105,13 @@ class VersionIndex(Mapping[str, VersionSpec]):
     """
 
     def __init__(self, entries: Iterable[Mapping[str, Any]]) -> None:
-        entries = list(entries)
-        self._raw = {str(entry.get("name", "")): entry for entry in entries}
+        entries = entries if isinstance(entries, list) else list(entries)
+        # The schema makes every name a string; indexing is the one pass a reconcile
+        # makes over spec.versions, so it is kept to a bare dict build.
+        try:
+            self._raw = {entry["name"]: entry for entry in entries}
+        except (KeyError, TypeError):
+            raise SpecError("spec.versions: every entry needs a name") from None
         if len(self._raw) != len(entries):
             names = [str(entry.get("name", "")) for entry in entries]
             duplicate = next(name for name in names if names.count(name) > 1)

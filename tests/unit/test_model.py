@@ -114,6 +114,7 @@ def test_spec_defaults() -> None:
         ({"activeVersion": "v9"}, "names no entry"),
         ({"versions": [{"name": "v1", "image": "a"}, {"name": "v1", "image": "b"}]}, "duplicate"),
         ({"versions": [{"name": "v1", "image": ""}]}, "must not be empty"),
+        ({"versions": [{"image": "a"}]}, "every entry needs a name"),
         ({"replicas": -1}, ">= 0"),
         ({"analysis": {"checks": [{"name": "c", "query": "q"}]}}, "needs max or min"),
     ],
