@@ -258,6 +258,11 @@ class Operator:
         threading.Thread(target=self._sample, daemon=True).start()
         return started
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
     def _sample(self) -> None:
         tick = os.sysconf("SC_CLK_TCK")
         start = time.time()
@@ -456,6 +461,7 @@ def recover_modeldeploy(bed: Bed, replicas: int) -> dict[str, Any]:
 
         wait_for(recovered, 60, "modeldeploy to recover")
         done = time.time()
+    bed.custom.delete_namespaced_custom_object(GROUP, VERSION, bed.namespace, PLURAL, name)
     return {
         "recovered_s": round(done - applied, 2),
         "min_ready_ratio": timeline.min_ready.get(name, 0) / replicas,
@@ -662,23 +668,80 @@ def all_reconciled(bed: Bed, names: set[str]) -> bool:
     return names <= done & deployments
 
 
+def cpu_seconds(pid: int) -> float:
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def control_plane_cpu(testbed: Any) -> dict[str, float]:
+    """CPU seconds each test-bed component has used so far."""
+    used = {}
+    for name in testbed.COMPONENTS:
+        pid = testbed.running_pid(name)
+        if pid is not None:
+            used[name] = cpu_seconds(pid)
+    return used
+
+
+def settle(operator: Operator, limit_s: float) -> float:
+    """Wait until the operator is idle (under 5% of a core over 5 s); seconds waited."""
+    started = time.time()
+    while time.time() - started < limit_s:
+        before = cpu_seconds(operator.pid)
+        time.sleep(5)
+        if cpu_seconds(operator.pid) - before < 0.25:
+            break
+    return round(time.time() - started, 1)
+
+
+def remove_scale_run(bed: Bed, names: set[str], nodes: list[str]) -> None:
+    """The models and their pods gone before the fake nodes that run them.
+
+    The scale run's models are the only ones left in the namespace by then.
+    """
+    for name in names:
+        with contextlib.suppress(kubernetes.client.ApiException):
+            bed.custom.delete_namespaced_custom_object(GROUP, VERSION, bed.namespace, PLURAL, name)
+    wait_for(
+        lambda: (
+            not bed.core.list_namespaced_pod(
+                bed.namespace, label_selector="modeldeploy.io/name", limit=1
+            ).items
+        ),
+        600,
+        "the scale run's pods deleted",
+    )
+    for node in nodes:
+        bed.core.delete_node(node)
+
+
 def scale(bed: Bed, testbed: Any, count: int, bad: int, log_dir: Path) -> dict[str, Any]:
     """`count` models created while the operator is stopped; then start it and measure."""
     added = add_nodes(bed, testbed, count * 3)
     log(f"scale: {len(added)} fake nodes added for {count * 3} pods")
     operator = Operator(None, log_dir / "operator-scale.log")
+    names = {f"scale-{i}" for i in range(count)}
     try:
-        names = {f"scale-{i}" for i in range(count)}
         for name in sorted(names):
             bed.model(name, "registry.example/bench:2-crashloop", replicas=3)
         log(f"scale: {count} ModelDeployments created; starting the operator")
+        cpu_before = control_plane_cpu(testbed)
         started = operator.start()
         wait_for(lambda: all_reconciled(bed, names), 60 + count, f"{count} models reconciled")
         reconciled = time.time() - started
+        cpu_during = {
+            name: round(used - cpu_before.get(name, 0.0), 1)
+            for name, used in control_plane_cpu(testbed).items()
+        }
+        cpu_during["modeldeploy"] = round(cpu_seconds(operator.pid), 1)
+        log(f"scale: CPU seconds while reconciling: {cpu_during}")
         log(f"scale: all {count} reconciled {reconciled:.1f}s after the operator started")
         wait_for(lambda: bed.all_good(names), 60 + count * 1.5, f"{count} models Available")
         all_available = time.time() - started
         log(f"scale: all {count} Available {all_available:.1f}s after the operator started")
+        # "Under management" is the steady state, not the start-up storm of 3,000 pods.
+        settled = settle(operator, 300)
+        log(f"scale: operator idle {settled}s after all were Available")
         chosen = sorted(names)[:bad]
         timeline = Timeline()
         with watching(bed, "modeldeploy.io/version=v2", timeline):
@@ -696,13 +759,14 @@ def scale(bed: Bed, testbed: Any, count: int, bad: int, log_dir: Path) -> dict[s
         rss = max((s[1] for s in operator.samples), default=0.0)
     finally:
         operator.stop()
-        for node in added:
-            bed.core.delete_node(node)
+        remove_scale_run(bed, names, added)
     return {
         "crs": count,
         "pods": count * 3,
         "operator_rss_mb": round(rss, 1),
         "all_reconciled_s": round(reconciled, 1),
+        "cpu_seconds_while_reconciling": cpu_during,
+        "settle_s": settled,
         "all_available_s": round(all_available, 1),
         "nodes_added": len(added),
         "bad_rollouts": bad,
@@ -827,9 +891,11 @@ def markdown(result: dict[str, Any]) -> str:
         f"Scale: {scaled['crs']} ModelDeployments created while the operator was stopped; "
         f"it had reconciled all of them {scaled['all_reconciled_s']} s after it started, and "
         f"all {scaled['pods']} pods were Ready and every resource Available after "
-        f"{scaled['all_available_s']} s (the control plane and kwok making the pods). Operator "
-        f"peak RSS {scaled['operator_rss_mb']} MB, {scaled['cpu_seconds']} CPU seconds in all; "
-        f"then {scaled['bad_rollouts']} bad rollouts at once: detect-to-revert p50 "
+        f"{scaled['all_available_s']} s (the control plane and kwok making the pods). CPU "
+        f"seconds while it reconciled: {scaled['cpu_seconds_while_reconciling']}. Operator "
+        f"peak RSS {scaled['operator_rss_mb']} MB, {scaled['cpu_seconds']} CPU seconds in all. "
+        f"Once it was idle again ({scaled['settle_s']} s later), "
+        f"{scaled['bad_rollouts']} bad rollouts at once: detect-to-revert p50 "
         f"{scaled['detect_to_revert_p50_ms_under_load']} ms, p99 "
         f"{scaled['detect_to_revert_p99_ms_under_load']} ms.",
     ]
@@ -853,7 +919,7 @@ def plot(result: dict[str, Any], raw: dict[str, list[float]], path: Path) -> Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    figure, (left, right, load) = plt.subplots(1, 3, figsize=(16, 4.5))
     left.boxplot(list(raw.values()), tick_labels=list(raw))
     left.set_ylabel("ms")
     left.set_title("Detect-to-revert (first failure signal -> spec reverted)")
@@ -877,6 +943,15 @@ def plot(result: dict[str, Any], raw: dict[str, list[float]], path: Path) -> Non
     right.set_yscale("log")
     right.set_ylabel("seconds (log)")
     right.set_title("Bad version applied -> good version serving")
+    samples = result["scale"]["samples"]
+    seconds = [t for t, _, _ in samples]
+    load.plot(seconds, [rss for _, rss, _ in samples], color="tab:blue")
+    load.set_xlabel("seconds after the operator started")
+    load.set_ylabel("RSS (MB)", color="tab:blue")
+    cpu = load.twinx()
+    cpu.plot(seconds, [c for _, _, c in samples], color="tab:gray")
+    cpu.set_ylabel("CPU seconds used", color="tab:gray")
+    load.set_title(f"Operator with {result['scale']['crs']} ModelDeployments")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 
