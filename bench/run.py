@@ -216,6 +216,8 @@ def watching(
             PLURAL,
             timeout_seconds=3600,
         ):
+            if not isinstance(event.get("object"), dict) or event["type"] == "ERROR":
+                continue  # the stream being cut by stop(), or an expired watch
             name = event["object"]["metadata"]["name"]
             active = event["object"]["spec"]["activeVersion"]
             with timeline.lock:

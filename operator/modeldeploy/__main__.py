@@ -16,6 +16,16 @@ from modeldeploy import handlers
 from modeldeploy.kube import ConfigError, load_config
 
 
+def positive(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {text!r}")
+    return number
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="modeldeploy", description=__doc__)
     parser.add_argument(
@@ -39,6 +49,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--prometheus", default=None, help="default Prometheus URL for spec.analysis"
+    )
+    parser.add_argument(
+        "--workers",
+        type=positive,
+        default=handlers.DEFAULT_WORKERS,
+        help="resources reconciled at once (each one by one worker at a time); "
+        f"default {handlers.DEFAULT_WORKERS}",
     )
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_args(argv)
@@ -67,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
                 metrics_port=args.metrics_port,
                 webhook_url=args.webhook,
                 prometheus_url=args.prometheus,
+                workers=args.workers,
             ),
         )
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Hashable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +35,8 @@ from modeldeploy.notify import Notifier
 from modeldeploy.prometheus import Analyzer
 from modeldeploy.rollout import Decision, decide
 from modeldeploy.workqueue import WorkQueue
+
+DEFAULT_WORKERS = 16  # reconciles at once; --workers
 
 logger = logging.getLogger(__name__)
 MANAGED = {c.LABEL_MANAGED_BY: c.MANAGER}
@@ -74,8 +77,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     settings.scanning.disabled = True  # our resources are fixed: no CRD/namespace watch (RBAC)
     for resource in (("v1", "pods"), ("apps", "v1", "deployments"), ("v1", "services")):
         settings.watching.label_selectors[resource] = SELECTOR  # server-side filtering
-    load_config()
+    workers = int(memo.get("workers", DEFAULT_WORKERS))
+    load_config(connections=workers)
     loop = asyncio.get_running_loop()
+    # Reconciles wait on the API server, not the CPU: a pool of their own, as wide as
+    # the queue, so a burst of failures is reverted side by side, not four at a time.
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile")
     services = Services(
         cluster=Cluster(),
         notifier=Notifier(memo.get("webhook_url")),
@@ -100,15 +107,17 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
             return None
         body, observed = snapshot
         observed = replace(observed, measurements=services.analyzer.take(key))
-        return await asyncio.to_thread(reconcile_once, services, body, observed)
+        return await loop.run_in_executor(pool, reconcile_once, services, body, observed)
 
-    memo.queue = WorkQueue(reconcile, workers=4)
+    memo.pool = pool
+    memo.queue = WorkQueue(reconcile, workers=workers)
     memo.queue.start()
 
 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     await memo.queue.stop()
+    memo.pool.shutdown(wait=False, cancel_futures=True)
     memo.services.notifier.close()
     memo.services.analyzer.close()
 

@@ -39,20 +39,26 @@ class ConfigError(Exception):
     """No way to reach a cluster: not in a pod, and no usable kubeconfig."""
 
 
-def load_config() -> None:
-    """In a pod: the ServiceAccount; elsewhere: $KUBECONFIG or ~/.kube/config."""
+def load_config(connections: int | None = None) -> None:
+    """In a pod: the ServiceAccount; elsewhere: $KUBECONFIG or ~/.kube/config.
+
+    `connections`: HTTP connections kept per API server, one per concurrent caller;
+    fewer and urllib3 opens and drops a connection for each extra request.
+    """
+    configuration = kubernetes.client.Configuration()
     try:
-        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
-        return
+        kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
-        pass
-    try:
-        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
-    except (kubernetes.config.ConfigException, OSError) as error:
-        raise ConfigError(
-            f"no in-cluster credentials and no usable kubeconfig "
-            f"(KUBECONFIG or ~/.kube/config): {error}"
-        ) from None
+        try:
+            kubernetes.config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except (kubernetes.config.ConfigException, OSError) as error:
+            raise ConfigError(
+                f"no in-cluster credentials and no usable kubeconfig "
+                f"(KUBECONFIG or ~/.kube/config): {error}"
+            ) from None
+    if connections is not None:
+        configuration.connection_pool_maxsize = max(connections, 4)
+    kubernetes.client.Configuration.set_default(configuration)
 
 
 class Cluster:

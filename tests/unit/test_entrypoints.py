@@ -44,3 +44,17 @@ def test_a_webhook_flag_that_is_not_a_url_is_refused() -> None:
     )
     assert result.returncode == 1
     assert "--webhook must be an http:// or https:// URL" in result.stderr
+
+
+@pytest.mark.parametrize("workers", ["0", "-3", "many"])
+def test_a_workers_flag_below_one_is_refused(workers: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "modeldeploy", "--workers", workers],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--workers: must be a whole number >= 1" in result.stderr
+    assert "Traceback" not in result.stderr
