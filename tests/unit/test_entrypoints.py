@@ -34,27 +34,25 @@ def test_no_cluster_configured_is_a_clear_error(
     assert "Traceback" not in result.stderr
 
 
-def test_a_webhook_flag_that_is_not_a_url_is_refused() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "modeldeploy", "--webhook", "slack"],
+def run_operator(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "modeldeploy", *args],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_a_webhook_flag_that_is_not_a_url_is_refused() -> None:
+    result = run_operator("--webhook", "slack")
     assert result.returncode == 1
     assert "--webhook must be an http:// or https:// URL" in result.stderr
 
 
 @pytest.mark.parametrize("workers", ["0", "-3", "many"])
 def test_a_workers_flag_below_one_is_refused(workers: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "modeldeploy", "--workers", workers],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_operator("--workers", workers)
     assert result.returncode == 2
     assert "--workers: must be a whole number >= 1" in result.stderr
     assert "Traceback" not in result.stderr
