@@ -1,0 +1,174 @@
+"""The reference model server (deploy/examples/model-server), run for real on loopback."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "model-server"
+
+
+def module(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"model_server_{name}", HERE / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    loaded = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = loaded  # dataclasses look their module up
+    spec.loader.exec_module(loaded)
+    return loaded
+
+
+server, train = module("server"), module("train")
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "fraud.json"
+    subprocess.run([sys.executable, str(HERE / "train.py"), str(path)], check=True, timeout=120)
+    return path
+
+
+def variant(model_file: Path, tmp_path: Path, **changes: Any) -> Path:
+    path = tmp_path / "variant.json"
+    path.write_text(json.dumps({**json.loads(model_file.read_text()), **changes}))
+    return path
+
+
+def call(port: int, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            raw = response.read().decode()
+            status = response.status
+    except urllib.error.HTTPError as error:
+        raw, status = error.read().decode(), error.code
+    return status, (json.loads(raw) if raw.startswith("{") else raw)
+
+
+def wait_for(check: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def running(model_file: Path) -> Iterator[int]:
+    http, _ = server.serve(0, "fraud", "v1", f"file://{model_file}")
+    yield http.server_port
+    http.shutdown()
+    http.server_close()
+
+
+FEATURES = {"name": "features", "datatype": "FP64"}
+
+
+def test_training_is_repeatable_and_learns(model_file: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again.json"
+    subprocess.run([sys.executable, str(HERE / "train.py"), str(again)], check=True, timeout=120)
+    assert again.read_text() == model_file.read_text()
+    assert json.loads(model_file.read_text())["accuracy"] > 0.75
+
+
+def test_a_loaded_model_is_live_ready_and_answers_inference(running: int) -> None:
+    assert call(running, "/v2/health/live") == (200, {"live": True})
+    assert call(running, "/v2/health/ready") == (200, {"ready": True})
+    rows = [[3.0, 1.0, 2.5], [-1.0, 0.0, -1.0]]
+    status, answer = call(
+        running, "/v2/models/fraud/infer", {"inputs": [{**FEATURES, "shape": [2, 3], "data": rows}]}
+    )
+    assert status == 200
+    fraud, legit = answer["outputs"][0]["data"]
+    assert fraud > 0.9
+    assert legit < 0.1
+    assert (answer["model_name"], answer["model_version"]) == ("fraud", "v1")
+    flat = {"inputs": [{**FEATURES, "shape": [2, 3], "data": [3.0, 1.0, 2.5, -1.0, 0.0, -1.0]}]}
+    assert call(running, "/v2/models/fraud/infer", flat)[1]["outputs"] == answer["outputs"]
+
+
+def test_metrics_count_requests_and_errors_by_model_and_version(running: int) -> None:
+    call(
+        running,
+        "/v2/models/fraud/infer",
+        {"inputs": [{**FEATURES, "shape": [1, 2], "data": [1, 2]}]},
+    )
+    _, text = call(running, "/metrics")
+    assert 'model_requests_total{model="fraud",version="v1"} 1.0' in text
+    assert 'model_errors_total{model="fraud",version="v1"} 1.0' in text
+    assert 'model_accuracy{model="fraud",version="v1"}' in text
+
+
+def test_a_bad_request_is_a_400_not_a_crash(running: int) -> None:
+    status, answer = call(running, "/v2/models/fraud/infer", {"inputs": [{"data": [1]}]})
+    assert status == 400
+    assert "bad request" in answer["error"]
+    assert call(running, "/v2/health/live")[0] == 200
+
+
+def test_error_rate_variant_is_ready_but_fails_that_share_of_requests(
+    model_file: Path, tmp_path: Path
+) -> None:
+    http, _ = server.serve(0, "fraud", "v2", str(variant(model_file, tmp_path, error_rate=0.5)))
+    try:
+        body = {"inputs": [{**FEATURES, "shape": [1, 3], "data": [0.0, 0.0, 0.0]}]}
+        codes = [call(http.server_port, "/v2/models/fraud/infer", body)[0] for _ in range(10)]
+        assert call(http.server_port, "/v2/health/ready")[0] == 200
+        assert codes.count(500) == 5
+        assert codes.count(200) == 5
+    finally:
+        http.shutdown()
+        http.server_close()
+
+
+def test_slow_loading_model_is_live_but_not_ready_until_loaded(
+    model_file: Path, tmp_path: Path
+) -> None:
+    http, state = server.listen(0, "fraud", "v3")
+    try:
+        slow = str(variant(model_file, tmp_path, load_seconds=1.5))
+        loader = threading.Thread(target=server.load_into, args=(state, slow))
+        loader.start()
+        assert call(http.server_port, "/v2/health/live")[0] == 200
+        assert call(http.server_port, "/v2/health/ready") == (503, {"ready": False})
+        wait_for(lambda: call(http.server_port, "/v2/health/ready")[0] == 200, 10)
+        loader.join(timeout=10)
+    finally:
+        http.shutdown()
+        http.server_close()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param('{"features": ["a", "b"', id="truncated"),
+        pytest.param('{"features": []}', id="no-weights"),
+    ],
+)
+def test_a_corrupt_model_file_crashes_the_server_with_exit_1(tmp_path: Path, content: str) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text(content)
+    result = subprocess.run(
+        [sys.executable, str(HERE / "server.py")],
+        env={**os.environ, "MODEL_URI": str(broken), "PORT": "0"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert f"cannot load model {broken}" in result.stderr
+    assert "Traceback" not in result.stderr
