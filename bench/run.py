@@ -17,7 +17,6 @@ import importlib.util
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -242,6 +241,13 @@ def watching(
         models.stop()
 
 
+def end(process: subprocess.Popen[bytes] | None) -> None:
+    """Stop a process this run started, if there is one."""
+    if process is not None:
+        process.terminate()
+        process.wait(timeout=30)
+
+
 class Operator:
     def __init__(self, namespace: str | None, log_path: Path) -> None:
         self.namespace, self.log_path = namespace, log_path
@@ -266,11 +272,10 @@ class Operator:
         return self.process.pid
 
     def _sample(self) -> None:
-        tick = os.sysconf("SC_CLK_TCK")
         start = time.time()
         while self._sampling and self.process is not None:
             try:
-                stat = Path(f"/proc/{self.process.pid}/stat").read_text().split()
+                cpu = cpu_seconds(self.process.pid)
                 rss = next(
                     int(line.split()[1])
                     for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines()
@@ -278,16 +283,13 @@ class Operator:
                 )
             except (FileNotFoundError, StopIteration, ProcessLookupError):
                 return
-            cpu = (int(stat[13]) + int(stat[14])) / tick
             self.samples.append((time.time() - start, rss / 1024, cpu))
             time.sleep(1)
 
     def stop(self) -> None:
         self._sampling = False
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-            self.process = None
+        end(self.process)
+        self.process = None
 
 
 # ------------------------------------------------------------------ measurements
@@ -473,7 +475,7 @@ def recover_modeldeploy(bed: Bed, replicas: int) -> dict[str, Any]:
 class ArgoRollouts:
     """Argo Rollouts' controller, built from Go modules, watching one namespace."""
 
-    def __init__(self, namespace: str, log_path: Path) -> None:
+    def __init__(self, testbed: Any, namespace: str, log_path: Path) -> None:
         built = subprocess.run(
             [str(ROOT / "bench" / "argo-rollouts" / "build.sh")],
             check=True,
@@ -481,7 +483,7 @@ class ArgoRollouts:
             text=True,
         )
         self.binary, self.crds = built.stdout.split()
-        self.namespace, self.log_path = namespace, log_path
+        self.testbed, self.namespace, self.log_path = testbed, namespace, log_path
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -491,7 +493,7 @@ class ArgoRollouts:
             capture_output=True,
         )
         wait_for(self._served, 30, "the Rollout API served")
-        metrics, healthz = free_port(), free_port()
+        metrics, healthz = self.testbed.free_port(), self.testbed.free_port()
         args = [self.binary, "--kubeconfig", os.environ["KUBECONFIG"], "--namespaced"]
         args += ["--namespace", self.namespace, "--leader-elect=false", "--loglevel", "warn"]
         args += ["--metricsport", str(metrics), "--healthzPort", str(healthz)]
@@ -508,16 +510,8 @@ class ArgoRollouts:
         return True
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-            self.process = None
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+        end(self.process)
+        self.process = None
 
 
 def argo_rollout(name: str, replicas: int, deadline: int) -> dict[str, Any]:
@@ -647,12 +641,7 @@ def add_nodes(bed: Bed, testbed: Any, pods: int) -> list[str]:
         room += int(node["status"]["allocatable"]["pods"])
         index += 1
     wait_for(
-        lambda: all(
-            any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or ())
-            for n in bed.core.list_node().items
-        ),
-        60,
-        f"{len(added)} added nodes Ready",
+        lambda: testbed.nodes_ready(len(nodes) + len(added)), 60, f"{len(added)} added nodes Ready"
     )
     return added
 
@@ -1054,7 +1043,7 @@ def main() -> None:
     results.mkdir(parents=True, exist_ok=True)
     log_dir = testbed.STATE / "logs"
     started = time.time()
-    argo = ArgoRollouts(bed.namespace, log_dir / "argo-rollouts-bench.log")  # builds once
+    argo = ArgoRollouts(testbed, bed.namespace, log_dir / "argo-rollouts-bench.log")  # builds once
     operator = Operator(bed.namespace, log_dir / "operator-bench.log")
     try:
         operator.start()
