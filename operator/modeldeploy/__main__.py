@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.webhook and not args.webhook.startswith(("http://", "https://")):
         raise SystemExit("--webhook must be an http:// or https:// URL")
     try:
-        load_config()  # fail here with a sentence, not in a startup handler's traceback
+        # Here, once: a sentence on failure, not a startup handler's traceback; one
+        # pooled connection per reconcile worker.
+        load_config(connections=args.workers)
     except ConfigError as error:
         raise SystemExit(f"modeldeploy: cannot reach a cluster: {error}") from None
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])

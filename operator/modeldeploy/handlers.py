@@ -20,7 +20,7 @@ import kopf
 
 from modeldeploy import constants as c
 from modeldeploy import metrics
-from modeldeploy.kube import Cluster, load_config
+from modeldeploy.kube import Cluster
 from modeldeploy.model import (
     ChildState,
     Observed,
@@ -77,8 +77,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     settings.scanning.disabled = True  # our resources are fixed: no CRD/namespace watch (RBAC)
     for resource in (("v1", "pods"), ("apps", "v1", "deployments"), ("v1", "services")):
         settings.watching.label_selectors[resource] = SELECTOR  # server-side filtering
-    workers = int(memo.get("workers", DEFAULT_WORKERS))
-    load_config(connections=workers)
+    workers = int(memo.get("workers", DEFAULT_WORKERS))  # the client is configured in main()
     loop = asyncio.get_running_loop()
     # Reconciles wait on the API server, not the CPU: a pool of their own, as wide as
     # the queue, so a burst of failures is reverted side by side, not four at a time.

@@ -8,15 +8,16 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+
+from tests.e2e.helpers import wait_for
 
 HERE = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "model-server"
 
@@ -57,13 +58,6 @@ def call(port: int, path: str, body: dict[str, Any] | None = None) -> tuple[int,
     except urllib.error.HTTPError as error:
         raw, status = error.read().decode(), error.code
     return status, (json.loads(raw) if raw.startswith("{") else raw)
-
-
-def wait_for(check: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -144,7 +138,7 @@ def test_slow_loading_model_is_live_but_not_ready_until_loaded(
         loader.start()
         assert call(http.server_port, "/v2/health/live")[0] == 200
         assert call(http.server_port, "/v2/health/ready") == (503, {"ready": False})
-        wait_for(lambda: call(http.server_port, "/v2/health/ready")[0] == 200, 10)
+        wait_for(lambda: call(http.server_port, "/v2/health/ready")[0] == 200, 10, "ready")
         loader.join(timeout=10)
     finally:
         http.shutdown()
