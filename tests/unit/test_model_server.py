@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -166,3 +168,38 @@ def test_a_corrupt_model_file_crashes_the_server_with_exit_1(tmp_path: Path, con
     assert result.returncode == 1
     assert f"cannot load model {broken}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_sigterm_drains_answering_but_not_ready_then_exits_0(model_file: Path) -> None:
+    port = free_port()
+    env = {"MODEL_URI": str(model_file), "MODEL_NAME": "fraud", "PORT": str(port)}
+    with subprocess.Popen(
+        [sys.executable, str(HERE / "server.py")],
+        env={**os.environ, **env, "DRAIN_SECONDS": "2"},
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        try:
+            wait_for(lambda: ready_status(port) == 200, 30, "the server to be ready")
+            process.send_signal(signal.SIGTERM)
+            wait_for(lambda: ready_status(port) == 503, 10, "the server to turn not ready")
+            body = {"inputs": [{**FEATURES, "shape": [1, 3], "data": [3.0, 1.0, 2.5]}]}
+            assert call(port, "/v2/models/fraud/infer", body)[0] == 200  # still answering
+            _, stderr = process.communicate(timeout=30)
+        finally:
+            process.kill()
+    assert process.returncode == 0
+    assert "not ready, answering for 2 s more" in stderr
+
+
+def ready_status(port: int) -> int | None:
+    try:
+        return call(port, "/v2/health/ready")[0]
+    except OSError:  # not listening yet
+        return None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -6,7 +6,9 @@ train.py), answers the Open Inference Protocol's health, metadata and infer
 endpoints on PORT, and serves Prometheus metrics on /metrics labelled by model and
 version. It reports ready only once the model loaded and answered its own
 self-check, so a readiness probe means "this version can serve". A model file
-that does not parse ends the process with exit code 1: a real crash loop.
+that does not parse ends the process with exit code 1: a real crash loop. On
+SIGTERM it turns not ready and keeps answering for DRAIN_SECONDS (default 5)
+before it exits, so no request is lost while Services stop routing to it.
 
 Test variants of a model file may add `load_seconds` (slow loading),
 `load_megabytes` (memory held while serving) and `error_rate` (fraction of
@@ -19,6 +21,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import threading
 import time
@@ -116,6 +119,11 @@ class Server:
     version: str
     metrics: Metrics
     model: Model | None = None  # set once loaded and self-checked: then ready
+    draining: bool = False  # told to stop: still answering, no longer ready
+
+    @property
+    def ready(self) -> bool:
+        return self.model is not None and not self.draining
 
     def infer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         assert self.model is not None
@@ -157,7 +165,7 @@ def handler_for(server: Server) -> type[BaseHTTPRequestHandler]:
             if self.path == "/v2/health/live":
                 self.reply(200, {"live": True})
             elif self.path == "/v2/health/ready":
-                self.reply(200 if server.model else 503, {"ready": server.model is not None})
+                self.reply(200 if server.ready else 503, {"ready": server.ready})
             elif self.path == model_path and server.model:
                 self.reply(
                     200,
@@ -236,19 +244,31 @@ def serve(port: int, name: str, version: str, uri: str) -> tuple[ThreadingHTTPSe
     return http, server
 
 
+def drain(http: ThreadingHTTPServer, server: Server, seconds: float) -> None:
+    """Stop being ready but keep answering for `seconds`, then stop listening."""
+    server.draining = True
+    logger.info("stopping: not ready, answering for %.0f s more", seconds)
+    time.sleep(seconds)
+    http.shutdown()
+    http.server_close()
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     name = os.environ.get("MODEL_NAME", "model")
     version = os.environ.get("MODEL_VERSION", "unknown")
     uri = os.environ.get("MODEL_URI", "/models/model.json")
     port = int(os.environ.get("PORT", "8080"))
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     try:
-        http, _ = serve(port, name, version, uri)
+        http, server = serve(port, name, version, uri)
     except ModelError as error:
         logger.error("%s", error)
         sys.exit(1)
     logger.info("serving %s %s on :%d (model %s)", name, version, http.server_port, uri)
-    threading.Event().wait()
+    stopping.wait()
+    drain(http, server, float(os.environ.get("DRAIN_SECONDS", "5")))
 
 
 if __name__ == "__main__":
