@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the test bed's binaries (control plane, etcd, kwok) from the pinned Go
-# wrapper modules beside this script, into a cache folder keyed by their content.
+# Builds the test bed's binaries (control plane with kubelet and kube-proxy, etcd,
+# kwok, the real node's pause) from the pinned Go wrapper modules beside this
+# script, into a cache folder keyed by their content.
 # A second run with the same modules is a no-op. Prints the bin folder on stdout.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -9,11 +10,12 @@ export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=readonly
 # The key changes whenever a pinned module or the wrapper code changes.
 key=$(cat "$here"/k8s/go.mod "$here"/k8s/go.sum "$here"/k8s/main.go \
           "$here"/etcd/go.mod "$here"/etcd/go.sum "$here"/kwok/go.mod "$here"/kwok/go.sum \
+          "$here"/pause/go.mod "$here"/pause/main.go \
       | sha256sum | cut -c1-12)
 k8s_version=$(awk '$1 == "k8s.io/kubernetes" {print $2}' "$here/k8s/go.mod" | head -n1)
 bin="${MODELDEPLOY_CACHE:-$HOME/.cache/modeldeploy}/testbed-${k8s_version}-${key}/bin"
 
-if [ -x "$bin/k8s" ] && [ -x "$bin/etcd" ] && [ -x "$bin/kwok" ]; then
+if [ -x "$bin/k8s" ] && [ -x "$bin/etcd" ] && [ -x "$bin/kwok" ] && [ -x "$bin/pause" ]; then
   echo "$bin"
   exit 0
 fi
@@ -38,7 +40,8 @@ build k8s "$here/k8s" . "-X $version_pkg.gitVersion=$k8s_version -X $version_pkg
   -X $version_pkg.buildDate=1970-01-01T00:00:00Z"
 build etcd "$here/etcd" go.etcd.io/etcd/server/v3
 build kwok "$here/kwok" sigs.k8s.io/kwok/cmd/kwok
-for name in kube-apiserver kube-controller-manager kube-scheduler; do
+build pause "$here/pause" .
+for name in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do
   ln -sf k8s "$bin/$name"
 done
 echo "$bin"

@@ -1,6 +1,7 @@
-// Command k8s is the test bed's control plane in one binary: kube-apiserver,
-// kube-controller-manager and kube-scheduler, chosen by the name it is run as
-// (a symlink) or by its first argument. One binary links once and caches once.
+// Command k8s is the test bed's Kubernetes in one binary: kube-apiserver,
+// kube-controller-manager and kube-scheduler, plus kubelet and kube-proxy for the
+// optional real node, chosen by the name it is run as (a symlink) or by its first
+// argument. One binary links once and caches once.
 package main
 
 import (
@@ -15,7 +16,9 @@ import (
 	_ "k8s.io/component-base/metrics/prometheus/version"
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	proxy "k8s.io/kubernetes/cmd/kube-proxy/app"
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 )
 
 var commands = map[string]func() *cobra.Command{
@@ -24,6 +27,8 @@ var commands = map[string]func() *cobra.Command{
 	"kube-scheduler": func() *cobra.Command {
 		return scheduler.NewSchedulerCommand()
 	},
+	"kubelet":    kubelet.NewKubeletCommand,
+	"kube-proxy": proxy.NewProxyCommand,
 }
 
 func main() {
@@ -33,7 +38,7 @@ func main() {
 	}
 	newCommand, known := commands[name]
 	if !known {
-		fmt.Fprintln(os.Stderr, "usage: k8s kube-apiserver|kube-controller-manager|kube-scheduler [flags]")
+		fmt.Fprintln(os.Stderr, "usage: k8s kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy [flags]")
 		os.Exit(2)
 	}
 	command := newCommand()

@@ -1,0 +1,3 @@
+module modeldeploy.invalid/testbed/pause
+
+go 1.24.0
