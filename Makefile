@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TESTBED := $(PYTHON) deploy/local-cluster/testbed.py
+# REAL_NODE=1: `make cluster` and `make demo` add the test bed's real node (needs root).
+REAL_NODE_FLAG := $(if $(filter 1,$(REAL_NODE)),--real-node)
 export KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
 
 .PHONY: help venv lint fmt unit e2e test cluster cluster-down cluster-status testbed-build demo bench bench-quick clean
@@ -13,6 +15,7 @@ help:
 	@echo "make test            lint, unit tests, e2e tests on the local test bed (what CI runs)"
 	@echo "make lint            ruff, ruff format --check, mypy --strict, import-linter"
 	@echo "make cluster         start the local test bed (builds it once, ~10 min cold)"
+	@echo "                     REAL_NODE=1 adds a real node (kubelet, containerd); also for demo"
 	@echo "make cluster-down    stop it;  make cluster-status: show it"
 	@echo "make bench           benchmarks (bench/results/);  make bench-quick: the same, small N"
 
@@ -48,7 +51,7 @@ testbed-build:
 	$(TESTBED) build
 
 cluster:
-	$(TESTBED) up
+	$(TESTBED) up $(REAL_NODE_FLAG)
 
 cluster-down:
 	$(TESTBED) down
@@ -57,7 +60,7 @@ cluster-status:
 	$(TESTBED) status
 
 demo: venv
-	$(BIN)/python deploy/demo.py
+	$(BIN)/python deploy/demo.py $(REAL_NODE_FLAG)
 
 $(BIN)/.bench-installed: $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'

@@ -3,73 +3,50 @@
 
 `testbed.py up|down|status` starts etcd, kube-apiserver, kube-controller-manager,
 kube-scheduler and kwok from the binaries `build.sh` caches, creates the fake nodes
-and writes `.cluster/kubeconfig`. Standard library only, so it runs before any venv.
+and writes `.cluster/kubeconfig`; `up --real-node` adds a real node beside them
+(localcluster/realnode.py). Standard library only, so it runs before any venv.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import signal
-import socket
-import ssl
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
-STATE = Path(os.environ.get("MODELDEPLOY_CLUSTER_DIR", ROOT / ".cluster"))
-KUBECONFIG = STATE / "kubeconfig"
-TOKEN = "modeldeploy-testbed-admin"  # loopback-only cluster, regenerated per start
+if str(HERE) not in sys.path:  # the localcluster package beside this script
+    sys.path.insert(0, str(HERE))
+
+from localcluster import realnode  # noqa: E402
+from localcluster.processes import (  # noqa: E402
+    KUBECONFIG,
+    START_TIMEOUT_S,
+    STATE,
+    TOKEN,
+    TestbedError,
+    api,
+    api_ready,
+    free_port,
+    http_ok,
+    log,
+    log_file,
+    log_tail,
+    running_pid,
+    start,
+    stop,
+    wait_for,
+    write_kubeconfig,
+)
+
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
-START_TIMEOUT_S = 90
-_started: dict[str, subprocess.Popen[bytes]] = {}  # what this process started, by name
-
-
-class TestbedError(Exception):
-    """A component failed to build, start or become ready."""
-
-
-def log(message: str) -> None:
-    print(f"testbed: {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def pid_file(name: str) -> Path:
-    return STATE / "pids" / f"{name}.pid"
-
-
-def log_file(name: str) -> Path:
-    return STATE / "logs" / f"{name}.log"
-
-
-def log_tail(name: str, lines: int = 25) -> str:
-    try:
-        return "\n".join(log_file(name).read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"
-
-
-def running_pid(name: str) -> int | None:
-    """The pid of our component `name` if it is alive and still the process we started."""
-    try:
-        pid = int(pid_file(name).read_text())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ValueError, ProcessLookupError):
-        return None
-    return pid if str(STATE).encode() in cmdline else None
+# Re-exported for the e2e tests, the demo and the benchmarks.
+__all__ = ["KUBECONFIG", "STATE", "free_port", "log_file", "log_tail", "running_pid"]
 
 
 def ensure_binaries() -> Path:
@@ -84,93 +61,30 @@ def ensure_binaries() -> Path:
     return bin_dir
 
 
-def start(name: str, argv: list[str]) -> None:
-    with log_file(name).open("wb") as out:
-        process = subprocess.Popen(
-            argv,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    pid_file(name).write_text(str(process.pid))
-    _started[name] = process
-
-
-def alive(name: str) -> bool:
-    # A process we just forked may not have exec'd yet, so ask Popen first.
-    if name in _started:
-        return _started[name].poll() is None
-    return running_pid(name) is not None
-
-
-def wait_for(what: str, check: Callable[[], bool], component: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive(component):
-            raise TestbedError(
-                f"{component} exited while waiting for {what}:\n{log_tail(component)}"
-            )
-        try:
-            if check():
-                return
-        except (OSError, urllib.error.URLError, ValueError):
-            pass
-        time.sleep(0.2)
-    raise TestbedError(
-        f"timed out after {timeout:.0f} s waiting for {what}:\n{log_tail(component)}"
-    )
-
-
-def api(method: str, path: str, body: object | None = None) -> object:
-    config = json.loads((STATE / "endpoint.json").read_text())
-    context = ssl.create_default_context(cafile=str(STATE / "certs" / "apiserver.crt"))
-    request = urllib.request.Request(
-        config["server"] + path,
-        method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, context=context, timeout=10) as response:
-        return json.loads(response.read() or b"null")
-
-
 def write_credentials() -> None:
     certs = STATE / "certs"
     certs.mkdir(parents=True)
-    subprocess.run(
-        ["openssl", "genrsa", "-out", str(certs / "sa.key"), "2048"],
-        check=True,
-        capture_output=True,
+    openssl("genrsa", "-out", certs / "sa.key", "2048")
+    write_kubelet_client_certificate(certs)
+    (STATE / "tokens.csv").write_text(
+        f'{TOKEN},testbed-admin,testbed-admin,"system:masters"\n' + realnode.token_lines()
     )
-    (STATE / "tokens.csv").write_text(f'{TOKEN},testbed-admin,testbed-admin,"system:masters"\n')
 
 
-def write_kubeconfig(server: str) -> None:
-    ca = STATE / "certs" / "apiserver.crt"
-    KUBECONFIG.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "modeldeploy-testbed",
-                "clusters": [
-                    {
-                        "name": "modeldeploy-testbed",
-                        "cluster": {"server": server, "certificate-authority": str(ca)},
-                    }
-                ],
-                "users": [{"name": "testbed-admin", "user": {"token": TOKEN}}],
-                "contexts": [
-                    {
-                        "name": "modeldeploy-testbed",
-                        "context": {"cluster": "modeldeploy-testbed", "user": "testbed-admin"},
-                    }
-                ],
-            },
-            indent=2,
-        )
-    )
+def write_kubelet_client_certificate(certs: Path) -> None:
+    """The API server's certificate towards kubelets (logs, exec), from a CA of its own."""
+    ca, client = certs / "kubelet-client-ca", certs / "kubelet-client"
+    key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout")
+    ca_subject = "/CN=modeldeploy-testbed-kubelet-client-ca"
+    openssl("req", "-x509", *key, f"{ca}.key", "-out", f"{ca}.crt", "-subj", ca_subject)
+    client_subject = "/O=system:masters/CN=kube-apiserver-kubelet-client"
+    openssl("req", "-new", *key, f"{client}.key", "-out", f"{client}.csr", "-subj", client_subject)
+    signer = ("-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial", "-days", "365")
+    openssl("x509", "-req", "-in", f"{client}.csr", *signer, "-out", f"{client}.crt")
+
+
+def openssl(*args: str | Path) -> None:
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
 
 
 def start_control_plane(bin_dir: Path) -> None:
@@ -215,10 +129,13 @@ def start_control_plane(bin_dir: Path) -> None:
             "--allow-privileged=true",
             "--endpoint-reconciler-type=none",
             "--enable-priority-and-fairness=false",
+            f"--kubelet-client-certificate={certs / 'kubelet-client.crt'}",
+            f"--kubelet-client-key={certs / 'kubelet-client.key'}",
+            "--kubelet-preferred-address-types=InternalIP",
         ],
     )
-    wait_for("kube-apiserver /readyz", lambda: api_ready(server), "kube-apiserver", START_TIMEOUT_S)
-    write_kubeconfig(server)
+    wait_for("kube-apiserver /readyz", api_ready, "kube-apiserver", START_TIMEOUT_S)
+    write_kubeconfig(KUBECONFIG, "testbed-admin", TOKEN)
 
     start(
         "kube-controller-manager",
@@ -265,20 +182,6 @@ def start_control_plane(bin_dir: Path) -> None:
     )
 
 
-def http_ok(url: str) -> bool:
-    with urllib.request.urlopen(url, timeout=2) as response:
-        return bool(response.status == 200)
-
-
-def api_ready(server: str) -> bool:
-    context = ssl.create_default_context(cafile=str(STATE / "certs" / "apiserver.crt"))
-    request = urllib.request.Request(
-        server + "/readyz", headers={"Authorization": f"Bearer {TOKEN}"}
-    )
-    with urllib.request.urlopen(request, context=context, timeout=2) as response:
-        return bool(response.status == 200)
-
-
 def fake_node(index: int) -> dict[str, object]:
     name = f"kwok-node-{index}"
     resources: dict[str, str] = {"cpu": "32", "memory": "128Gi", "pods": "110"}
@@ -321,20 +224,29 @@ def default_service_account_exists() -> bool:
 
 
 def is_up() -> bool:
+    """The control plane runs and answers; the real node is asked about separately."""
     if any(running_pid(name) is None for name in COMPONENTS):
         return False
     try:
-        return api_ready(json.loads((STATE / "endpoint.json").read_text())["server"])
+        return api_ready()
     except (OSError, urllib.error.URLError, ValueError, KeyError):
         return False
 
 
-def up() -> None:
-    if is_up():
-        log(f"already running; export KUBECONFIG={KUBECONFIG}")
-        return
-    down(quiet=True)
+def up(real_node: bool = False) -> None:
+    """Start the control plane and the kwok nodes (if not running); add the real node."""
     bin_dir = ensure_binaries()
+    if is_up():
+        log("the control plane is already running")
+    else:
+        start_cluster(bin_dir)
+    if real_node and not realnode.is_up():
+        realnode.up(bin_dir)
+    print(f"Test bed is up. Use it with:\n  export KUBECONFIG={KUBECONFIG}\n  kubectl get nodes")
+
+
+def start_cluster(bin_dir: Path) -> None:
+    down(quiet=True)
     started = time.monotonic()
     shutil.rmtree(STATE, ignore_errors=True)
     (STATE / "pids").mkdir(parents=True)
@@ -356,30 +268,18 @@ def up() -> None:
         down(quiet=True)
         raise
     log(f"up in {time.monotonic() - started:.1f} s")
-    print(f"Test bed is up. Use it with:\n  export KUBECONFIG={KUBECONFIG}\n  kubectl get nodes")
 
 
 def down(quiet: bool = False) -> None:
-    stopped = []
-    for name in reversed(COMPONENTS):
-        pid = running_pid(name)
-        if pid is None:
-            continue
-        os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while running_pid(name) is not None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if running_pid(name) is not None:
-            os.killpg(pid, signal.SIGKILL)
-        stopped.append(name)
-    for name in COMPONENTS:
-        pid_file(name).unlink(missing_ok=True)
+    """Stop the real node (while the API server can still drain it), then the rest."""
+    stopped = realnode.down(quiet=True)
+    stopped += [name for name in reversed(COMPONENTS) if stop(name)]
     if not quiet:
         log(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
 
 
 def status() -> int:
-    for name in COMPONENTS:
+    for name in (*COMPONENTS, *realnode.COMPONENTS):
         pid = running_pid(name)
         print(f"{name:24} {'running, pid ' + str(pid) if pid else 'stopped'}")
     if is_up():
@@ -392,13 +292,18 @@ def status() -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("command", choices=["up", "down", "status", "build"])
-    command = parser.parse_args().command
+    parser.add_argument(
+        "--real-node",
+        action="store_true",
+        help="up: also start a real node (kubelet, containerd, kube-proxy; needs root)",
+    )
+    args = parser.parse_args()
     try:
-        if command == "up":
-            up()
-        elif command == "down":
+        if args.command == "up":
+            up(real_node=args.real_node)
+        elif args.command == "down":
             down()
-        elif command == "build":
+        elif args.command == "build":
             ensure_binaries()
         else:
             return status()

@@ -39,7 +39,11 @@ def container(kube: Kube, namespace: str, name: str) -> Any:
 
 
 def test_nodes_are_ready_with_their_resources(kube: Kube) -> None:
-    nodes = kube.core.list_node().items
+    nodes = [
+        node
+        for node in kube.core.list_node().items
+        if (node.metadata.annotations or {}).get("kwok.x-k8s.io/node") == "fake"
+    ]  # a real node, when the test bed has one, reports the machine's own resources
     assert len(nodes) >= 3
     for node in nodes:
         assert any(c.type == "Ready" and c.status == "True" for c in node.status.conditions)

@@ -1,0 +1,268 @@
+"""Container images for the real node, built without Docker or a registry.
+
+A Debian root filesystem from debootstrap (built once, cached), the reference model
+server and one model file per variant become plain tar layers, assembled into one
+OCI image archive that `ctr images import` loads into containerd. The pod sandbox
+("pause") image comes from the small Go program build.sh compiles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from localcluster.processes import CACHE, ROOT, TestbedError, log
+
+REGISTRY = "modeldeploy.local"
+MODEL_SERVER = f"{REGISTRY}/fraud-server"
+PAUSE = f"{REGISTRY}/pause:1"
+SERVER_DIR = ROOT / "deploy" / "examples" / "model-server"
+SERVER_PORT = 8080
+
+SUITE, MIRROR = "bookworm", "http://deb.debian.org/debian"
+PACKAGES = ("python3", "python3-prometheus-client")
+# What a serving image never reads: package lists and caches, documentation, translations.
+STRIPPED = (
+    "var/cache/apt",
+    "var/lib/apt/lists",
+    "usr/share/doc",
+    "usr/share/man",
+    "usr/share/info",
+    "usr/share/locale",
+)
+
+# The model server's image variants, by tag: how each one's model file differs from
+# the trained model. "corrupt" is the trained file cut in half (the server exits 1).
+VARIANTS: dict[str, dict[str, float]] = {
+    "good": {},
+    "corrupt": {},
+    "slowload": {"load_seconds": 20},  # a slow model load that must not count as failure
+    "memhog": {"load_megabytes": 512},  # OOMKilled under a memory limit below that
+    "badanswers": {"error_rate": 0.5},  # Ready, but every other inference fails
+}
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+FIXED_MTIME = 315532800  # 1980-01-01: layers we write are the same bytes on every build
+
+
+def model_server_image(variant: str) -> str:
+    return f"{MODEL_SERVER}:{variant}"
+
+
+@dataclass(frozen=True)
+class Blob:
+    """A content-addressed file of the archive: layer, config or manifest."""
+
+    digest: str  # "sha256:..."
+    size: int
+    path: Path
+
+    def descriptor(self, media_type: str) -> dict[str, object]:
+        return {"mediaType": media_type, "digest": self.digest, "size": self.size}
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str
+    layers: tuple[Blob, ...]
+    entrypoint: tuple[str, ...]
+    env: tuple[str, ...] = ()
+    user: str = "65534:65534"
+
+
+def architecture() -> str:
+    machine = platform.machine()
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+
+
+def blob_of(path: Path) -> Blob:
+    digest = hashlib.sha256()
+    with path.open("rb") as data:
+        while chunk := data.read(1 << 20):
+            digest.update(chunk)
+    return Blob(f"sha256:{digest.hexdigest()}", path.stat().st_size, path)
+
+
+def write_blob(folder: Path, data: bytes) -> Blob:
+    path = folder / hashlib.sha256(data).hexdigest()
+    path.write_bytes(data)
+    return blob_of(path)
+
+
+def files_layer(folder: Path, files: dict[str, tuple[bytes, int]]) -> Blob:
+    """A layer holding `files` (path in the image -> content, mode), parents included."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        folders = sorted({str(p) for path in files for p in Path(path).parents if str(p) != "."})
+        for name in folders:
+            entry = tarfile.TarInfo(name)
+            entry.type, entry.mode, entry.mtime = tarfile.DIRTYPE, 0o755, FIXED_MTIME
+            tar.addfile(entry)
+        for name, (content, mode) in sorted(files.items()):
+            entry = tarfile.TarInfo(name)
+            entry.size, entry.mode, entry.mtime = len(content), mode, FIXED_MTIME
+            tar.addfile(entry, io.BytesIO(content))
+    return write_blob(folder, buffer.getvalue())
+
+
+def rootfs_layer() -> Path:
+    """The Debian base layer (debootstrap minbase + PACKAGES), built once and cached."""
+    recipe = json.dumps([SUITE, MIRROR, PACKAGES, STRIPPED, architecture()]).encode()
+    layer = CACHE / f"rootfs-{SUITE}-{hashlib.sha256(recipe).hexdigest()[:12]}.tar"
+    if layer.exists():
+        return layer
+    if os.geteuid() != 0:
+        raise TestbedError("building the real node's image needs root (debootstrap chroots)")
+    if shutil.which("debootstrap") is None:
+        raise TestbedError("debootstrap is not installed (apt-get install debootstrap)")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(dir=CACHE, prefix="rootfs-") as scratch:
+        rootfs = Path(scratch) / "rootfs"
+        log(f"debootstrap {SUITE} with {', '.join(PACKAGES)} (once; about a minute) ...")
+        result = subprocess.run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={','.join(PACKAGES)}",
+                SUITE,
+                str(rootfs),
+                MIRROR,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise TestbedError(f"debootstrap failed:\n{result.stdout[-2000:]}{result.stderr}")
+        for path in STRIPPED:
+            shutil.rmtree(rootfs / path, ignore_errors=True)
+        partial = Path(scratch) / "layer.tar"
+        with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
+            for entry in sorted(rootfs.iterdir()):
+                # The runtime mounts /dev, /proc and /sys; their contents stay out.
+                recurse = entry.name not in ("dev", "proc", "sys")
+                tar.add(entry, arcname=entry.name, recursive=recurse)
+        partial.replace(layer)
+    log(f"base layer built in {time.monotonic() - started:.0f} s: {layer}")
+    return layer
+
+
+def trained_model() -> dict[str, object]:
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "model.json"
+        subprocess.run(
+            [sys.executable, str(SERVER_DIR / "train.py"), str(out)],
+            check=True,
+            capture_output=True,
+        )
+        model: dict[str, object] = json.loads(out.read_text())
+        return model
+
+
+def model_file(variant: str, model: dict[str, object]) -> bytes:
+    content = json.dumps({**model, **VARIANTS[variant]}, indent=2).encode()
+    return content[: len(content) // 2] if variant == "corrupt" else content
+
+
+def images(blobs: Path, pause_binary: Path) -> Iterator[Image]:
+    base = blob_of(rootfs_layer())
+    server = files_layer(blobs, {"srv/server.py": ((SERVER_DIR / "server.py").read_bytes(), 0o644)})
+    model = trained_model()
+    env = (
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "PYTHONUNBUFFERED=1",
+        "MODEL_URI=/models/model.json",
+        f"PORT={SERVER_PORT}",
+    )
+    for variant in VARIANTS:
+        weights = files_layer(blobs, {"models/model.json": (model_file(variant, model), 0o644)})
+        yield Image(
+            model_server_image(variant),
+            (base, server, weights),
+            ("/usr/bin/python3", "/srv/server.py"),
+            env,
+        )
+    pause = files_layer(blobs, {"pause": (pause_binary.read_bytes(), 0o755)})
+    yield Image(PAUSE, (pause,), ("/pause",))
+
+
+def manifest_of(blobs: Path, image: Image) -> tuple[Blob, Blob]:
+    """The image's manifest and config blobs."""
+    config = {
+        "architecture": architecture(),
+        "os": "linux",
+        "config": {
+            "Entrypoint": list(image.entrypoint),
+            "Env": list(image.env),
+            "User": image.user,
+            "WorkingDir": "/",
+        },
+        "rootfs": {"type": "layers", "diff_ids": [layer.digest for layer in image.layers]},
+    }
+    config_blob = write_blob(blobs, json.dumps(config, sort_keys=True).encode())
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": config_blob.descriptor(OCI_CONFIG),
+        "layers": [layer.descriptor(OCI_LAYER) for layer in image.layers],
+    }
+    return write_blob(blobs, json.dumps(manifest, sort_keys=True).encode()), config_blob
+
+
+def write_archive(out: Path, pause_binary: Path) -> None:
+    """All images in one OCI image-layout tar, each named for containerd."""
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix="images-") as scratch:
+        blobs = Path(scratch)
+        entries, contents = [], {}
+        for image in images(blobs, pause_binary):
+            manifest, config = manifest_of(blobs, image)
+            for blob in (*image.layers, config, manifest):
+                contents[blob.digest] = blob.path
+            entry = manifest.descriptor(OCI_MANIFEST)
+            entry["platform"] = {"architecture": architecture(), "os": "linux"}
+            entry["annotations"] = {
+                "io.containerd.image.name": image.name,
+                "org.opencontainers.image.ref.name": image.name.rsplit(":", 1)[1],
+            }
+            entries.append(entry)
+        index = {"schemaVersion": 2, "manifests": entries}
+        partial = out.with_suffix(".partial")
+        with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
+            add_bytes(tar, "oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
+            add_bytes(tar, "index.json", json.dumps(index).encode())
+            for digest, path in sorted(contents.items()):
+                tar.add(path, arcname=f"blobs/sha256/{digest.removeprefix('sha256:')}")
+        partial.replace(out)
+
+
+def add_bytes(tar: tarfile.TarFile, name: str, content: bytes) -> None:
+    entry = tarfile.TarInfo(name)
+    entry.size, entry.mode, entry.mtime = len(content), 0o644, FIXED_MTIME
+    tar.addfile(entry, io.BytesIO(content))
+
+
+def archive(pause_binary: Path) -> Path:
+    """The images archive for this content of the server, models and pause, built once."""
+    recipe = hashlib.sha256(pause_binary.read_bytes())
+    for source in (Path(__file__), SERVER_DIR / "server.py", SERVER_DIR / "train.py"):
+        recipe.update(source.read_bytes())
+    out = CACHE / f"images-{recipe.hexdigest()[:12]}.tar"
+    if not out.exists():
+        started = time.monotonic()
+        write_archive(out, pause_binary)
+        log(f"images archive built in {time.monotonic() - started:.0f} s: {out}")
+    return out
