@@ -10,7 +10,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import kubernetes
 import urllib3
@@ -140,27 +140,51 @@ class Kube:
             raise
 
 
-class ReadyPodSampler:
+class Background:
+    """Runs `_run` in a daemon thread for the length of a `with` block."""
+
+    def __init__(self) -> None:
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop()
+        self._thread.join(timeout=10)
+
+    def _stop(self) -> None:
+        self._stopping.set()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class BackgroundWatch(Background):
+    """A Background whose `_run` reads `self._watch`; leaving the block stops the watch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._watch = kubernetes.watch.Watch()
+
+    def _stop(self) -> None:
+        self._watch.stop()
+
+
+class ReadyPodSampler(BackgroundWatch):
     """Counts Ready serving pods from a pod watch, for the whole test (capacity check).
 
     `minimum` is the lowest count seen once the count first reached `replicas`.
     """
 
     def __init__(self, kube: Kube, namespace: str, name: str, replicas: int) -> None:
+        super().__init__()
         self.kube, self.namespace, self.name, self.replicas = kube, namespace, name, replicas
         self.ready: dict[str, bool] = {}
         self.minimum: int | None = None
         self.samples = 0
-        self._watch = kubernetes.watch.Watch()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> ReadyPodSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._watch.stop()
-        self._thread.join(timeout=10)
 
     def _run(self) -> None:
         stream = self._watch.stream(
@@ -200,13 +224,20 @@ def revert_scenario(kube: Kube, namespace: str, name: str, **extra: Any) -> None
     body["spec"].update(extra)
     kube.create(namespace, body)
     wait_for(lambda: kube.status(namespace, name).get("lastGoodVersion") == "v1", 60, "v1 good")
+    release_and_await_revert(kube, namespace, name)
+
+
+def release_and_await_revert(
+    kube: Kube, namespace: str, name: str, *, failed_within: float = 60
+) -> None:
+    """Select v2; wait until the operator marked it Failed and put v1 back."""
     kube.select(namespace, name, "v2")
-
-    def back_on_v1() -> bool:
-        failed = kube.ledger(namespace, name).get("v2", {}).get("state") == "Failed"
-        return failed and reverted_to(kube, namespace, name, "v1")
-
-    wait_for(back_on_v1, 60, "the revert to v1")
+    wait_for(
+        lambda: kube.ledger(namespace, name).get("v2", {}).get("state") == "Failed",
+        failed_within,
+        "v2 to be marked Failed",
+    )
+    wait_for(lambda: reverted_to(kube, namespace, name, "v1"), 60, "the revert to v1")
 
 
 def ready(kube: Kube, namespace: str, name: str) -> bool:

@@ -17,6 +17,7 @@ from tests.e2e.helpers import (
     ReadyPodSampler,
     model_deployment,
     ready,
+    release_and_await_revert,
     reverted_to,
     wait_for,
 )
@@ -89,13 +90,7 @@ def test_crashloop_reverts_to_last_good(kube: Kube, namespace: str, operator: Op
     )
     with ReadyPodSampler(kube, namespace, name, replicas) as sampler:
         wait_for(lambda: sampler.minimum is not None, 30, "the sampler to see the serving pods")
-        kube.select(namespace, name, "v2")
-        wait_for(
-            lambda: kube.ledger(namespace, name).get("v2", {}).get("state") == "Failed",
-            60,
-            "v2 to be marked Failed",
-        )
-        wait_for(lambda: reverted_to(kube, namespace, name, "v1"), 60, "the revert to v1")
+        release_and_await_revert(kube, namespace, name)
     status = kube.status(namespace, name)
     failed = kube.ledger(namespace, name)["v2"]
     assert failed["reason"] == "CrashLoopBackOff"
@@ -151,13 +146,7 @@ def test_failing_version_reverts_to_last_good(
     create_serving(kube, namespace, name, {"v1": GOOD, "v2": image}, "v1", resources=gpus, **extra)
     with ReadyPodSampler(kube, namespace, name, 2) as sampler:
         wait_for(lambda: sampler.minimum is not None, 30, "the sampler to see the serving pods")
-        kube.select(namespace, name, "v2")
-        wait_for(
-            lambda: kube.ledger(namespace, name).get("v2", {}).get("state") == "Failed",
-            60,
-            "v2 to be marked Failed",
-        )
-        wait_for(lambda: reverted_to(kube, namespace, name, "v1"), 60, "the revert to v1")
+        release_and_await_revert(kube, namespace, name)
     failed = kube.ledger(namespace, name)["v2"]
     if reason == "ImagePullBackOff":  # ErrImagePull comes first and fails the rollout too
         assert failed["reason"] in {"ErrImagePull", "ImagePullBackOff"}
