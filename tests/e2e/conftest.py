@@ -68,6 +68,25 @@ def cluster() -> Iterator[Path]:
         testbed.down()
 
 
+@pytest.fixture(scope="session")
+def real_node(cluster: Path) -> Iterator[str]:
+    """The real node's name; adds it to the test bed if absent (and removes it after).
+
+    If it cannot start, every test that needs it errors with the reason: the kwok
+    suite still runs, and nothing passes without having run on a real node.
+    """
+    started = False
+    if not testbed.realnode.is_up():
+        try:
+            testbed.up(real_node=True)
+        except testbed.TestbedError as error:
+            pytest.fail(f"the real node could not start on this machine: {error}", pytrace=False)
+        started = True
+    yield testbed.realnode.NODE
+    if started:
+        testbed.realnode.down()
+
+
 @pytest.fixture
 def kube(cluster: Path) -> Kube:
     return Kube()
@@ -172,9 +191,26 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             report.sections.append(
                 ("operator log (tail)", "\n".join(operator_log().splitlines()[-80:]))
             )
-        for name in testbed.COMPONENTS:
-            report.sections.append((f"{name} log (tail)", testbed.log_tail(name, 15)))
+        for name in (*testbed.COMPONENTS, *testbed.realnode.COMPONENTS):
+            if testbed.log_file(name).exists():
+                report.sections.append((f"{name} log (tail)", testbed.log_tail(name, 15)))
     return report
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print what tests measured (record_property "figure: ..."), for the record."""
+    figures = [
+        (report.nodeid.split("::")[-1], name.removeprefix("figure: "), value)
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if isinstance(report, pytest.TestReport) and report.when == "call"
+        for name, value in report.user_properties
+        if name.startswith("figure: ")
+    ]
+    if figures:
+        terminalreporter.section("measured")
+        for test, name, value in figures:
+            terminalreporter.write_line(f"{test}: {name} = {value}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
