@@ -4,15 +4,23 @@
 Starts the local test bed (built once and cached), installs the CRD, runs the
 operator, deploys a healthy v1.0, then releases a crash-looping v2.0 and narrates
 what the operator does, as it happens, from the resource's status and Events.
+With --real-node (`make demo REAL_NODE=1`) the pods are real model servers on the
+test bed's real node, and inference requests through the Service count what fails.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
+import json
 import os
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +29,30 @@ import kubernetes
 ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = "modeldeploy-demo"
 NAME = "fraud-detector"
-EXAMPLE = ROOT / "deploy" / "examples" / "fraud-detector.yaml"
 START = time.monotonic()
+
+
+@dataclass(frozen=True)
+class Setting:
+    example: Path
+    where: str  # what runs the pods
+    bad: str  # what is wrong with v2.0
+    real: bool
+
+
+SIMULATED = Setting(
+    ROOT / "deploy" / "examples" / "fraud-detector.yaml",
+    "a real kube-apiserver, controller-manager and scheduler; pods simulated by kwok",
+    "whose model server crashes on start",
+    real=False,
+)
+REAL_NODE = Setting(
+    ROOT / "deploy" / "examples" / "fraud-detector-real-node.yaml",
+    "a real control plane, plus a real node: kubelet, containerd and kube-proxy running"
+    " the reference model server",
+    "whose image carries a corrupt model file (the server exits 1 loading it)",
+    real=True,
+)
 
 
 def say(message: str) -> None:
@@ -113,15 +143,47 @@ class Watcher:
         return body
 
 
+class InferenceLoad:
+    """Inference requests through the Service, one after another, counting failures."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.ok, self.failed = url, 0, 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def answers(self) -> bool:
+        """Whether one inference request through the Service succeeds."""
+        body = {"inputs": [{"name": "features", "datatype": "FP64", "shape": [1, 3]}]}
+        body["inputs"][0]["data"] = [3, 1, 2.5]
+        request = urllib.request.Request(self.url, data=json.dumps(body).encode())
+        try:
+            with urllib.request.urlopen(request, timeout=3) as response:
+                response.read()
+        except (urllib.error.URLError, OSError):
+            return False
+        return True
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            if self.answers():
+                self.ok += 1
+            else:
+                self.failed += 1
+            self.stop.wait(0.02)
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--real-node", action="store_true", help="run real model servers")
+    setting = REAL_NODE if parser.parse_args().real_node else SIMULATED
     testbed = load_testbed()
     # kubectl finds its plugin kubectl-modeldeploy on PATH, installed in the venv.
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    say(
-        "starting the local test bed (a real kube-apiserver, controller-manager and scheduler;"
-        " pods simulated by kwok)"
-    )
-    testbed.up()
+    say(f"starting the local test bed ({setting.where})")
+    try:
+        testbed.up(real_node=setting.real)
+    except testbed.TestbedError as error:
+        sys.exit(f"demo: the test bed did not start: {error}")
     os.environ["KUBECONFIG"] = str(testbed.KUBECONFIG)
     kubernetes.config.load_kube_config(config_file=str(testbed.KUBECONFIG))
     custom = kubernetes.client.CustomObjectsApi()
@@ -141,6 +203,8 @@ def main() -> None:
         "--timeout=60s",
         "crd/modeldeployments.modeldeploy.io",
     )
+    if any(ns.metadata.name == NAMESPACE for ns in core.list_namespace().items):
+        say(f"deleting namespace {NAMESPACE} left by an earlier demo (its pods drain first)")
     subprocess.run(
         [
             "kubectl",
@@ -173,7 +237,7 @@ def main() -> None:
             stderr=subprocess.STDOUT,
         )
     try:
-        demo(custom)
+        demo(custom, core, setting)
     finally:
         operator.terminate()
         operator.wait(timeout=20)
@@ -183,19 +247,28 @@ def main() -> None:
     )
 
 
-def demo(custom: Any) -> None:
+def demo(custom: Any, core: Any, setting: Setting) -> None:
     say(f"deploying {NAME} with the healthy version v1.0 (3 replicas)")
-    run("kubectl", "apply", "-n", NAMESPACE, "-f", str(EXAMPLE))
+    run("kubectl", "apply", "-n", NAMESPACE, "-f", str(setting.example))
     watcher = Watcher(custom)
     poll(
         lambda: watcher.step().get("status", {}).get("lastGoodVersion") == "v1.0",
-        60,
+        120,
         "v1.0 to become ready",
     )
     run("kubectl", "get", "mdep", "-n", NAMESPACE, show=True)
+    load = None
+    if setting.real:
+        service = core.read_namespaced_service(NAME, NAMESPACE).spec
+        load = InferenceLoad(f"http://{service.cluster_ip}/v2/models/{NAME}/infer")
+        # kube-proxy programs the Service a moment after the pods turn Ready; count from
+        # the first answer so the figure below is about the release, not about start-up.
+        poll(load.answers, 30, "the Service to answer")
+        load.thread.start()
+        say(f"sending inference requests through the Service ({service.cluster_ip}) meanwhile")
 
     say(
-        "releasing v2.0, whose model server crashes on start: "
+        f"releasing v2.0, {setting.bad}: "
         "kubectl patch mdep fraud-detector --type merge -p "
         '\'{"spec":{"activeVersion":"v2.0"}}\''
     )
@@ -222,12 +295,19 @@ def demo(custom: Any) -> None:
             and status.get("servingVersion") == "v1.0"
         )
 
-    poll(back_on_v1, 60, "the automatic revert")
+    poll(back_on_v1, 120, "the automatic revert")
     say(
         f"v1.0 is serving again, {time.monotonic() - released:.1f}s after v2.0 was released; "
         f"ready replicas never fell below {watcher.min_ready} of 3 "
         "(old pods stay until new ones are Ready)"
     )
+    if load is not None:
+        load.stop.set()
+        load.thread.join(timeout=10)
+        say(
+            f"{load.ok + load.failed} inference requests through the Service meanwhile, "
+            f"{load.failed} failed"
+        )
     say(
         "v2.0 is now quarantined: selecting it again is refused until someone retries it "
         "(kubectl modeldeploy retry fraud-detector v2.0)\n"
