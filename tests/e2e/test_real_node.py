@@ -234,38 +234,32 @@ def test_healthy_version_serves_inference_through_the_service(
     assert "serving fraud v1 on :8080" in logs
 
 
-def test_corrupt_model_crash_loops_and_is_reverted_with_no_failed_request(
+@pytest.mark.parametrize(
+    ("variant", "reason", "exit_status"),
+    [
+        pytest.param("corrupt", "CrashLoopBackOff", "exit 1 Error", id="corrupt-model"),
+        pytest.param("memhog", "OOMKilled", "exit 137 OOMKilled", id="oom-killed"),
+    ],
+)
+def test_crashing_version_is_reverted_with_its_reason_and_no_failed_request(
     kube: Kube,
     namespace: str,
     operator: Operator,
     real_node: str,
     record_property: RecordProperty,
+    variant: str,
+    reason: str,
+    exit_status: str,
 ) -> None:
-    url = serve(kube, namespace, real_model("fraud", {"v1": "good", "v2": "corrupt"}, "v1"))
+    url = serve(kube, namespace, real_model("fraud", {"v1": "good", "v2": variant}, "v1"))
     load = fail_and_revert(kube, namespace, "fraud", url, record_property)
     failed = kube.ledger(namespace, "fraud")["v2"]
-    assert failed["reason"] == "CrashLoopBackOff"
+    assert failed["reason"] == reason
     assert "container model restarted" in failed["message"]
-    assert "exit 1 Error" in failed["message"]
+    assert exit_status in failed["message"]
     assert load.failures == []
     assert set(load.answered) == {"v1"}
     assert kube.condition(namespace, "fraud", "RolledBack")["status"] == "True"
-
-
-def test_oom_killed_version_is_reverted_with_the_oomkilled_reason(
-    kube: Kube,
-    namespace: str,
-    operator: Operator,
-    real_node: str,
-    record_property: RecordProperty,
-) -> None:
-    url = serve(kube, namespace, real_model("fraud", {"v1": "good", "v2": "memhog"}, "v1"))
-    load = fail_and_revert(kube, namespace, "fraud", url, record_property)
-    failed = kube.ledger(namespace, "fraud")["v2"]
-    assert failed["reason"] == "OOMKilled"
-    assert "exit 137 OOMKilled" in failed["message"]
-    assert load.failures == []
-    assert set(load.answered) == {"v1"}
 
 
 def test_slow_loading_version_succeeds_within_its_ready_timeout(
