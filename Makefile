@@ -14,7 +14,7 @@ help:
 	@echo "make demo            start the local test bed and watch a bad version get reverted"
 	@echo "make test            lint, unit tests, e2e tests on the local test bed (what CI runs)"
 	@echo "make lint            ruff, ruff format --check, mypy --strict, import-linter"
-	@echo "make cluster         start the local test bed (builds it once, ~10 min cold)"
+	@echo "make cluster         start the local test bed (builds it once, ~6 min cold)"
 	@echo "                     REAL_NODE=1 adds a real node (kubelet, containerd); also for demo"
 	@echo "make cluster-down    stop it;  make cluster-status: show it"
 	@echo "make bench           benchmarks (bench/results/);  make bench-quick: the same, small N"
