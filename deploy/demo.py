@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = "modeldeploy-demo"
 NAME = "fraud-detector"
 START = time.monotonic()
+PROBE = {"inputs": [{"name": "features", "datatype": "FP64", "shape": [1, 3], "data": [3, 1, 2.5]}]}
 
 
 @dataclass(frozen=True)
@@ -153,9 +154,7 @@ class InferenceLoad:
 
     def answers(self) -> bool:
         """Whether one inference request through the Service succeeds."""
-        body = {"inputs": [{"name": "features", "datatype": "FP64", "shape": [1, 3]}]}
-        body["inputs"][0]["data"] = [3, 1, 2.5]
-        request = urllib.request.Request(self.url, data=json.dumps(body).encode())
+        request = urllib.request.Request(self.url, data=json.dumps(PROBE).encode())
         try:
             with urllib.request.urlopen(request, timeout=3) as response:
                 response.read()

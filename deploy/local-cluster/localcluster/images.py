@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import platform
 import shutil
 import subprocess
@@ -112,9 +111,7 @@ def files_layer(folder: Path, files: dict[str, tuple[bytes, int]]) -> Blob:
             entry.type, entry.mode, entry.mtime = tarfile.DIRTYPE, 0o755, FIXED_MTIME
             tar.addfile(entry)
         for name, (content, mode) in sorted(files.items()):
-            entry = tarfile.TarInfo(name)
-            entry.size, entry.mode, entry.mtime = len(content), mode, FIXED_MTIME
-            tar.addfile(entry, io.BytesIO(content))
+            add_bytes(tar, name, content, mode)
     return write_blob(folder, buffer.getvalue())
 
 
@@ -124,10 +121,7 @@ def rootfs_layer() -> Path:
     layer = CACHE / f"rootfs-{SUITE}-{hashlib.sha256(recipe).hexdigest()[:12]}.tar"
     if layer.exists():
         return layer
-    if os.geteuid() != 0:
-        raise TestbedError("building the real node's image needs root (debootstrap chroots)")
-    if shutil.which("debootstrap") is None:
-        raise TestbedError("debootstrap is not installed (apt-get install debootstrap)")
+    # realnode.preflight has checked for root and debootstrap.
     CACHE.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(dir=CACHE, prefix="rootfs-") as scratch:
@@ -249,9 +243,9 @@ def write_archive(out: Path, pause_binary: Path) -> None:
         partial.replace(out)
 
 
-def add_bytes(tar: tarfile.TarFile, name: str, content: bytes) -> None:
+def add_bytes(tar: tarfile.TarFile, name: str, content: bytes, mode: int = 0o644) -> None:
     entry = tarfile.TarInfo(name)
-    entry.size, entry.mode, entry.mtime = len(content), 0o644, FIXED_MTIME
+    entry.size, entry.mode, entry.mtime = len(content), mode, FIXED_MTIME
     tar.addfile(entry, io.BytesIO(content))
 
 

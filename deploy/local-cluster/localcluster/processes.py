@@ -68,7 +68,7 @@ def running_pid(name: str) -> int | None:
     return pid if str(STATE).encode() in cmdline else None
 
 
-def start(name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+def start(name: str, argv: list[str]) -> None:
     with log_file(name).open("wb") as out:
         process = subprocess.Popen(
             argv,
@@ -76,7 +76,6 @@ def start(name: str, argv: list[str], env: dict[str, str] | None = None) -> None
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            env=None if env is None else {**os.environ, **env},
         )
     pid_file(name).write_text(str(process.pid))
     _started[name] = process
@@ -130,6 +129,15 @@ def server() -> str:
 
 def api(method: str, path: str, body: object | None = None) -> object:
     """One request to the API server as the test bed's admin; the decoded JSON answer."""
+    return json.loads(admin_request(method, path, body, timeout=10)[1] or b"null")
+
+
+def api_ready() -> bool:
+    return admin_request("GET", "/readyz", None, timeout=2)[0] == 200
+
+
+def admin_request(method: str, path: str, body: object | None, timeout: float) -> tuple[int, bytes]:
+    """The status and body of one request to the API server as the test bed's admin."""
     context = ssl.create_default_context(cafile=str(STATE / "certs" / "apiserver.crt"))
     content_type = "application/merge-patch+json" if method == "PATCH" else "application/json"
     request = urllib.request.Request(
@@ -138,17 +146,8 @@ def api(method: str, path: str, body: object | None = None) -> object:
         data=None if body is None else json.dumps(body).encode(),
         headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": content_type},
     )
-    with urllib.request.urlopen(request, context=context, timeout=10) as response:
-        return json.loads(response.read() or b"null")
-
-
-def api_ready() -> bool:
-    context = ssl.create_default_context(cafile=str(STATE / "certs" / "apiserver.crt"))
-    request = urllib.request.Request(
-        server() + "/readyz", headers={"Authorization": f"Bearer {TOKEN}"}
-    )
-    with urllib.request.urlopen(request, context=context, timeout=2) as response:
-        return bool(response.status == 200)
+    with urllib.request.urlopen(request, context=context, timeout=timeout) as response:
+        return int(response.status), response.read()
 
 
 def http_ok(url: str) -> bool:

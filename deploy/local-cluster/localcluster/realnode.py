@@ -489,10 +489,3 @@ def remove_chains(tool: str, chains: set[str]) -> None:
         check=True,
         capture_output=True,
     )
-
-
-def status_lines() -> list[str]:
-    return [
-        f"{name:24} {'running, pid ' + str(pid) if (pid := running_pid(name)) else 'stopped'}"
-        for name in COMPONENTS
-    ]
