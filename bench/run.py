@@ -39,9 +39,11 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"  # full runs; quick runs write to results/quick/
 sys.path.insert(0, str(ROOT))
 
-from modeldeploy.model import ChildState, Observed, parse_resource, to_json  # noqa: E402
-from modeldeploy.render import render_deployment  # noqa: E402
-from modeldeploy.rollout import decide  # noqa: E402
+from modeldeploy.core.decide import decide  # noqa: E402
+from modeldeploy.core.render import render_deployment, template_hash  # noqa: E402
+from modeldeploy.model.observed import ChildState, Observed  # noqa: E402
+from modeldeploy.model.resource import parse_resource  # noqa: E402
+from modeldeploy.model.status import to_json  # noqa: E402
 
 GROUP, VERSION, PLURAL = "modeldeploy.io", "v1alpha1", "modeldeployments"
 GOOD = "registry.example/bench:1"
@@ -592,7 +594,9 @@ def settled_decide(versions: int) -> Callable[[], object]:
     resource = parse_resource(body)
     spec = resource.spec
     assert not isinstance(spec, Exception)
-    manifest = render_deployment(resource, spec, spec.active)
+    manifest = render_deployment(
+        resource, spec, spec.active, template_hash(resource.name, spec, spec.active)
+    )
     child = ChildState(
         name="m",
         controller_uid="u",
