@@ -3,8 +3,9 @@
 The kubectl plugin, beside the handlers at the top of the layers: it reads and
 writes through `kube` and reuses the pure core's view of a resource (`model`,
 `render`) so it judges quarantine exactly as the operator does.
-Exit codes: 0 ok, 1 the resource is failed/stalled or a request was refused,
-2 usage error or not found, 124 timed out waiting.
+Exit codes: 0 ok; 1 the release failed (or was reverted), the resource is stalled,
+or a write was refused; 2 usage error or not found; 3 forbidden (RBAC); 4 the API
+server is unreachable or failing (5xx); 124 timed out waiting.
 """
 
 from __future__ import annotations
@@ -18,12 +19,21 @@ from typing import Any
 
 from modeldeploy import constants as c
 from modeldeploy.core.quarantine import is_quarantined
+from modeldeploy.core.release import judge, release_of
 from modeldeploy.core.render import template_hash
-from modeldeploy.kube import ConfigError, KubeCluster, current_namespace, load_config
+from modeldeploy.kube import (
+    ApiUnavailable,
+    ConfigError,
+    KubeCluster,
+    api_errors,
+    current_namespace,
+    load_config,
+)
 from modeldeploy.model.resource import Resource, parse_resource
 from modeldeploy.model.spec import JSON, Spec, SpecError
+from modeldeploy.reconcile import Refused
 
-EXIT_REFUSED, EXIT_USAGE, EXIT_TIMEOUT = 1, 2, 124
+EXIT_REFUSED, EXIT_USAGE, EXIT_FORBIDDEN, EXIT_UNAVAILABLE, EXIT_TIMEOUT = 1, 2, 3, 4, 124
 
 
 class CliError(Exception):
@@ -221,26 +231,27 @@ def retry(cluster: KubeCluster, body: JSON, version: str) -> str:
     if not body["metadata"].get("annotations"):
         patch.append({"op": "add", "path": "/metadata/annotations", "value": {}})
     patch.append({"op": "add", "path": f"/metadata/annotations/{key}", "value": version})
-    cluster.patch(resource.namespace, resource.name, patch)
+    if not cluster.patch(resource.namespace, resource.name, patch):
+        raise CliError(f"{resource.name} changed meanwhile; look again and retry")
     note = "" if quarantined(resource, version) else f" ({version} was not quarantined)"
     return f"{resource.name}: retry of {version} requested{note}; the operator rolls it out"
 
 
 def wait(cluster: KubeCluster, namespace: str, name: str, timeout: float) -> str:
+    """Wait for the release the spec stands for when called: 0 when it serves, 1 when it
+    failed (or was reverted), stalled or was replaced; never passes a reverted release."""
     deadline = time.monotonic() + timeout
+    release = release_of(parse_resource(cluster.get(namespace, name)))
     while True:
-        body = cluster.get(namespace, name)
-        current = (body.get("status") or {}).get("observedGeneration") == (
-            body["metadata"].get("generation")
-        )
-        if current and condition(body, c.READY).get("status") == "True":
-            return f"{name} is ready: {condition(body, c.READY).get('message', '')}"
-        stalled = condition(body, c.STALLED)
-        if current and stalled.get("status") == "True":
-            raise CliError(f"{name} is stalled ({stalled['reason']}): {stalled['message']}")
+        judgement = judge(parse_resource(cluster.get(namespace, name)), release)
+        if judgement is not None and judgement.succeeded:
+            return f"{name}: {judgement.message}"
+        if judgement is not None:
+            raise CliError(f"{name}: the release of {release.version} failed: {judgement.message}")
         if time.monotonic() >= deadline:
             raise CliError(
-                f"timed out after {timeout:g}s waiting for {name} to be ready", EXIT_TIMEOUT
+                f"timed out after {timeout:g}s waiting for {name} to serve {release.version}",
+                EXIT_TIMEOUT,
             )
         time.sleep(0.5)
 
@@ -275,7 +286,9 @@ def parser() -> argparse.ArgumentParser:
     again = commands.add_parser("retry", help="lift a version's quarantine and roll it out")
     again.add_argument("name")
     again.add_argument("version")
-    waiting = commands.add_parser("wait", help="wait until Ready (exit 1 if it stalls)")
+    waiting = commands.add_parser(
+        "wait", help="wait for the current release to serve (exit 1 if it failed or was reverted)"
+    )
     waiting.add_argument("name")
     waiting.add_argument("--for", dest="condition", choices=["ready"], default="ready")
     waiting.add_argument("--timeout", type=parse_duration, default=300.0, help="e.g. 90s, 5m")
@@ -307,7 +320,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         load_config()
-        print(run(args, KubeCluster()))
+        with api_errors():
+            print(run(args, KubeCluster()))
+    except Refused as error:
+        code = EXIT_FORBIDDEN if error.code == 403 else EXIT_REFUSED
+        print(
+            f"Error: the API server refused it (HTTP {error.code}): {error.message}",
+            file=sys.stderr,
+        )
+        return code
+    except ApiUnavailable as error:
+        print(f"Error: the API server did not answer: {error}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     except LookupError as error:
         print(f"Error: {error.args[0]}", file=sys.stderr)
         return EXIT_USAGE

@@ -72,6 +72,7 @@ REASON_UNSCHEDULABLE: Final = "Unschedulable"
 REASON_NOT_READY: Final = "ReadyTimeout"
 REASON_PROGRESS_DEADLINE: Final = "ProgressDeadlineExceeded"
 REASON_ANALYSIS_FAILED: Final = "AnalysisFailed"
+REASON_INVALID_QUERY: Final = "InvalidQuery"
 
 # Condition reasons.
 REASON_AVAILABLE: Final = "Available"
@@ -90,6 +91,7 @@ REASON_TARGET_UNHEALTHY: Final = "RollbackTargetUnhealthy"
 REASON_NO_TARGET: Final = "NoRollbackTarget"
 REASON_REVERT_LOOP: Final = "RevertLoop"
 REASON_AUTO_ROLLBACK_DISABLED: Final = "AutoRollbackDisabled"
+REASON_REVERT_DENIED: Final = "RevertDenied"  # admission refused the revert
 
 # Event reasons.
 EVENT_ROLLOUT_STARTED: Final = "RolloutStarted"
@@ -98,12 +100,14 @@ EVENT_ROLLOUT_FAILED: Final = "RolloutFailed"
 EVENT_ROLLED_BACK: Final = "RolledBack"
 EVENT_QUARANTINED: Final = "VersionQuarantined"
 EVENT_RETRY: Final = "RetryRequested"
+EVENT_REVERT_SKIPPED: Final = "RevertSkipped"
 
 # Analysis phases (status.analysis.phase) and what a check does without data.
 ANALYSIS_RUNNING: Final = "Running"
 ANALYSIS_PASSED: Final = "Passed"
 ANALYSIS_FAILED: Final = "Failed"
 ANALYSIS_INCONCLUSIVE: Final = "Inconclusive"
+ANALYSIS_INVALID: Final = "Invalid"  # a check's query is one Prometheus refuses
 NO_DATA_INCONCLUSIVE: Final = "Inconclusive"
 NO_DATA_FAIL: Final = "Fail"
 

@@ -15,7 +15,15 @@ import kopf
 
 from modeldeploy import constants as c
 from modeldeploy import metrics
-from modeldeploy.model.observed import ChildState, PodState, owner_key, parse_child, parse_pod
+from modeldeploy.model.observed import (
+    ChildState,
+    PodState,
+    ReplicaSetState,
+    owner_key,
+    parse_child,
+    parse_pod,
+    parse_replica_set,
+)
 from modeldeploy.reconcile import Key
 from modeldeploy.runtime import Caches, Options, Runtime
 
@@ -45,12 +53,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     )
     settings.posting.enabled = False  # we post our own Events, on transitions only
     settings.scanning.disabled = True  # our resources are fixed: no CRD/namespace watch (RBAC)
-    for resource in (("v1", "pods"), ("apps", "v1", "deployments"), ("v1", "services")):
+    children = (("v1", "pods"), ("apps", "v1", "deployments"), ("apps", "v1", "replicasets"))
+    for resource in (*children, ("v1", "services")):
         settings.watching.label_selectors[resource] = SELECTOR  # server-side filtering
     options = memo.get("options") or Options()
     caches = Caches(
         resources=index_of(kwargs, resource_index),
         deployments=index_of(kwargs, deployment_index),
+        replica_sets=index_of(kwargs, replica_set_index),
         services=index_of(kwargs, service_index),
         pods=index_of(kwargs, pod_index),
     )
@@ -84,6 +94,12 @@ async def deployment_index(body: kopf.Body, **_: Any) -> dict[Key, ChildState]:
     return {key: parse_child(body)} if key else {}
 
 
+@kopf.index("apps", "v1", "replicasets", labels=MANAGED)
+async def replica_set_index(body: kopf.Body, **_: Any) -> dict[Key, ReplicaSetState]:
+    key = owner_key(body)
+    return {key: parse_replica_set(body)} if key else {}
+
+
 @kopf.index("v1", "services", labels=MANAGED)
 async def service_index(body: kopf.Body, **_: Any) -> dict[Key, ChildState]:
     key = owner_key(body)
@@ -109,6 +125,7 @@ async def on_resource(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> 
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+@kopf.on.event("apps", "v1", "replicasets", labels=MANAGED)
 @kopf.on.event("v1", "services", labels=MANAGED)
 @kopf.on.event("v1", "pods", labels=MANAGED)
 async def on_child(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:

@@ -7,26 +7,31 @@ posts Events. Every call here is synchronous; callers run it off the event loop.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import socket
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes
+import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from modeldeploy import constants as c
-from modeldeploy.core.plan import Event, SpecChange
+from modeldeploy.core.plan import Event, SpecChange, event_id
 from modeldeploy.model.observed import ChildState, parse_child
 from modeldeploy.model.resource import Resource
 from modeldeploy.model.spec import JSON
 from modeldeploy.model.times import format_time
+from modeldeploy.reconcile import Refused
 
 logger = logging.getLogger(__name__)
 
 _APPLY = "application/apply-patch+yaml"
 _JSON_PATCH = "application/json-patch+json"
-_STALE = (409, 422)  # resourceVersion moved on, or a JSON-patch `test` failed
+DEADLINE = (5.0, 30.0)  # seconds to connect, then to wait for each answer
 
 
 def current_namespace() -> str:
@@ -67,7 +72,10 @@ def load_config(connections: int | None = None) -> None:
 class KubeCluster:
     """Typed writes for one ModelDeployment's children, status and Events, over the API.
 
-    Implements `modeldeploy.reconcile.Cluster`; the plugin uses its reads too.
+    Implements `modeldeploy.reconcile.Cluster`; the plugin uses its reads and patches
+    too. Every write carries field manager `modeldeploy` and every call a deadline; a
+    refusal (4xx other than a failed precondition) becomes `Refused` with the API's
+    own message, a transient error (429, 5xx, no answer) stays an ApiException.
     """
 
     def __init__(self, api: Any | None = None) -> None:
@@ -87,14 +95,16 @@ class KubeCluster:
             "Deployment": self.apps.patch_namespaced_deployment,
             "Service": self.core.patch_namespaced_service,
         }[kind]
-        call(
-            meta["name"],
-            meta["namespace"],
-            manifest,
-            field_manager=c.MANAGER,
-            force=True,
-            _content_type=_APPLY,
-        )
+        with refusals():
+            call(
+                meta["name"],
+                meta["namespace"],
+                manifest,
+                field_manager=c.MANAGER,
+                force=True,
+                _content_type=_APPLY,
+                _request_timeout=DEADLINE,
+            )
         logger.info("applied %s %s/%s", kind, meta["namespace"], meta["name"])
 
     def read_child(self, kind: str, resource: Resource) -> ChildState | None:
@@ -104,7 +114,7 @@ class KubeCluster:
             "Service": self.core.read_namespaced_service,
         }[kind]
         try:
-            child = read(resource.name, resource.namespace)
+            child = read(resource.name, resource.namespace, _request_timeout=DEADLINE)
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -124,25 +134,36 @@ class KubeCluster:
             {"op": "add", "path": "/status", "value": status},
         ]
         try:
-            self.custom.patch_namespaced_custom_object_status(
-                c.GROUP,
-                c.VERSION,
-                resource.namespace,
-                c.PLURAL,
-                resource.name,
-                patch,
-                _content_type=_JSON_PATCH,
-            )
+            with refusals():
+                self.custom.patch_namespaced_custom_object_status(
+                    c.GROUP,
+                    c.VERSION,
+                    resource.namespace,
+                    c.PLURAL,
+                    resource.name,
+                    patch,
+                    field_manager=c.MANAGER,
+                    _content_type=_JSON_PATCH,
+                    _request_timeout=DEADLINE,
+                )
         except ApiException as error:
-            if error.status in _STALE:
+            if _failed_precondition(error):
                 logger.debug("status of %s/%s is stale", resource.namespace, resource.name)
                 return False
             raise
         return True
 
     def change_spec(self, resource: Resource, change: SpecChange) -> bool:
-        """The conditional spec write: a JSON patch whose `test` lets a user's edit win."""
+        """The conditional spec write: JSON-patch `test`s let a user's edit win.
+
+        False when the spec is no longer the one the decision was about; `Refused`
+        when it still is and the API (a ValidatingAdmissionPolicy, a webhook) said no.
+        """
         patch: list[JSON] = []
+        if change.expect_generation is not None:
+            patch.append(
+                {"op": "test", "path": "/metadata/generation", "value": change.expect_generation}
+            )
         if change.expect_version is not None:
             patch.append(
                 {"op": "test", "path": "/spec/activeVersion", "value": change.expect_version}
@@ -154,7 +175,13 @@ class KubeCluster:
         if change.remove_retry:
             key = c.ANNOTATION_RETRY.replace("~", "~0").replace("/", "~1")
             patch.append({"op": "remove", "path": f"/metadata/annotations/{key}"})
-        applied = self.patch(resource.namespace, resource.name, patch)
+        try:
+            applied = self.patch(resource.namespace, resource.name, patch)
+        except Refused:
+            if self._moved(resource, change):
+                applied = False
+            else:
+                raise
         if not applied:
             logger.info(
                 "spec change of %s/%s not applied: the spec moved on",
@@ -163,11 +190,33 @@ class KubeCluster:
             )
         return applied
 
+    def _moved(self, resource: Resource, change: SpecChange) -> bool:
+        """Whether the spec is no longer what `change` was decided on (a user's edit)."""
+        try:
+            body = self.get(resource.namespace, resource.name)
+        except LookupError:
+            return True
+        spec = body.get("spec") or {}
+        return bool(
+            (
+                change.expect_generation is not None
+                and body["metadata"].get("generation") != change.expect_generation
+            )
+            or (
+                change.expect_version is not None
+                and spec.get("activeVersion") != change.expect_version
+            )
+            or (
+                change.remove_retry
+                and c.ANNOTATION_RETRY not in (body["metadata"].get("annotations") or {})
+            )
+        )
+
     def get(self, namespace: str, name: str) -> JSON:
         """A ModelDeployment; LookupError when there is none of that name."""
         try:
             body = self.custom.get_namespaced_custom_object(
-                c.GROUP, c.VERSION, namespace, c.PLURAL, name
+                c.GROUP, c.VERSION, namespace, c.PLURAL, name, _request_timeout=DEADLINE
             )
         except ApiException as error:
             if error.status == 404:
@@ -179,21 +228,33 @@ class KubeCluster:
         return found
 
     def patch(self, namespace: str, name: str, patch: list[JSON]) -> bool:
-        """A JSON patch of a ModelDeployment; False when one of its `test`s failed."""
+        """A JSON patch of a ModelDeployment; False when one of its `test`s failed
+        (or a `remove` found nothing), `Refused` for any other refusal."""
         try:
-            self.custom.patch_namespaced_custom_object(
-                c.GROUP, c.VERSION, namespace, c.PLURAL, name, patch, _content_type=_JSON_PATCH
-            )
+            with refusals():
+                self.custom.patch_namespaced_custom_object(
+                    c.GROUP,
+                    c.VERSION,
+                    namespace,
+                    c.PLURAL,
+                    name,
+                    patch,
+                    field_manager=c.MANAGER,
+                    _content_type=_JSON_PATCH,
+                    _request_timeout=DEADLINE,
+                )
         except ApiException as error:
-            if error.status in _STALE:
+            if _failed_precondition(error):
                 return False
             raise
         return True
 
-    def post_event(self, resource: Resource, event: Event) -> None:
+    def post_event(self, resource: Resource, event: Event) -> bool:
+        """An Event about `resource`; True once it exists. Its name comes from the event's
+        identity, so posting an owed Event again after a restart finds it there (409)."""
         now = datetime.now(UTC)
         body: JSON = {
-            "metadata": {"generateName": f"{resource.name}.", "namespace": resource.namespace},
+            "metadata": {"name": event_name(resource, event), "namespace": resource.namespace},
             "involvedObject": {
                 "apiVersion": c.API_VERSION,
                 "kind": c.KIND,
@@ -212,6 +273,72 @@ class KubeCluster:
             "count": 1,
         }
         try:
-            self.core.create_namespaced_event(resource.namespace, body)  # type: ignore[arg-type]
-        except ApiException as error:  # an Event is information; losing one is not fatal
-            logger.warning("could not post event %s: %s", event.reason, error.reason)
+            self.core.create_namespaced_event(
+                resource.namespace,
+                body,  # type: ignore[arg-type]
+                field_manager=c.MANAGER,
+                _request_timeout=DEADLINE,
+            )
+        except ApiException as error:
+            if error.status == 409:
+                return True  # posted before a restart: delivered already
+            logger.warning("could not post event %s: %s", event.reason, api_message(error))
+            return False
+        except urllib3.exceptions.HTTPError as error:
+            logger.warning("could not post event %s: %s", event.reason, error)
+            return False
+        return True
+
+
+def event_name(resource: Resource, event: Event) -> str:
+    """`<resource>.<16 hex>`: the same owed Event gets the same name on every attempt."""
+    return f"{resource.name}.{event_id(resource.uid, event)}"
+
+
+def api_message(error: ApiException) -> str:
+    """The API server's own words from an error answer (its Status.message)."""
+    try:
+        message = json.loads(error.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or error.reason or f"HTTP {error.status}")
+
+
+def _failed_precondition(error: ApiException) -> bool:
+    """409 (resourceVersion moved) or a JSON-patch `test` that no longer holds (422)."""
+    if error.status == 409:
+        return True
+    text = api_message(error).lower()
+    return ("test" in text and "failed" in text) or "unable to remove nonexistent key" in text
+
+
+class ApiUnavailable(Exception):
+    """The API server did not answer, or answered 5xx/429: try again later."""
+
+
+@contextlib.contextmanager
+def api_errors() -> Iterator[None]:
+    """For callers that never import the client (the plugin): every API error becomes
+    `Refused` (the API said no) or `ApiUnavailable` (it could not answer)."""
+    try:
+        with refusals():
+            yield
+    except ApiException as error:
+        if error.status == 404:
+            raise LookupError(api_message(error)) from None
+        raise ApiUnavailable(f"HTTP {error.status}: {api_message(error)}") from None
+    except (urllib3.exceptions.HTTPError, OSError) as error:
+        raise ApiUnavailable(str(error) or type(error).__name__) from None
+
+
+@contextlib.contextmanager
+def refusals() -> Iterator[None]:
+    """Turns the API's refusals into `Refused`: a 4xx other than 404, 429 and a failed
+    precondition (409, a JSON-patch `test`); anything else stays an ApiException."""
+    try:
+        yield
+    except ApiException as error:
+        status = int(error.status or 0)
+        if 400 <= status < 500 and status not in (404, 429) and not _failed_precondition(error):
+            raise Refused(status, api_message(error)) from None
+        raise

@@ -35,6 +35,10 @@ RECOVER = Histogram(
     "From a failed rollout's start to the last good version serving again",
     buckets=(1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
 )
+WEBHOOKS_DROPPED = Counter(
+    "modeldeploy_webhooks_dropped_total",
+    "Webhook payloads dropped because the send queue was full",
+)
 INFO = Gauge(
     "modeldeploy_resource_info",
     "One series per ModelDeployment: what it serves",

@@ -1,22 +1,24 @@
 """Webhook notifications for RolloutFailed, RolledBack and RolloutSucceeded.
 
 Sits beside the kube layer, below the handlers. Sending happens on a small
-thread pool with a timeout and bounded retries, so a dead or slow receiver can
-never delay or block a revert; a payload that cannot be delivered is logged.
+thread pool with a whole-request deadline and bounded retries, so a dead or slow
+receiver can never delay or block a revert; a payload that cannot be delivered is
+logged, and the Event stays owed in status until it was sent or given up.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
-import urllib.error
-import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from modeldeploy import constants as c
-from modeldeploy.core.plan import Event
+from modeldeploy import faults, metrics, outbound
+from modeldeploy.core.plan import Event, event_id
 from modeldeploy.model.resource import Resource
 from modeldeploy.model.spec import JSON, Spec
 from modeldeploy.model.times import format_time
@@ -38,6 +40,7 @@ def payload(resource: Resource, event: Event, now: datetime) -> JSON:
     return {
         "text": f"{ICONS.get(event.reason, '')} modeldeploy {where}: {event.reason}: "
         f"{event.message}".strip(),
+        "id": event_id(resource.uid, event) if event.key else None,
         "event": event.reason,
         "type": event.type,
         "message": event.message,
@@ -51,44 +54,102 @@ def payload(resource: Resource, event: Event, now: datetime) -> JSON:
 
 
 class Notifier:
+    """Sends webhook payloads on a small pool, each request within a whole deadline.
+
+    The queue is bounded: past `max_pending` payloads a new one is dropped and
+    counted (modeldeploy_webhooks_dropped_total) rather than held in memory.
+    """
+
     def __init__(
-        self, default_url: str | None = None, timeout_s: float = 3.0, attempts: int = 3
+        self,
+        default_url: str | None = None,
+        deadline_s: float = 3.0,
+        attempts: int = 3,
+        max_pending: int = 1000,
     ) -> None:
         self.default_url = default_url
-        self.timeout_s = timeout_s
+        self.deadline_s = deadline_s
         self.attempts = attempts
+        self.max_pending = max_pending
+        self._pending = 0
+        self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="webhook")
 
-    def notify(self, resource: Resource, event: Event) -> None:
-        """Queue the event for the resource's webhook (or the operator-wide one); never blocks."""
+    def notify(self, resource: Resource, event: Event, done: Callable[[], None]) -> bool:
+        """Queue `event` for the resource's webhook (or the operator-wide one); never
+        blocks. `done` runs once every URL was sent or given up; False: none applies."""
         if event.reason not in NOTIFIED:
-            return
+            return False
         spec_url = resource.spec.webhook_url if isinstance(resource.spec, Spec) else None
-        for url in {u for u in (spec_url, self.default_url) if u}:
-            self._pool.submit(self._send, url, payload(resource, event, datetime.now(UTC)))
+        urls = sorted({u for u in (spec_url, self.default_url) if u})
+        if not urls:
+            return False
+        body = payload(resource, event, datetime.now(UTC))
+        countdown = _Countdown(len(urls), done)
+        for url in urls:
+            if not self._reserve():
+                metrics.WEBHOOKS_DROPPED.inc()
+                logger.error("webhook queue full: dropped %s for %s", event.reason, url)
+                countdown.tick()
+                continue
+            self._pool.submit(self._send, url, body, countdown)
+        return True
 
-    def _send(self, url: str, body: JSON) -> None:
-        data = json.dumps(body).encode()
-        for attempt in range(1, self.attempts + 1):
-            request = urllib.request.Request(  # noqa: S310 - http(s) only, checked at admission
-                url, data=data, method="POST", headers={"Content-Type": "application/json"}
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s):  # noqa: S310
-                    return
-            except (urllib.error.URLError, OSError) as error:
-                logger.warning(
-                    "webhook %s attempt %d/%d failed: %s", url, attempt, self.attempts, error
+    def _reserve(self) -> bool:
+        with self._lock:
+            if self._pending >= self.max_pending:
+                return False
+            self._pending += 1
+            return True
+
+    def _send(self, url: str, body: JSON, countdown: _Countdown) -> None:
+        try:
+            if self._deliver(url, json.dumps(body).encode()):
+                faults.point(f"webhook:{body['event']}")
+            else:
+                logger.error(
+                    "webhook: gave up on %s for %s/%s",
+                    body["event"],
+                    body["namespace"],
+                    body["name"],
                 )
-                if attempt < self.attempts:
-                    time.sleep(0.5 * 2 ** (attempt - 1))
-        logger.error(
-            "webhook %s: gave up on %s for %s/%s",
-            url,
-            body["event"],
-            body["namespace"],
-            body["name"],
-        )
+        finally:
+            with self._lock:
+                self._pending -= 1
+            countdown.tick()
+
+    def _deliver(self, url: str, data: bytes) -> bool:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                answer = outbound.request(
+                    "POST", url, self.deadline_s, data, {"Content-Type": "application/json"}
+                )
+            except outbound.OutboundError as error:
+                why = str(error)
+            else:
+                if 200 <= answer.status < 300:
+                    return True
+                why = f"HTTP {answer.status}"
+            logger.warning("webhook attempt %d/%d failed: %s", attempt, self.attempts, why)
+            if attempt < self.attempts:
+                time.sleep(0.5 * 2 ** (attempt - 1))
+        return False
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _Countdown:
+    """Calls `done` once, after `count` ticks (one per URL)."""
+
+    def __init__(self, count: int, done: Callable[[], None]) -> None:
+        self._left = count
+        self._done = done
+        self._lock = threading.Lock()
+
+    def tick(self) -> None:
+        with self._lock:
+            self._left -= 1
+            finished = self._left == 0
+        if finished:
+            self._done()

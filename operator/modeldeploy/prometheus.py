@@ -8,26 +8,24 @@ resource's next reconcile folds them into its status.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import threading
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
+from modeldeploy import outbound
 from modeldeploy.core.analysis import Query
+from modeldeploy.core.answer import read_answer
 from modeldeploy.model.observed import Measurement
 from modeldeploy.reconcile import Key
 
 logger = logging.getLogger(__name__)
 
 
-def measure(query: Query, default_url: str | None, timeout_s: float = 5.0) -> Measurement:
-    """One instant query; a scalar or the first sample of a vector, else no value and why."""
+def measure(query: Query, default_url: str | None, deadline_s: float = 5.0) -> Measurement:
+    """One instant query, answered within `deadline_s`; what its answer means is the core's."""
     now = datetime.now(UTC)
     base = query.prometheus or default_url
     if not base:
@@ -39,24 +37,12 @@ def measure(query: Query, default_url: str | None, timeout_s: float = 5.0) -> Me
         )
     url = f"{base.rstrip('/')}/api/v1/query?{urllib.parse.urlencode({'query': query.promql})}"
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - http(s)
-            answer = json.loads(response.read())
-    except (urllib.error.URLError, OSError, ValueError) as error:
+        answer = outbound.request("GET", url, deadline_s)
+    except outbound.OutboundError as error:
         return Measurement(
             query.check, query.template_hash, now, error=f"Prometheus unreachable ({error})"
         )
-    data = answer.get("data") or {}
-    result = data.get("result")
-    if data.get("resultType") == "scalar" and result:
-        sample = result
-    elif isinstance(result, list) and result:
-        sample = result[0].get("value")
-    else:
-        return Measurement(query.check, query.template_hash, now)  # no data
-    value = float(sample[1])
-    if math.isnan(value):
-        return Measurement(query.check, query.template_hash, now)
-    return Measurement(query.check, query.template_hash, now, value=value)
+    return read_answer(query.check, query.template_hash, now, answer.status, answer.body)
 
 
 class Analyzer:
@@ -82,11 +68,26 @@ class Analyzer:
             return tuple(self._inbox.pop(key, ()))
 
     def _run(self, key: Key, queries: tuple[Query, ...]) -> None:
-        answers = [measure(query, self.default_url) for query in queries]
-        with self._lock:
-            self._inbox.setdefault(key, []).extend(answers)
-            self._inflight.discard(key)
-        self._wake(key)
+        answers = []
+        try:
+            answers = [self._measure(query) for query in queries]
+        finally:  # whatever happened, this resource's analysis goes on
+            with self._lock:
+                self._inbox.setdefault(key, []).extend(answers)
+                self._inflight.discard(key)
+            self._wake(key)
+
+    def _measure(self, query: Query) -> Measurement:
+        try:
+            return measure(query, self.default_url)
+        except Exception as error:  # a bug here must cost one measurement, not the analysis
+            logger.exception("measuring %s failed", query.check)
+            return Measurement(
+                query.check,
+                query.template_hash,
+                datetime.now(UTC),
+                error=f"the operator failed to measure ({type(error).__name__})",
+            )
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,30 +1,47 @@
 """One reconcile: read -> decide -> write, in the order the behaviour rules require.
 
 Between the pure core and the adapters: `reconcile_once` asks `decide` and writes
-through the `Cluster` protocol (status first, then children, then the conditional
-spec change, then Events and webhooks). It imports neither kopf nor kubernetes, so
-tests/unit drive it with a recording fake and tests/e2e with the real API server.
+through the `Cluster` protocol: status first (holding the Events it owes), then
+the children, then the conditional spec change, then the owed Events and webhooks.
+What the API refused and what was delivered is kept in the resource's `Memory` and
+shown to the next decision. It imports neither kopf nor kubernetes, so tests/unit
+drive it with a recording fake and tests/e2e with the real API server.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from modeldeploy import metrics
+from modeldeploy import faults, metrics
 from modeldeploy.core.analysis import Query
-from modeldeploy.core.decide import decide
+from modeldeploy.core.decide import APPLY, REVERT, decide
 from modeldeploy.core.plan import Decision, Event, SpecChange
-from modeldeploy.model.observed import ChildState, Observed
+from modeldeploy.model.observed import ChildState, Observed, Refusal
 from modeldeploy.model.resource import Resource, parse_resource
 from modeldeploy.model.spec import JSON
-from modeldeploy.model.status import to_json
+from modeldeploy.model.status import Notice, Status, to_json
+from modeldeploy.model.times import format_time
 
 logger = logging.getLogger(__name__)
 Key = tuple[str, str]  # (namespace, ModelDeployment name): what the work queue holds
+NoticeKey = tuple[str, str, datetime]
+DRAIN_S = 0.5  # after delivering, look again this soon to clear the outbox
+EVENT_RETRY_S = 5.0
+STATUS = "status"
+
+
+class Refused(Exception):
+    """The API server or an admission check refused a write; `message` is its own."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"HTTP {code}: {message}")
+        self.code = code
+        self.message = message
 
 
 class Cluster(Protocol):
@@ -34,21 +51,23 @@ class Cluster(Protocol):
         """Write the whole status if the object is still at `resource_version`."""
 
     def apply(self, manifest: JSON) -> None:
-        """Create or repair a child by server-side apply."""
+        """Create or repair a child by server-side apply; Refused if the API says no."""
 
     def read_child(self, kind: str, resource: Resource) -> ChildState | None:
         """The child of that kind named after `resource`, whoever made it."""
 
     def change_spec(self, resource: Resource, change: SpecChange) -> bool:
-        """The conditional spec write; False when its precondition no longer held."""
+        """The conditional spec write; False when the spec is no longer the one the
+        decision was about, Refused when admission said no."""
 
-    def post_event(self, resource: Resource, event: Event) -> None:
-        """A Kubernetes Event about `resource`."""
+    def post_event(self, resource: Resource, event: Event) -> bool:
+        """A Kubernetes Event about `resource`; False if it could not be posted."""
 
 
 class Notifier(Protocol):
-    def notify(self, resource: Resource, event: Event) -> None:
-        """Queue `event` for the resource's webhooks; never blocks."""
+    def notify(self, resource: Resource, event: Event, done: Callable[[], None]) -> bool:
+        """Queue `event` for the resource's webhooks; call `done` when each was sent or
+        given up. False when no webhook applies (nothing to wait for)."""
 
 
 class Measurer(Protocol):
@@ -65,13 +84,53 @@ class Services:
     measurer: Measurer
 
 
+@dataclass
+class Memory:
+    """What one resource's reconciles remember between runs, in this process only:
+    refusals to back off from, notices sent. Losing it (a restart) costs a retry or a
+    repeated Event, never a lost one."""
+
+    refusals: dict[str, Refusal] = field(default_factory=dict)
+    delivered: set[NoticeKey] = field(default_factory=set)
+    sending: set[NoticeKey] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def observe(self, observed: Observed) -> Observed:
+        with self.lock:
+            return replace(
+                observed,
+                refusals=tuple(self.refusals.values()),
+                delivered=frozenset(self.delivered),
+            )
+
+    def refused(self, action: str, generation: int, error: Refused, now: datetime) -> None:
+        previous = self.refusals.get(action)
+        again = previous is not None and previous.generation == generation
+        attempts = previous.attempts + 1 if previous is not None and again else 1
+        self.refusals[action] = Refusal(
+            action, generation, error.code, error.message, now, attempts
+        )
+
+    def sent(self, key: NoticeKey) -> None:
+        with self.lock:
+            self.sending.discard(key)
+            self.delivered.add(key)
+
+
 def reconcile_once(
-    services: Services, body: Mapping[str, Any], observed: Observed, now: datetime
+    services: Services,
+    body: Mapping[str, Any],
+    observed: Observed,
+    now: datetime,
+    memory: Memory | None = None,
+    wake: Callable[[], None] = lambda: None,
 ) -> float | None:
-    """Decide and write; the seconds until the next deadline to look at, if any."""
+    """Decide and write; the seconds until this resource should be looked at again."""
+    memory = memory if memory is not None else Memory()
     cluster = services.cluster
     resource = parse_resource(body)
-    decision: Decision = decide(resource, observed, now)
+    observed = memory.observe(observed)
+    decision = decide(resource, observed, now)
     if (decision.deployment and observed.deployment is None) or (
         decision.service and observed.service is None
     ):
@@ -85,21 +144,124 @@ def reconcile_once(
         decision = decide(resource, observed, now)
     if decision.status_changed:
         version = str(body["metadata"]["resourceVersion"])
-        if not cluster.replace_status(resource, version, to_json(decision.status)):
-            return None  # stale view; the newer object is on its way and is reconciled then
+        try:
+            if not cluster.replace_status(resource, version, to_json(decision.status)):
+                return None  # stale view; the newer object is on its way, reconciled then
+        except Refused as error:
+            return _status_refused(cluster, resource, error, memory, now)
+        _forget_pruned(memory, decision.status)
         metrics.observe(resource, resource.status, decision.status)
-    for manifest in (decision.service, decision.deployment):
-        if manifest is not None:
-            cluster.apply(manifest)
-    change = decision.spec_change
-    applied = change is not None and cluster.change_spec(resource, change)
-    for event in decision.events + (change.events if change and applied else ()):
-        cluster.post_event(resource, event)
-        services.notifier.notify(resource, event)
-    services.measurer.request((resource.namespace, resource.name), decision.queries)
-    writes = decision.status_changed or decision.deployment or decision.service or change
-    if not writes:
+        for event in decision.events:
+            faults.point(f"status:{event.reason}")
+    requeue = decision.requeue_after
+    writes = decision.status_changed or decision.deployment or decision.service
+    if not writes and decision.spec_change is None and not decision.notices:
         logger.debug(
             "reconciled %s/%s: up to date, nothing written", resource.namespace, resource.name
         )
-    return decision.requeue_after
+    _apply_children(cluster, resource, decision, memory, now)
+    _change_spec(cluster, resource, decision.spec_change, memory, now)
+    requeue = _min(requeue, _deliver(services, resource, decision.notices, memory, wake))
+    services.measurer.request((resource.namespace, resource.name), decision.queries)
+    return requeue
+
+
+def _apply_children(
+    cluster: Cluster, resource: Resource, decision: Decision, memory: Memory, now: datetime
+) -> None:
+    for manifest in (decision.service, decision.deployment):
+        if manifest is None:
+            continue
+        action = APPLY[manifest["kind"]]
+        try:
+            cluster.apply(manifest)
+        except Refused as error:
+            logger.warning(
+                "%s of %s/%s refused: %s", action, resource.namespace, resource.name, error
+            )
+            memory.refused(action, resource.generation, error, now)
+            continue
+        memory.refusals.pop(action, None)
+        faults.point(f"apply:{manifest['kind']}")
+
+
+def _change_spec(
+    cluster: Cluster,
+    resource: Resource,
+    change: SpecChange | None,
+    memory: Memory,
+    now: datetime,
+) -> None:
+    if change is None:
+        return
+    action = REVERT if change.expect_version is not None else "retry"
+    try:
+        applied = cluster.change_spec(resource, change)
+    except Refused as error:
+        logger.warning("%s of %s/%s refused: %s", action, resource.namespace, resource.name, error)
+        memory.refused(action, resource.generation, error, now)
+        return
+    memory.refusals.pop(action, None)
+    if applied and action == REVERT:
+        faults.point("revert")
+
+
+def _deliver(
+    services: Services,
+    resource: Resource,
+    notices: tuple[Notice, ...],
+    memory: Memory,
+    wake: Callable[[], None],
+) -> float | None:
+    """Post each owed Event and hand it to the webhooks; the next reconcile clears them."""
+    requeue: float | None = None
+    for notice in notices:
+        with memory.lock:
+            if notice.key in memory.delivered or notice.key in memory.sending:
+                continue
+        event = Event(notice.type, notice.reason, notice.message, key=notice_id(notice))
+        if not services.cluster.post_event(resource, event):
+            requeue = _min(requeue, EVENT_RETRY_S)
+            continue
+        faults.point(f"event:{notice.reason}")
+        with memory.lock:
+            memory.sending.add(notice.key)
+
+        def done(key: NoticeKey = notice.key) -> None:
+            memory.sent(key)
+            wake()
+
+        if not services.notifier.notify(resource, event, done):
+            memory.sent(notice.key)
+        requeue = _min(requeue, DRAIN_S)
+    return requeue
+
+
+def _status_refused(
+    cluster: Cluster, resource: Resource, error: Refused, memory: Memory, now: datetime
+) -> float:
+    """Status itself was refused: nothing else may be written (status comes first), so
+    say it in an Event, once per spec, and look again later."""
+    logger.error("status of %s/%s refused: %s", resource.namespace, resource.name, error)
+    first = STATUS not in memory.refusals
+    memory.refused(STATUS, resource.generation, error, now)
+    if first:
+        message = f"the API server refused the status write (HTTP {error.code}): {error.message}"
+        cluster.post_event(resource, Event("Warning", "StatusRefused", message[:1024]))
+    return float(min(300, 5 * 2 ** (memory.refusals[STATUS].attempts - 1)))
+
+
+def notice_id(notice: Notice) -> str:
+    """A stable identity for an owed notice: it names its Event and is the webhook's `id`."""
+    return f"{notice.reason}/{format_time(notice.at)}/{notice.message}"
+
+
+def _forget_pruned(memory: Memory, status: Status) -> None:
+    """Delivered notices the written status no longer holds need no remembering."""
+    owed = {notice.key for notice in status.outbox}
+    with memory.lock:
+        memory.delivered &= owed
+
+
+def _min(first: float | None, second: float | None) -> float | None:
+    return min((s for s in (first, second) if s is not None), default=None)

@@ -8,7 +8,8 @@ run `reconcile_once` on their own thread pool.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -18,10 +19,10 @@ import kopf
 
 from modeldeploy import metrics
 from modeldeploy.kube import KubeCluster
-from modeldeploy.model.observed import ChildState, Observed, PodState
+from modeldeploy.model.observed import ChildState, Observed, PodState, ReplicaSetState
 from modeldeploy.notify import Notifier
 from modeldeploy.prometheus import Analyzer
-from modeldeploy.reconcile import Key, Services, reconcile_once
+from modeldeploy.reconcile import Key, Memory, Services, reconcile_once
 from modeldeploy.workqueue import WorkQueue
 
 DEFAULT_WORKERS = 16  # reconciles at once; --workers
@@ -39,10 +40,12 @@ class Options:
 
 @dataclass(frozen=True)
 class Caches:
-    """Live kopf indexes, keyed by (namespace, ModelDeployment name)."""
+    """Live kopf indexes, keyed by (namespace, ModelDeployment name): everything that
+    carries our name label. Whether it is really ours (owner uids) the core decides."""
 
     resources: kopf.Index[Key, Mapping[str, Any]]
     deployments: kopf.Index[Key, ChildState]
+    replica_sets: kopf.Index[Key, ReplicaSetState]
     services: kopf.Index[Key, ChildState]
     pods: kopf.Index[Key, PodState]
 
@@ -50,13 +53,18 @@ class Caches:
         bodies = list(self.resources.get(key, ()))
         if not bodies:
             return None  # deleted; owner references clean up the children (B11)
-        deployments = list(self.deployments.get(key, ()))
-        services = list(self.services.get(key, ()))
+        _, name = key
         return bodies[0], Observed(
-            deployment=deployments[0] if deployments else None,
-            service=services[0] if services else None,
+            deployment=_named(self.deployments.get(key, ()), name),
+            service=_named(self.services.get(key, ()), name),
+            replica_sets=tuple(self.replica_sets.get(key, ())),
             pods=tuple(self.pods.get(key, ())),
         )
+
+
+def _named(children: Iterable[ChildState], name: str) -> ChildState | None:
+    """The child named after the resource: a labelled one of another name is not ours."""
+    return next((child for child in children if child.name == name), None)
 
 
 class Runtime:
@@ -76,20 +84,35 @@ class Runtime:
         # the queue, so a burst of failures is reverted side by side, not four at a time.
         self.pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="reconcile")
         self.queue: WorkQueue[Key] = WorkQueue(self.reconcile, workers=options.workers)
+        self.memory: dict[Key, Memory] = {}
         if options.metrics_port:
             metrics.serve(options.metrics_port)
 
     async def reconcile(self, key: Key) -> float | None:
         snapshot = self.caches.read(key)
         if snapshot is None:
+            self.memory.pop(key, None)
             return None
         body, observed = snapshot
         observed = replace(observed, measurements=self.analyzer.take(key))
         loop = asyncio.get_running_loop()
+        memory = self.memory.setdefault(key, Memory())
         now = datetime.now(UTC)
         return await loop.run_in_executor(
-            self.pool, reconcile_once, self.services, body, observed, now
+            self.pool,
+            functools.partial(
+                reconcile_once, self.services, body, observed, now, memory, self._waker(key)
+            ),
         )
+
+    def _waker(self, key: Key) -> Callable[[], None]:
+        """Queues `key` from any thread (a webhook finished)."""
+        loop = asyncio.get_running_loop()
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(self.queue.add, key)
+
+        return wake
 
     def start(self) -> None:
         self.queue.start()

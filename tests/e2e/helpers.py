@@ -73,6 +73,7 @@ class Kube:
         self.core = kubernetes.client.CoreV1Api(self.api)
         self.apps = kubernetes.client.AppsV1Api(self.api)
         self.custom = kubernetes.client.CustomObjectsApi(self.api)
+        self.rbac = kubernetes.client.RbacAuthorizationV1Api(self.api)
 
     def service_account_exists(self, namespace: str, name: str) -> bool:
         try:
@@ -228,16 +229,22 @@ def revert_scenario(kube: Kube, namespace: str, name: str, **extra: Any) -> None
 
 
 def release_and_await_revert(
-    kube: Kube, namespace: str, name: str, *, failed_within: float = 60
+    kube: Kube,
+    namespace: str,
+    name: str,
+    *,
+    failed_within: float = 60,
+    good: str = "v1",
+    bad: str = "v2",
 ) -> None:
-    """Select v2; wait until the operator marked it Failed and put v1 back."""
-    kube.select(namespace, name, "v2")
+    """Select `bad`; wait until the operator marked it Failed and put `good` back."""
+    kube.select(namespace, name, bad)
     wait_for(
-        lambda: kube.ledger(namespace, name).get("v2", {}).get("state") == "Failed",
+        lambda: kube.ledger(namespace, name).get(bad, {}).get("state") == "Failed",
         failed_within,
-        "v2 to be marked Failed",
+        f"{bad} to be marked Failed",
     )
-    wait_for(lambda: reverted_to(kube, namespace, name, "v1"), 60, "the revert to v1")
+    wait_for(lambda: reverted_to(kube, namespace, name, good), 60, f"the revert to {good}")
 
 
 def ready(kube: Kube, namespace: str, name: str) -> bool:

@@ -6,6 +6,7 @@ AnalysisFailed; a healthy one becomes last good only after its analysis passes.
 
 from __future__ import annotations
 
+import math
 import shutil
 import socket
 import subprocess
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import Operator
-from tests.e2e.helpers import Kube, model_deployment, wait_for
+from tests.e2e.helpers import GROUP, PLURAL, VERSION, Kube, model_deployment, wait_for
 
 GOOD = "registry.example/m:1"
 ERRORS = 'max(model_error_ratio{namespace="{{namespace}}",model="{{name}}",version="{{version}}"})'
@@ -32,6 +33,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def sample(value: float) -> str:
+    """A value in the exposition format: +Inf, -Inf and NaN are words there."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
 class Exporter:
     """Serves /metrics on 127.0.0.1 with per-version gauges the test sets."""
 
@@ -42,7 +52,8 @@ class Exporter:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 lines = [
-                    f'{metric}{{namespace="{ns}",model="{model}",version="{version}"}} {value}'
+                    f'{metric}{{namespace="{ns}",model="{model}",version="{version}"}} '
+                    f"{sample(value)}"
                     for (metric, ns, model, version), value in sorted(exporter.values.items())
                 ]
                 body = ("\n".join(lines) + "\n").encode()
@@ -201,7 +212,7 @@ def test_badly_serving_version_is_reverted_with_analysis_failed(
     assert failed["reason"] == "AnalysisFailed"
     assert f"check {check}" in failed["message"]
     assert bound in failed["message"]
-    assert "model_" in failed["message"]  # the query itself
+    assert "model_" not in failed["message"]  # names the check, never its whole query
     assert last_good(kube, namespace, name) == "v1"
 
 
@@ -283,3 +294,105 @@ def test_operator_restarted_mid_window_resumes_the_window(
     wait_for(lambda: last_good(kube, namespace, name) == "v2", 60, "v2 to pass after restart")
     analysis = kube.status(namespace, name)["analysis"]
     assert (analysis["startedAt"], analysis["endsAt"]) == (window["startedAt"], window["endsAt"])
+
+
+# ---------------------------------------- every answer has a defined outcome
+
+
+def test_an_infinite_measurement_is_compared_with_its_bound_and_never_wedges_status(
+    kube: Kube, namespace: str, operator: Operator, exporter: Exporter, prometheus: str
+) -> None:
+    name = "infinite"
+    start_on_v1(kube, exporter, namespace, name, analysed(name, prometheus=prometheus))
+    exporter.serve(namespace, name, "v2", errors=math.inf, accuracy=0.95)  # x/0 upstream
+    kube.select(namespace, name, "v2")
+    wait_for(
+        lambda: kube.ledger(namespace, name).get("v2", {}).get("state") == "Failed",
+        60,
+        "v2 to fail on +Inf above its max",
+    )
+    wait_for(lambda: kube.get(namespace, name)["spec"]["activeVersion"] == "v1", 30, "revert")
+    failed = kube.ledger(namespace, name)["v2"]
+    assert failed["reason"] == "AnalysisFailed"
+    assert "= +Inf, above max 0.05" in failed["message"]
+
+
+def test_a_nan_measurement_is_no_data_and_never_promotes(
+    kube: Kube, namespace: str, operator: Operator, exporter: Exporter, prometheus: str
+) -> None:
+    name = "nan"
+    start_on_v1(kube, exporter, namespace, name, analysed(name, prometheus=prometheus))
+    exporter.serve(namespace, name, "v2", errors=math.nan, accuracy=0.95)  # 0/0: no traffic
+    kube.select(namespace, name, "v2")
+    checks = wait_for(
+        lambda: (
+            (a := kube.status(namespace, name).get("analysis", {})).get("phase") == "Inconclusive"
+            and {k["name"]: k for k in a["checks"]}
+        ),
+        60,
+        "the analysis to end Inconclusive",
+    )
+    assert checks["error-rate"]["lastValue"] == "NaN"
+    assert checks["error-rate"]["inconclusive"] >= 1
+    assert last_good(kube, namespace, name) == "v1"
+
+
+@pytest.mark.parametrize(
+    ("query", "said"),
+    [
+        pytest.param("sum(model_error_ratio", "Prometheus refused the query", id="syntax-error"),
+        pytest.param("model_error_ratio[1m]", "returned a matrix", id="range-vector"),
+        pytest.param('"a string"', "returned a string", id="string"),
+        pytest.param("model_error_ratio", "series; a check needs one value", id="several-series"),
+    ],
+)
+def test_a_query_that_cannot_be_judged_stalls_with_invalid_query_until_fixed(
+    kube: Kube,
+    namespace: str,
+    operator: Operator,
+    exporter: Exporter,
+    prometheus: str,
+    query: str,
+    said: str,
+) -> None:
+    name = "invalid"
+    exporter.serve(namespace, "other-model", "v1", errors=0.01, accuracy=0.95)  # a 2nd series
+    start_on_v1(kube, exporter, namespace, name, analysed(name, prometheus=prometheus))
+    exporter.serve(namespace, name, "v2", errors=0.01, accuracy=0.95)
+    body = kube.get(namespace, name)
+    checks = body["spec"]["analysis"]["checks"]
+    checks[0]["query"] = query
+    kube.custom.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        name,
+        {
+            "spec": {
+                "activeVersion": "v2",
+                "analysis": {**body["spec"]["analysis"], "checks": checks},
+            }
+        },
+    )
+    stalled = wait_for(
+        lambda: (
+            (k := kube.condition(namespace, name, "Stalled")).get("reason") == "InvalidQuery" and k
+        ),
+        30,
+        "Stalled=True, InvalidQuery",
+    )
+    assert said in stalled["message"]
+    assert "check error-rate" in stalled["message"]
+    assert kube.event_reasons(namespace, name).count("InvalidQuery") == 1
+    checks[0]["query"] = ERRORS
+    kube.custom.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        name,
+        {"spec": {"analysis": {**body["spec"]["analysis"], "checks": checks}}},
+    )
+    wait_for(lambda: last_good(kube, namespace, name) == "v2", 60, "v2 to pass once fixed")
+    assert kube.condition(namespace, name, "Stalled")["status"] == "False"

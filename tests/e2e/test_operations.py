@@ -247,3 +247,72 @@ def test_operator_runs_on_its_service_account_rbac_alone(
     log = stopped_operator.log()
     assert "Forbidden" not in log
     assert " 403 " not in log
+
+
+def test_plugin_wait_fails_for_a_release_that_was_reverted(
+    kube: Kube, namespace: str, operator: Operator
+) -> None:
+    kube.create(namespace, model_deployment("reverted", {"v1": GOOD, "v2": BAD}, "v1"))
+    wait_for(lambda: kube.status(namespace, "reverted").get("lastGoodVersion") == "v1", 60, "v1")
+    kube.select(namespace, "reverted", "v2")  # what a pipeline does, then it waits
+    waited = plugin("-n", namespace, "wait", "reverted", "--timeout=90s")
+    assert waited.returncode == 1, waited.stdout
+    assert "the release of v2 failed" in waited.stderr
+    assert "CrashLoopBackOff" in waited.stderr
+    # Called again once v1 serves, it still judges the release the spec stands for.
+    wait_for(lambda: kube.status(namespace, "reverted").get("servingVersion") == "v1", 60, "v1")
+    again = plugin("-n", namespace, "wait", "reverted", "--timeout=30s")
+    assert again.returncode == 1
+    assert "reverted to v1" in again.stderr
+
+
+def test_plugin_retry_refused_by_rbac_is_one_sentence_with_its_own_exit_code(
+    kube: Kube, namespace: str, operator: Operator, tmp_path: Path
+) -> None:
+    kube.create(namespace, model_deployment("locked", {"v1": GOOD}, "v1"))
+    kube.core.create_namespaced_service_account(namespace, {"metadata": {"name": "reader"}})
+    kube.rbac.create_namespaced_role(
+        namespace,
+        {
+            "metadata": {"name": "read-models"},
+            "rules": [
+                {
+                    "apiGroups": ["modeldeploy.io"],
+                    "resources": ["modeldeployments"],
+                    "verbs": ["get", "list"],
+                }
+            ],
+        },
+    )
+    kube.rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "reader"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "read-models",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}],
+        },
+    )
+    token = kube.core.create_namespaced_service_account_token(
+        "reader", namespace, {"spec": {"expirationSeconds": 3600}}
+    ).status.token
+    admin = yaml.safe_load(Path(os.environ["KUBECONFIG"]).read_text())
+    admin["users"] = [{"name": "reader", "user": {"token": token}}]
+    admin["contexts"][0]["context"]["user"] = "reader"
+    config = tmp_path / "reader.kubeconfig"
+    config.write_text(yaml.safe_dump(admin))
+    result = subprocess.run(
+        [sys.executable, "-m", "modeldeploy.cli", "-n", namespace, "retry", "locked", "v1"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env={**os.environ, "KUBECONFIG": str(config)},
+    )
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.startswith("Error: the API server refused it (HTTP 403)")
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

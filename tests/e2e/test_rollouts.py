@@ -390,6 +390,8 @@ def test_reconciling_an_unchanged_resource_writes_nothing(
 ) -> None:
     name = "steady"
     create_serving(kube, namespace, name, {"v1": GOOD}, "v1")
+    # Settled: the Events the rollout owed were delivered and left the outbox.
+    wait_for(lambda: kube.status(namespace, name).get("outbox") == [], 30, "an empty outbox")
 
     def versions() -> tuple[str, str, str]:
         return (

@@ -14,13 +14,22 @@ from modeldeploy import constants as c
 from modeldeploy.core.decide import decide
 from modeldeploy.core.plan import Decision
 from modeldeploy.core.render import render_deployment, render_service, template_hash
-from modeldeploy.model.observed import ChildState, ContainerState, Observed, PodState
+from modeldeploy.model.observed import (
+    ChildState,
+    ContainerState,
+    DeploymentCondition,
+    Observed,
+    PodState,
+    ReplicaSetState,
+)
 from modeldeploy.model.resource import Resource, parse_resource
 from modeldeploy.model.spec import Spec
 from modeldeploy.model.status import Status
 
 T0 = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
 UID = "uid-1"
+DEPLOY_UID, RS_UID = "deployment-uid", "replicaset-uid"
+OURS = (ReplicaSetState(uid=RS_UID, controller_uid=DEPLOY_UID),)
 T = TypeVar("T")
 GOOD, BAD = "registry.example/m:1", "registry.example/m:2"
 
@@ -89,6 +98,7 @@ def deployment(
     new = spec.replicas if ready is None else ready
     return ChildState(
         name=res.name,
+        uid=DEPLOY_UID,
         controller_uid=owner,
         spec=manifest["spec"],
         template_hash=manifest["metadata"]["annotations"][c.ANNOTATION_TEMPLATE_HASH],
@@ -98,7 +108,9 @@ def deployment(
         updated_replicas=new,
         ready_replicas=new + old,
         available_replicas=new,
-        progress_deadline_exceeded=deadline_exceeded,
+        progress_deadline=DeploymentCondition(c.REASON_PROGRESS_DEADLINE, "stuck", at(9))
+        if deadline_exceeded
+        else None,
     )
 
 
@@ -121,6 +133,7 @@ def pod(
         owner=res.name,
         template_hash=digest(res, version),
         created_at=at(created),
+        controller_uid=RS_UID,
         ready=ready,
         containers=(ContainerState(name=c.CONTAINER, ready=ready, **container),),
     )
@@ -128,8 +141,13 @@ def pod(
 
 def step(res: Resource, observed: Observed, seconds: float) -> tuple[Resource, Decision]:
     """Decide, and carry the decided status into the next resource (a successful write)."""
-    decision = decide(res, observed, at(seconds))
+    decision = decide(res, ours(observed), at(seconds))
     return replace(res, status=decision.status), decision
+
+
+def ours(observed: Observed) -> Observed:
+    """`observed` with our ReplicaSet in it, so its pods count as ours."""
+    return observed if observed.replica_sets else replace(observed, replica_sets=OURS)
 
 
 def select(res: Resource, version: str) -> Resource:

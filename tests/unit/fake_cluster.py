@@ -21,6 +21,7 @@ from modeldeploy.core.plan import Event, SpecChange
 from modeldeploy.model.observed import ChildState
 from modeldeploy.model.resource import Resource
 from modeldeploy.model.spec import JSON
+from modeldeploy.reconcile import Refused
 
 
 @dataclass
@@ -32,6 +33,8 @@ class RecordingCluster:
     foreign: dict[str, ChildState] = field(default_factory=dict)  # what read_child finds
     # Runs just before a spec change lands: a user's concurrent edit, in tests.
     before_spec_change: Callable[[], None] | None = None
+    # Writes to refuse, as admission would: "status", "spec", "Deployment", "Service".
+    refuse: dict[str, Refused] = field(default_factory=dict)
 
     @classmethod
     def holding(cls, body: JSON) -> RecordingCluster:
@@ -60,12 +63,14 @@ class RecordingCluster:
     def replace_status(self, resource: Resource, resource_version: str, status: JSON) -> bool:
         if self.body["metadata"]["resourceVersion"] != resource_version:
             return False
+        self._admit("status")
         self.body["status"] = copy.deepcopy(status)
         self._bump(generation=False)
         self.writes.append(("status", status))
         return True
 
     def apply(self, manifest: JSON) -> None:
+        self._admit(manifest["kind"])
         self.children[manifest["kind"]] = copy.deepcopy(manifest)
         self.writes.append(("apply", manifest["kind"]))
 
@@ -83,6 +88,7 @@ class RecordingCluster:
         if change.remove_retry and c.ANNOTATION_RETRY not in annotations:
             self.writes.append(("spec refused", change))
             return False
+        self._admit("spec")
         if change.remove_retry:
             del annotations[c.ANNOTATION_RETRY]
         moved = change.set_version is not None and change.set_version != spec["activeVersion"]
@@ -92,11 +98,18 @@ class RecordingCluster:
         self.writes.append(("spec", change))
         return True
 
-    def post_event(self, resource: Resource, event: Event) -> None:
+    def post_event(self, resource: Resource, event: Event) -> bool:
         self.events.append(event)
         self.writes.append(("event", event.reason))
+        return True
 
     # ------------------------------------------------------------------ inner
+
+    def _admit(self, write: str) -> None:
+        refusal = self.refuse.get(write)
+        if refusal is not None:
+            self.writes.append(("refused", write))
+            raise refusal
 
     def _bump(self, generation: bool) -> None:
         meta = self.body["metadata"]
@@ -109,8 +122,10 @@ class RecordingCluster:
 class RecordingNotifier:
     sent: list[tuple[str, str]] = field(default_factory=list)
 
-    def notify(self, resource: Resource, event: Event) -> None:
+    def notify(self, resource: Resource, event: Event, done: Callable[[], None]) -> bool:
         self.sent.append((resource.name, event.reason))
+        done()
+        return True
 
 
 @dataclass

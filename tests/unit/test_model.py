@@ -72,7 +72,7 @@ FULL = Status(
         started_at=T1,
         ends_at=T2,
         phase="Passed",
-        checks=(CheckRecord(name="e", passed=2, last_value=0.01),),
+        checks=(CheckRecord(name="e", passed=2, last_value="0.01"),),
     ),
     conditions=(
         Condition(

@@ -1,69 +1,192 @@
-"""The write protocol of one reconcile, against a recording API with real `test` semantics."""
+"""The write protocol of one reconcile, against a recording API with real `test` semantics.
+
+The same protocol runs against the real API server in tests/e2e; here each rule is
+pinned on its own: status first, the outbox, what a refusal leaves in status.
+"""
 
 from __future__ import annotations
 
+from modeldeploy import constants as c
 from modeldeploy.model.observed import ContainerState, Observed, PodState
 from modeldeploy.model.resource import parse_resource
-from modeldeploy.reconcile import Services, reconcile_once
-from tests.unit.builders import at, body, deployment, digest, service
+from modeldeploy.reconcile import Memory, Refused, Services, reconcile_once
+from tests.unit.builders import OURS, RS_UID, at, body, deployment, digest, service
 from tests.unit.fake_cluster import RecordingCluster, RecordingMeasurer, RecordingNotifier
 
 
-def serving_v1() -> tuple[RecordingCluster, Services]:
-    api = RecordingCluster.holding(body())
-    services = Services(api, RecordingNotifier(), RecordingMeasurer())
-    reconcile_once(services, api.snapshot(), Observed(), at(0))
-    resource = parse_resource(api.body)
-    ready = Observed(deployment=deployment(resource), service=service(resource))
-    reconcile_once(services, api.snapshot(), ready, at(1))
-    assert api.body["status"]["lastGoodVersion"] == "v1"
-    api.writes.clear()
-    api.events.clear()
-    return api, services
+class Bed:
+    """One resource, its API, and the operator's memory of it across reconciles."""
 
+    def __init__(self) -> None:
+        versions = {"v1": "registry.example/m:1", "v2": "registry.example/m:2", "v3": "r/m:3"}
+        self.api = RecordingCluster.holding(body(versions=versions))
+        self.notifier = RecordingNotifier()
+        self.services = Services(self.api, self.notifier, RecordingMeasurer())
+        self.memory = Memory()
 
-def crashing_v2(api: RecordingCluster) -> Observed:
-    resource = parse_resource(api.body)
-    crash = PodState(
-        name="m-2-a",
-        owner="m",
-        template_hash=digest(resource, "v2"),
-        created_at=at(2),
-        containers=(ContainerState(name="model", waiting_reason="CrashLoopBackOff"),),
-    )
-    return Observed(
-        deployment=deployment(resource, "v2", ready=0, old=2),
-        service=service(resource),
-        pods=(crash,),
-    )
+    def reconcile(self, observed: Observed, seconds: float) -> float | None:
+        return reconcile_once(
+            self.services, self.api.snapshot(), observed, at(seconds), self.memory
+        )
+
+    def serving_v1(self) -> Bed:
+        self.reconcile(Observed(), 0)
+        self.reconcile(self.v1(), 1)
+        self.reconcile(self.v1(), 1.5)  # clears the outbox
+        assert self.api.body["status"]["lastGoodVersion"] == "v1"
+        assert self.api.body["status"]["outbox"] == []
+        self.api.writes.clear()
+        self.api.events.clear()
+        return self
+
+    def v1(self) -> Observed:
+        resource = parse_resource(self.api.body)
+        return Observed(deployment=deployment(resource, "v1"), service=service(resource))
+
+    def crashing_v2(self) -> Observed:
+        resource = parse_resource(self.api.body)
+        crash = PodState(
+            name="m-2-a",
+            owner="m",
+            template_hash=digest(resource, "v2"),
+            created_at=at(10),
+            controller_uid=RS_UID,
+            containers=(ContainerState(name="model", waiting_reason="CrashLoopBackOff"),),
+        )
+        return Observed(
+            deployment=deployment(resource, "v2", ready=0, old=2),
+            service=service(resource),
+            pods=(crash,),
+            replica_sets=OURS,
+        )
+
+    def kinds(self) -> list[str]:
+        return [kind for kind, _ in self.api.writes]
+
+    def condition(self, type_: str) -> tuple[str, str]:
+        found = next(k for k in self.api.body["status"]["conditions"] if k["type"] == type_)
+        return found["status"], found["reason"]
 
 
 def test_a_failure_is_written_to_status_before_the_conditional_revert() -> None:
-    api, services = serving_v1()
-    api.edit_spec(activeVersion="v2")
-    reconcile_once(services, api.snapshot(), crashing_v2(api), at(3))
-    kinds = [kind for kind, _ in api.writes]
-    assert kinds[:2] == ["status", "spec"]
-    assert api.body["spec"]["activeVersion"] == "v1"
-    assert [e.reason for e in api.events] == ["RolloutStarted", "RolloutFailed", "RolledBack"]
-    assert ("m", "RolloutFailed") in services.notifier.sent  # type: ignore[attr-defined]
+    bed = Bed().serving_v1()
+    bed.api.edit_spec(activeVersion="v2")
+    bed.reconcile(bed.crashing_v2(), 10)
+    assert bed.kinds()[:2] == ["status", "spec"]
+    status = bed.api.body["status"]
+    assert status["versions"][-1]["state"] == "Failed"
+    assert [n["reason"] for n in status["outbox"]] == ["RolloutStarted", "RolloutFailed"]
+    assert bed.api.body["spec"]["activeVersion"] == "v1"
+    assert [e.reason for e in bed.api.events] == ["RolloutStarted", "RolloutFailed"]
+    assert ("m", "RolloutFailed") in bed.notifier.sent
+
+
+def test_rolled_back_is_said_once_the_spec_is_seen_to_name_the_target() -> None:
+    bed = Bed().serving_v1()
+    bed.api.edit_spec(activeVersion="v2")
+    bed.reconcile(bed.crashing_v2(), 10)
+    assert bed.condition(c.ROLLED_BACK)[0] == "False"
+    bed.reconcile(bed.v1(), 11)
+    assert bed.condition(c.ROLLED_BACK) == ("True", "CrashLoopBackOff")
+    assert len(bed.api.body["status"]["reverts"]) == 1
+    assert "RolledBack" in [e.reason for e in bed.api.events]
+
+
+def test_delivered_notices_leave_the_outbox_and_nothing_more_is_written() -> None:
+    bed = Bed().serving_v1()
+    bed.api.edit_spec(activeVersion="v2")
+    bed.reconcile(bed.crashing_v2(), 10)
+    bed.reconcile(bed.v1(), 11)
+    bed.reconcile(bed.v1(), 12)
+    bed.reconcile(bed.v1(), 13)
+    assert bed.api.body["status"]["outbox"] == []
+    bed.api.writes.clear()
+    bed.reconcile(bed.v1(), 14)
+    assert bed.api.writes == []
+
+
+def test_after_a_restart_owed_notices_are_delivered_again_never_lost() -> None:
+    bed = Bed().serving_v1()
+    bed.api.edit_spec(activeVersion="v2")
+    bed.reconcile(bed.crashing_v2(), 10)
+    bed.memory = Memory()  # the operator restarted before the outbox was cleared
+    bed.api.events.clear()
+    bed.reconcile(bed.v1(), 11)
+    reasons = [e.reason for e in bed.api.events]
+    assert reasons[:2] == ["RolloutStarted", "RolloutFailed"]  # at least once
+    assert "RolledBack" in reasons
 
 
 def test_a_user_edit_landing_first_wins_and_no_revert_is_announced() -> None:
-    api, services = serving_v1()
-    api.edit_spec(activeVersion="v2")
-    api.before_spec_change = lambda: api.edit_spec(activeVersion="v3")
-    reconcile_once(services, api.snapshot(), crashing_v2(api), at(3))
-    assert [kind for kind, _ in api.writes][:2] == ["status", "spec refused"]
-    assert api.body["spec"]["activeVersion"] == "v3"
-    assert [e.reason for e in api.events] == ["RolloutStarted", "RolloutFailed"]
+    bed = Bed().serving_v1()
+    bed.api.edit_spec(activeVersion="v2")
+    bed.api.before_spec_change = lambda: bed.api.edit_spec(activeVersion="v3")
+    bed.reconcile(bed.crashing_v2(), 10)
+    assert bed.kinds()[:2] == ["status", "spec refused"]
+    assert bed.api.body["spec"]["activeVersion"] == "v3"
+    bed.reconcile(bed.v1(), 11)
+    reasons = [e.reason for e in bed.api.events]
+    assert "RolledBack" not in reasons
+    assert "RevertSkipped" in reasons
+    assert bed.api.body["status"].get("reverts", []) == []
+    assert bed.condition(c.ROLLED_BACK)[0] == "False"
+
+
+def test_a_denied_revert_stalls_with_the_refusers_words_and_backs_off() -> None:
+    bed = Bed().serving_v1()
+    bed.api.edit_spec(activeVersion="v2")
+    bed.api.refuse["spec"] = Refused(422, "ValidatingAdmissionPolicy 'freeze' denied request")
+    bed.reconcile(bed.crashing_v2(), 10)
+    assert bed.api.body["spec"]["activeVersion"] == "v2"
+    requeue = bed.reconcile(bed.crashing_v2(), 10.5)
+    assert bed.condition(c.STALLED) == ("True", "RevertDenied")
+    stalled = next(k for k in bed.api.body["status"]["conditions"] if k["type"] == "Stalled")
+    assert "ValidatingAdmissionPolicy 'freeze' denied request" in stalled["message"]
+    assert bed.condition(c.ROLLED_BACK)[0] == "False"
+    assert requeue is not None
+    assert 0 < requeue <= 5
+    refused_before = bed.kinds().count("refused")
+    bed.reconcile(bed.crashing_v2(), 11)  # within the backoff: no new attempt
+    assert bed.kinds().count("refused") == refused_before
+    del bed.api.refuse["spec"]
+    bed.reconcile(bed.crashing_v2(), 10 + 6)  # after it: tried again, and it lands
+    assert bed.api.body["spec"]["activeVersion"] == "v1"
+
+
+def test_a_child_the_api_refuses_stalls_with_invalid_spec_until_the_spec_changes() -> None:
+    bed = Bed()
+    bed.api.refuse["Deployment"] = Refused(
+        422, 'Deployment.apps "m" is invalid: spec.template.spec.containers[0].ports: bad'
+    )
+    bed.reconcile(Observed(), 0)
+    bed.reconcile(Observed(), 1)
+    assert bed.condition(c.STALLED) == ("True", "InvalidSpec")
+    stalled = next(k for k in bed.api.body["status"]["conditions"] if k["type"] == "Stalled")
+    assert "the API server refused the Deployment (HTTP 422)" in stalled["message"]
+    assert [e.reason for e in bed.api.events].count("InvalidSpec") == 1
+    del bed.api.refuse["Deployment"]
+    bed.api.edit_spec(replicas=3)  # the user fixes the spec: a new generation
+    bed.reconcile(Observed(), 2)
+    assert bed.condition(c.STALLED)[0] == "False"
+    assert "Deployment" in bed.api.children
+
+
+def test_a_refused_status_write_is_said_in_an_event_and_nothing_else_is_written() -> None:
+    bed = Bed()
+    bed.api.refuse["status"] = Refused(422, "status.rollout.startedAt: Invalid value")
+    requeue = bed.reconcile(Observed(), 0)
+    assert bed.kinds() == ["refused", "event"]
+    assert bed.api.events[0].reason == "StatusRefused"
+    assert requeue is not None
+    bed.reconcile(Observed(), 1)
+    assert [e.reason for e in bed.api.events] == ["StatusRefused"]  # once
 
 
 def test_a_stale_view_writes_nothing_else() -> None:
-    api, services = serving_v1()
-    api.edit_spec(activeVersion="v2")
-    stale = api.snapshot()
-    api.annotate("someone", "else")  # the object moves on before the status write
-    reconcile_once(services, stale, crashing_v2(api), at(3))
-    assert api.writes == []
-    assert api.body["spec"]["activeVersion"] == "v2"
+    bed = Bed().serving_v1()
+    bed.api.edit_spec(activeVersion="v2")
+    stale = bed.api.snapshot()
+    bed.api.annotate("someone", "else")  # the object moves on before the status write
+    reconcile_once(bed.services, stale, bed.crashing_v2(), at(10), bed.memory)
+    assert bed.api.writes == []
+    assert bed.api.body["spec"]["activeVersion"] == "v2"

@@ -9,17 +9,17 @@ import pytest
 
 from modeldeploy import constants as c
 from modeldeploy.core.decide import decide
+from modeldeploy.core.ledger import bound
 from modeldeploy.core.plan import Decision
-from modeldeploy.core.signals import Verdict, evaluate, next_deadline, pod_failure, rollout_complete
-from modeldeploy.model.observed import ContainerState, Observed, PodState
+from modeldeploy.model.observed import Observed
 from modeldeploy.model.resource import Resource
-from modeldeploy.model.spec import RolloutPolicy, SpecError
+from modeldeploy.model.spec import SpecError
+from modeldeploy.model.status import VersionRecord
 from tests.unit.builders import (
     BAD,
     at,
     condition,
     deployment,
-    digest,
     pod,
     present,
     resource,
@@ -29,139 +29,6 @@ from tests.unit.builders import (
     spec_of,
     step,
 )
-
-POLICY = RolloutPolicy(max_restarts=2, unschedulable_grace_s=60, ready_timeout_s=300)
-
-
-def bare_pod(created: float = 0, ready: bool = False, **container: Any) -> PodState:
-    return PodState(
-        name="m-new-1",
-        owner="m",
-        template_hash="h",
-        created_at=at(created),
-        ready=ready,
-        containers=(ContainerState(name="model", **container),),
-    )
-
-
-# ------------------------------------------------------------------ B5 signals
-
-
-@pytest.mark.parametrize(
-    "reason",
-    [
-        "ImagePullBackOff",
-        "ErrImagePull",
-        "InvalidImageName",
-        "CreateContainerConfigError",
-        "CreateContainerError",
-    ],
-)
-def test_waiting_reason_fails_the_pod_at_once_naming_pod_and_container(reason: str) -> None:
-    failure = pod_failure(bare_pod(waiting_reason=reason, waiting_message="boom"), POLICY, at(1))
-    assert failure is not None
-    assert failure.reason == reason
-    assert failure.message == f"pod m-new-1: container model {reason}: boom"
-
-
-@pytest.mark.parametrize(
-    ("container", "reason", "text"),
-    [
-        pytest.param(
-            {
-                "waiting_reason": "CrashLoopBackOff",
-                "restart_count": 1,
-                "last_terminated_reason": "Error",
-                "last_exit_code": 1,
-            },
-            "CrashLoopBackOff",
-            "restarted 1 time (exit 1 Error)",
-            id="crashloop",
-        ),
-        pytest.param(
-            {"restart_count": 3}, "CrashLoopBackOff", "restarted 3 times", id="restarts-above-max"
-        ),
-        pytest.param(
-            {
-                "waiting_reason": "CrashLoopBackOff",
-                "restart_count": 2,
-                "last_terminated_reason": "OOMKilled",
-                "last_exit_code": 137,
-            },
-            "OOMKilled",
-            "restarted 2 times (exit 137 OOMKilled)",
-            id="oom-killed",
-        ),
-    ],
-)
-def test_crashing_container_fails_the_pod(
-    container: dict[str, Any], reason: str, text: str
-) -> None:
-    failure = pod_failure(bare_pod(**container), POLICY, at(1))
-    assert failure is not None
-    assert failure.reason == reason
-    assert text in failure.message
-
-
-def test_restarts_up_to_max_restarts_are_tolerated() -> None:
-    assert pod_failure(bare_pod(restart_count=2), POLICY, at(1)) is None
-
-
-def test_unschedulable_fails_only_after_the_grace() -> None:
-    waiting = replace(
-        bare_pod(),
-        unschedulable_since=at(0),
-        unschedulable_message="0/3 nodes: Insufficient nvidia.com/gpu",
-    )
-    assert pod_failure(waiting, POLICY, at(59)) is None
-    assert next_deadline([waiting], POLICY, at(59)) == pytest.approx(1.05)
-    failure = pod_failure(waiting, POLICY, at(60))
-    assert failure is not None
-    assert failure.reason == "Unschedulable"
-    assert "Insufficient nvidia.com/gpu" in failure.message
-
-
-def test_not_ready_fails_only_after_the_ready_timeout() -> None:
-    loading = bare_pod(created=0)
-    assert pod_failure(loading, POLICY, at(299)) is None
-    assert next_deadline([loading], POLICY, at(100)) == pytest.approx(200.05)
-    failure = pod_failure(loading, POLICY, at(300))
-    assert failure is not None
-    assert (failure.reason, failure.message) == (
-        "ReadyTimeout",
-        "pod m-new-1: container model not Ready after 300s",
-    )
-
-
-def test_ready_pods_have_no_deadline() -> None:
-    assert next_deadline([bare_pod(ready=True)], POLICY, at(1)) is None
-
-
-def test_progress_deadline_exceeded_fails_the_rollout() -> None:
-    res = serving_v1()
-    bad = select(res, "v2")
-    observed = Observed(deployment=deployment(bad, ready=0, old=2, deadline_exceeded=True))
-    verdict = evaluate("m", spec_of(bad), observed, digest(bad), at(10))
-    assert verdict.failure is not None
-    assert verdict.failure.reason == "ProgressDeadlineExceeded"
-
-
-def test_only_pods_of_the_new_template_count() -> None:
-    res = serving_v1()
-    bad = select(res, "v2")
-    old_crashing = pod(res, "v1", waiting_reason="CrashLoopBackOff")
-    observed = Observed(deployment=deployment(bad, ready=0, old=2), pods=(old_crashing,))
-    verdict = evaluate("m", spec_of(bad), observed, digest(bad), at(10))
-    assert verdict == Verdict()
-
-
-@pytest.mark.parametrize(("ready", "old", "complete"), [(2, 0, True), (2, 1, False), (1, 0, False)])
-def test_rollout_is_complete_only_with_all_new_replicas_and_no_old_ones(
-    ready: int, old: int, complete: bool
-) -> None:
-    res = serving_v1()
-    assert rollout_complete(deployment(res, ready=ready, old=old), digest(res), 2) is complete
-
 
 # ----------------------------------------------------------- B3, B4 rollouts
 
@@ -216,7 +83,7 @@ def fail_v2(**kwargs: Any) -> tuple[Resource, Decision]:
     res = serving_v1(**kwargs)
     bad = select(res, "v2")
     bad, _ = step(bad, Observed(deployment=deployment(res)), 3)
-    crashing = pod(bad, "v2", waiting_reason="CrashLoopBackOff", restart_count=1)
+    crashing = pod(bad, "v2", waiting_reason="CrashLoopBackOff", restart_count=1, created=4)
     return step(bad, Observed(deployment=deployment(bad, ready=0, old=2), pods=(crashing,)), 5)
 
 
@@ -230,14 +97,20 @@ def test_crashloop_failure_is_recorded_then_reverted_to_last_good() -> None:
         at(5),
     )
     assert (status.history[0].version, status.history[0].outcome) == ("v2", "Failed")
-    assert condition(status, c.ROLLED_BACK) == ("True", "CrashLoopBackOff")
+    # Not yet RolledBack: that is said only once the spec names the target.
+    assert condition(status, c.ROLLED_BACK)[0] == "False"
+    assert status.reverts == ()
     intent = present(status.intent)
-    assert (intent.trigger, intent.version) == ("Automatic", "v1")
+    assert (intent.trigger, intent.version, intent.generation) == ("Automatic", "v1", 2)
     change = present(decision.spec_change)
-    assert (change.set_version, change.expect_version) == ("v1", "v2")
-    assert [e.reason for e in change.events] == ["RolledBack"]
+    assert (change.set_version, change.expect_version, change.expect_generation) == (
+        "v1",
+        "v2",
+        2,
+    )
     assert decision.deployment is None  # never re-applied
     assert [e.reason for e in decision.events] == ["RolloutFailed"]
+    assert [n.reason for n in status.outbox][-1] == "RolloutFailed"
     assert status.serving_version == "v1"
 
 
@@ -252,6 +125,9 @@ def test_the_revert_rollout_is_automatic_and_ends_rolled_back() -> None:
         "v1",
     )
     assert decision.deployment is not None
+    assert [e.reason for e in decision.events] == ["RolledBack", "RolloutStarted"]
+    assert condition(back, c.ROLLED_BACK) == ("True", "CrashLoopBackOff")
+    assert len(back.status.reverts) == 1
     back, _ = step(back, Observed(deployment=deployment(back)), 7)
     assert back.status.history[0].reason == "RolledBack"
     assert condition(back, c.READY) == ("True", "RolledBack")
@@ -262,7 +138,8 @@ def test_revert_target_failing_too_stalls_with_rollback_target_unhealthy() -> No
     res, _ = fail_v2()
     back = select(res, "v1")
     back, _ = step(back, Observed(deployment=deployment(back, "v2", ready=0, old=2)), 6)
-    crashing = pod(back, "v1", waiting_reason="CrashLoopBackOff")
+    # v1's pods were there before the revert began; one crashes again after it.
+    crashing = pod(back, "v1", waiting_reason="CrashLoopBackOff", restart_count=1)
     back, decision = step(back, Observed(deployment=deployment(back, ready=0), pods=(crashing,)), 8)
     assert decision.spec_change is None
     assert condition(back, c.STALLED) == ("True", "RollbackTargetUnhealthy")
@@ -305,7 +182,7 @@ def test_a_changed_or_removed_last_good_version_is_no_rollback_target(
     spec = resource(active="v2", versions=versions).spec
     bad = replace(res, spec=spec, generation=2)
     bad, _ = step(bad, Observed(deployment=deployment(res)), 3)
-    crashing = pod(bad, "v2", waiting_reason="CrashLoopBackOff")
+    crashing = pod(bad, "v2", waiting_reason="CrashLoopBackOff", created=4)
     bad, decision = step(bad, Observed(deployment=deployment(bad, ready=0), pods=(crashing,)), 4)
     assert decision.spec_change is None
     stalled = next(k for k in bad.status.conditions if k.type == c.STALLED)
@@ -404,7 +281,7 @@ def test_a_recorded_revert_is_reissued_after_a_crash_without_a_second_record() -
     res, first = fail_v2()  # status written, then the operator died before the spec write
     again, decision = step(res, Observed(deployment=deployment(res, "v2", ready=0, old=2)), 9)
     assert decision.spec_change == first.spec_change
-    assert len(again.status.reverts) == 1
+    assert again.status.intent == res.status.intent
     assert decision.events == ()
 
 
@@ -477,3 +354,28 @@ def test_a_thousand_versions_are_looked_up_by_name() -> None:
     assert decision.deployment is not None
     container = decision.deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "registry.example/m:999"
+
+
+def test_status_is_bounded_whatever_the_ledger_holds() -> None:
+    listed = {f"v{i}": f"r/m:{i}" for i in range(50, 100)}
+    res = serving_v1(versions={"v1": "r/m:1", **listed})
+    spec = spec_of(res)
+    failed = tuple(
+        VersionRecord(
+            name=f"gone-{i:03d}" if i < 50 else f"v{i}",
+            state="Failed",
+            template_hash="h",
+            reason="CrashLoopBackOff",
+            message="m" * 256,
+            failed_at=at(i),
+        )
+        for i in range(100)
+    )
+    status = replace(res.status, versions=(*res.status.versions, *failed))
+    bounded = bound(status, spec)
+    names = {v.name for v in bounded.versions}
+    assert {f"gone-{i:03d}" for i in range(40, 50)} <= names  # the 10 removed most recently
+    assert not any(f"gone-{i:03d}" in names for i in range(40))
+    assert sum(1 for v in bounded.versions if v.message) == 20
+    assert sum(1 for v in bounded.versions if v.reason) == 20
+    assert {v.name for v in bounded.versions if v.message} == {f"v{i}" for i in range(80, 100)}

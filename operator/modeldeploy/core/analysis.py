@@ -1,6 +1,6 @@
 """Pure metric analysis: is a Ready version also serving well? (B5, AnalysisFailed)
 
-Part of the pure core, used by `rollout.decide` once all new pods are Ready: it
+Part of the pure core, used by `decide` once all new pods are Ready: it
 says which checks are due for a measurement, folds measurements into the status
 record, and gives the verdict. It never queries anything itself; the handlers do.
 """
@@ -15,10 +15,11 @@ from modeldeploy import constants as c
 from modeldeploy.model.observed import Measurement
 from modeldeploy.model.spec import AnalysisSpec, Check
 from modeldeploy.model.status import AnalysisRecord, CheckRecord
+from modeldeploy.model.text import shorten
 from modeldeploy.model.times import format_time
 
 PASSED, FAILED, INCONCLUSIVE = c.ANALYSIS_PASSED, c.ANALYSIS_FAILED, c.ANALYSIS_INCONCLUSIVE
-RUNNING = c.ANALYSIS_RUNNING
+RUNNING, INVALID = c.ANALYSIS_RUNNING, c.ANALYSIS_INVALID
 
 
 @dataclass(frozen=True)
@@ -79,17 +80,23 @@ def queries(
 
 
 def classify(check: Check, measurement: Measurement) -> tuple[str, str]:
-    """(outcome, message) of one measurement against the check's bound."""
+    """(outcome, message) of one measurement against the check's bound.
+
+    ±Inf compares like any number (+Inf is above every max); the message names the
+    check, never its whole query, so status stays small.
+    """
+    if measurement.invalid:
+        return INVALID, shorten(f"check {check.name}: {measurement.error}")
     if measurement.value is None:
         why = measurement.error or "the query returned no data"
         outcome = FAILED if check.on_no_data == c.NO_DATA_FAIL else INCONCLUSIVE
-        return outcome, f"{why}: {check.query}"
-    value = measurement.value
+        return outcome, shorten(f"check {check.name}: {why}")
+    value, text = measurement.value, measurement.text or f"{measurement.value:g}"
     if check.max is not None and value > check.max:
-        return FAILED, f"{check.query} = {value:g}, above max {check.max:g}"
+        return FAILED, f"check {check.name} = {text}, above max {check.max:g}"
     if check.min is not None and value < check.min:
-        return FAILED, f"{check.query} = {value:g}, below min {check.min:g}"
-    return PASSED, f"{value:g} within bounds"
+        return FAILED, f"check {check.name} = {text}, below min {check.min:g}"
+    return PASSED, f"check {check.name} = {text}, within bounds"
 
 
 def fold(
@@ -110,7 +117,7 @@ def fold(
             failed=current.failed + (outcome == FAILED),
             inconclusive=current.inconclusive + (outcome == INCONCLUSIVE),
             last_outcome=outcome,
-            last_value=measurement.value,
+            last_value=measurement.text,
             last_measured_at=measurement.at,
             message=message,
         )
@@ -122,14 +129,18 @@ def fold(
 def verdict(record: AnalysisRecord, spec: AnalysisSpec, now: datetime) -> tuple[str, str]:
     """(phase, message): Failed as soon as a check fails beyond its limit; Passed only
     after the bake window when every check's latest measurement passed; never
-    promoted on missing data (Inconclusive keeps measuring)."""
+    promoted on missing data (Inconclusive keeps measuring); Invalid while a check's
+    query is one Prometheus refuses (measuring goes on, so a fixed query clears it)."""
     for check in spec.checks:
         counts = _record(record, check.name)
         if counts.failed > check.failure_limit:
-            return FAILED, (
-                f"check {check.name}: {counts.message} ({counts.failed} failed "
-                f"measurements, failureLimit {check.failure_limit})"
+            return FAILED, shorten(
+                f"{counts.message} ({counts.failed} failed measurements, "
+                f"failureLimit {check.failure_limit})"
             )
+    invalid = [k.message or k.name for k in record.checks if k.last_outcome == INVALID]
+    if invalid:
+        return INVALID, shorten("; ".join(invalid))
     if now < record.ends_at:
         return RUNNING, f"measuring until {format_time(record.ends_at)}"
     pending = [k.name for c in spec.checks if (k := _record(record, c.name)).last_outcome != PASSED]

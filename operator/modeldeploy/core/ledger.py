@@ -8,14 +8,16 @@ plus the Event that tells people about it.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from modeldeploy import constants as c
 from modeldeploy.core.conditions import set_condition
 from modeldeploy.core.plan import Event, Problem
 from modeldeploy.model.resource import Resource
 from modeldeploy.model.spec import Spec
-from modeldeploy.model.status import RolloutRecord, Status, VersionRecord
+from modeldeploy.model.status import Baseline, Revert, RolloutRecord, Status, VersionRecord
+from modeldeploy.model.text import shorten
+from modeldeploy.model.times import format_time
 
 
 def set_status_condition(
@@ -57,8 +59,14 @@ def trigger_of(status: Status, resource: Resource, version: str) -> str:
 
 
 def start_rollout(
-    status: Status, resource: Resource, spec: Spec, digest: str, now: datetime
+    status: Status,
+    resource: Resource,
+    spec: Spec,
+    digest: str,
+    baseline: tuple[Baseline, ...],
+    now: datetime,
 ) -> tuple[Status, Event]:
+    """Record the rollout of `digest` as begun, with the restart counts its pods had then."""
     version = spec.active_version
     trigger = trigger_of(status, resource, version)
     revision = max((h.revision for h in status.history), default=0) + 1
@@ -68,8 +76,10 @@ def start_rollout(
         template_hash=digest,
         trigger=trigger,
         started_at=now,
+        generation=resource.generation,
         # From the version the last rollout went to (a failed one, for a revert).
         from_version=status.rollout.version if status.rollout else status.serving_version,
+        baseline=baseline,
     )
     status = with_rollout(replace(status, intent=None), rollout, spec.rollout.history_limit)
     previous = status.version_record(version)
@@ -100,11 +110,39 @@ def start_rollout(
     )
 
 
+def record_revert(
+    status: Status, resource: Resource, failed: str, target: str, now: datetime
+) -> tuple[Status, Event]:
+    """The revert is in the spec: loop-guard entry, RolledBack condition and Event."""
+    record = status.version_record(failed)
+    reason = (record.reason if record else None) or c.REASON_ROLLED_BACK
+    detail = f": {record.message}" if record and record.message else ""
+    status = replace(
+        status, reverts=(*status.reverts, Revert(from_version=failed, to_version=target, at=now))
+    )
+    status = set_status_condition(
+        status,
+        resource,
+        c.ROLLED_BACK,
+        True,
+        reason,
+        shorten(f"reverted {failed} -> {target} at {format_time(now)}{detail}"),
+        now,
+    )
+    return status, Event(
+        "Normal",
+        c.EVENT_ROLLED_BACK,
+        f"spec.activeVersion reverted from {failed} to last good {target}: {reason}",
+    )
+
+
 def succeed(status: Status, spec: Spec, now: datetime) -> tuple[Status, Event]:
     rollout = status.rollout
     assert rollout is not None
     reason = c.REASON_ROLLED_BACK if rollout.trigger == c.TRIGGER_AUTOMATIC else c.REASON_SUCCEEDED
-    finished = replace(rollout, outcome=c.OUTCOME_SUCCEEDED, reason=reason, finished_at=now)
+    finished = replace(
+        rollout, outcome=c.OUTCOME_SUCCEEDED, reason=reason, finished_at=now, baseline=()
+    )
     status = with_rollout(status, finished, spec.rollout.history_limit)
     status = upsert_version(
         status,
@@ -132,12 +170,14 @@ def succeed(status: Status, spec: Spec, now: datetime) -> tuple[Status, Event]:
 def fail(status: Status, spec: Spec, failure: Problem, now: datetime) -> tuple[Status, Event]:
     rollout = status.rollout
     assert rollout is not None
+    failure = Problem(failure.reason, shorten(failure.message))
     finished = replace(
         rollout,
         outcome=c.OUTCOME_FAILED,
         reason=failure.reason,
         message=failure.message,
         finished_at=now,
+        baseline=(),
     )
     status = with_rollout(status, finished, spec.rollout.history_limit)
     status = upsert_version(
@@ -167,5 +207,42 @@ def supersede(status: Status, spec: Spec, now: datetime) -> Status:
         outcome=c.OUTCOME_SUPERSEDED,
         finished_at=now,
         message=f"replaced by {spec.active_version} before it finished",
+        baseline=(),
     )
     return with_rollout(status, superseded, spec.rollout.history_limit)
+
+
+def bound(status: Status, spec: Spec) -> Status:
+    """Keep status small whatever the spec's size (docs/status.md, "Size"): the ledger
+    holds the versions still in spec plus the few removed most recently, and only the
+    most recent failures and rollouts keep their reason and message (the rest keep
+    what quarantine needs: state, template hash, time)."""
+    listed = [v for v in status.versions if v.name in spec.versions]
+    removed = sorted(
+        (v for v in status.versions if v.name not in spec.versions), key=_last_seen, reverse=True
+    )
+    kept = listed + removed[:REMOVED_KEPT]
+    failed = sorted((v for v in kept if v.message), key=_last_seen, reverse=True)
+    quiet = {v.name for v in failed[MESSAGES_KEPT:]}
+    versions = tuple(
+        sorted(
+            (replace(v, message=None, reason=None) if v.name in quiet else v for v in kept),
+            key=lambda v: v.name,
+        )
+    )
+    history = tuple(
+        h if index < MESSAGES_KEPT or h.message is None else replace(h, message=None)
+        for index, h in enumerate(status.history)
+    )
+    if versions == status.versions and history == status.history:
+        return status
+    return replace(status, versions=versions, history=history)
+
+
+REMOVED_KEPT = 10  # ledger entries kept for versions no longer in spec
+MESSAGES_KEPT = 20  # ledger and history entries that keep their message
+
+
+def _last_seen(record: VersionRecord) -> datetime:
+    times = [t for t in (record.failed_at, record.last_available_at) if t is not None]
+    return max(times, default=datetime.min.replace(tzinfo=UTC))

@@ -6,11 +6,12 @@ its status, children and `SpecChange`; Events and webhooks carry its `Event`s.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from modeldeploy.core.analysis import Query
 from modeldeploy.model.spec import JSON
-from modeldeploy.model.status import Status
+from modeldeploy.model.status import Notice, Status
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,13 @@ class Event:
     type: str  # Normal or Warning
     reason: str
     message: str
+    key: str = ""  # identity of an owed Event (its outbox entry): the same on every attempt
+
+
+def event_id(uid: str, event: Event) -> str:
+    """16 hex characters naming an owed Event of resource `uid`, stable across attempts:
+    the Event object's name suffix and the webhook payload's `id`."""
+    return hashlib.sha256(f"{uid}\0{event.key}".encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -33,9 +41,11 @@ class SpecChange:
     """A write to the resource itself, made only after the status recording it."""
 
     set_version: str | None  # the new spec.activeVersion, if any
-    expect_version: str | None  # apply only while the spec still names this version
+    # Apply only while the spec is still the one the decision was about: this version,
+    # at this generation (a user's edit in between wins).
+    expect_version: str | None
+    expect_generation: int | None = None
     remove_retry: bool = False
-    events: tuple[Event, ...] = ()  # posted once the change applied
 
 
 @dataclass(frozen=True)
@@ -44,7 +54,12 @@ class Decision:
     status_changed: bool
     deployment: JSON | None = None  # apply this; None leaves the Deployment alone
     service: JSON | None = None
-    events: tuple[Event, ...] = ()  # posted after the status write
     spec_change: SpecChange | None = None
     requeue_after: float | None = None  # seconds until the next deadline to check
     queries: tuple[Query, ...] = ()  # analysis measurements due now
+    events: tuple[Event, ...] = ()  # what this decision adds to the outbox
+
+    @property
+    def notices(self) -> tuple[Notice, ...]:
+        """Events and webhooks owed: delivered after the status that holds them is written."""
+        return self.status.outbox

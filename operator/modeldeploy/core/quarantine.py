@@ -2,8 +2,8 @@
 revert to the last good version when that is safe, else say why not (a stall).
 
 Part of the pure core, above the ledger: it decides the revert and records it in
-status (intent, loop-guard entry, RolledBack condition) before the handlers make
-the conditional spec write the `SpecChange` describes.
+status as an intent before the handlers make the conditional spec write the
+`SpecChange` describes; a refused revert is retried with backoff (RevertDenied).
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from modeldeploy import constants as c
-from modeldeploy.core.ledger import set_status_condition
+from modeldeploy.core import ledger
 from modeldeploy.core.plan import Event, Problem, SpecChange
 from modeldeploy.core.render import template_hash
+from modeldeploy.model.observed import Refusal
 from modeldeploy.model.resource import Resource
 from modeldeploy.model.spec import Spec
 from modeldeploy.model.status import Intent, Revert, Status, VersionRecord
+from modeldeploy.model.text import shorten
 from modeldeploy.model.times import format_time
 
 
@@ -59,9 +61,18 @@ def recent_reverts(status: Status, now: datetime) -> tuple[Revert, ...]:
 
 
 def handle_quarantined(
-    status: Status, resource: Resource, spec: Spec, just_failed: bool, now: datetime
+    status: Status,
+    resource: Resource,
+    spec: Spec,
+    just_failed: bool,
+    refusal: Refusal | None,
+    now: datetime,
 ) -> Outcome:
-    """The active version is recorded Failed: never roll it out; revert if we may."""
+    """The active version is recorded Failed: never roll it out; revert if we may.
+
+    The revert is recorded as an intent in status first; the RolledBack condition
+    and Event come only when the spec is seen to name the target (ledger.start_rollout).
+    """
     version = spec.active_version
     record = status.version_record(version)
     assert record is not None
@@ -78,14 +89,48 @@ def handle_quarantined(
         return Outcome(
             status, stall=Problem(reason, f"{version} failed ({_why(record)}); {why_not}")
         )
-    change = _revert_change(version, target, record)
+    change = SpecChange(
+        set_version=target, expect_version=version, expect_generation=resource.generation
+    )
     if _revert_recorded(status, resource, version):
-        return Outcome(status, spec_change=change)  # recorded before a restart; finish the write
+        # Recorded before a restart or before a refusal: make (or retry) the write.
+        if refusal is not None and not retry_due(refusal, now):
+            return Outcome(status, stall=_denied(refusal, version, target))
+        return Outcome(status, spec_change=change)
     loop = _revert_loop(status, version)
     if loop is not None:
         return Outcome(status, stall=loop)
     events = () if just_failed else (_quarantine_event(resource, version, record),)
-    return Outcome(_record_revert(status, resource, record, target, now), None, change, events)
+    intent = Intent(
+        trigger=c.TRIGGER_AUTOMATIC,
+        version=target,
+        generation=resource.generation,
+        from_version=version,
+        at=now,
+    )
+    return Outcome(replace(status, intent=intent), None, change, events)
+
+
+REVERT_BACKOFF_S = (5, 10, 20, 40, 80, 160, 300)
+
+
+def retry_due(refusal: Refusal, now: datetime) -> bool:
+    """Whether a refused write may be tried again: backing off, up to 5 minutes apart."""
+    return now >= refusal.at + timedelta(seconds=retry_delay_s(refusal))
+
+
+def retry_delay_s(refusal: Refusal) -> int:
+    return REVERT_BACKOFF_S[min(refusal.attempts, len(REVERT_BACKOFF_S)) - 1]
+
+
+def _denied(refusal: Refusal, version: str, target: str) -> Problem:
+    return Problem(
+        c.REASON_REVERT_DENIED,
+        shorten(
+            f"the revert {version} -> {target} was refused (HTTP {refusal.code}): "
+            f"{refusal.message}; retrying in up to {retry_delay_s(refusal)}s"
+        ),
+    )
 
 
 def _why(record: VersionRecord) -> str:
@@ -97,13 +142,15 @@ def _no_revert(status: Status, spec: Spec, version: str, record: VersionRecord) 
     if not spec.rollout.auto_rollback:
         return Problem(
             c.REASON_AUTO_ROLLBACK_DISABLED,
-            f"{version} failed ({_why(record)}); autoRollback is off",
+            shorten(f"{version} failed ({_why(record)}); autoRollback is off"),
         )
     rollout = status.rollout
     if rollout and rollout.version == version and rollout.trigger == c.TRIGGER_AUTOMATIC:
         return Problem(
             c.REASON_TARGET_UNHEALTHY,
-            f"revert target {version} failed too ({_why(record)}); no further automatic action",
+            shorten(
+                f"revert target {version} failed too ({_why(record)}); no further automatic action"
+            ),
         )
     return None
 
@@ -129,15 +176,6 @@ def _revert_loop(status: Status, version: str) -> Problem | None:
     )
 
 
-def _revert_change(version: str, target: str, record: VersionRecord) -> SpecChange:
-    revert_event = Event(
-        "Normal",
-        c.EVENT_ROLLED_BACK,
-        f"spec.activeVersion reverted from {version} to last good {target}: {record.reason}",
-    )
-    return SpecChange(set_version=target, expect_version=version, events=(revert_event,))
-
-
 def _quarantine_event(resource: Resource, version: str, record: VersionRecord) -> Event:
     failed_at = format_time(record.failed_at) if record.failed_at else "an earlier rollout"
     return Event(
@@ -150,28 +188,30 @@ def _quarantine_event(resource: Resource, version: str, record: VersionRecord) -
     )
 
 
-def _record_revert(
-    status: Status, resource: Resource, record: VersionRecord, target: str, now: datetime
-) -> Status:
-    """Intent, loop-guard entry and RolledBack condition, written before the spec change."""
-    version = record.name
-    status = replace(
-        status,
-        intent=Intent(
-            trigger=c.TRIGGER_AUTOMATIC,
-            version=target,
-            generation=resource.generation,
-            from_version=version,
-            at=now,
-        ),
-        reverts=(*status.reverts, Revert(from_version=version, to_version=target, at=now)),
+def settle_intent(status: Status, resource: Resource, spec: Spec, now: datetime) -> Outcome:
+    """What became of an automatic revert the operator wrote.
+
+    The spec names the target at a later generation: the revert happened; record it
+    (loop guard, RolledBack, Event) once. The spec names something else: a user's
+    edit came first; their choice stands, and the skipped revert is said once and
+    never counted as one.
+    """
+    intent = status.intent
+    if (
+        intent is None
+        or intent.trigger != c.TRIGGER_AUTOMATIC
+        or intent.applied
+        or resource.generation <= intent.generation
+    ):
+        return Outcome(status)
+    if spec.active_version == intent.version:
+        failed = intent.from_version or "?"
+        status, reverted = ledger.record_revert(status, resource, failed, intent.version, now)
+        return Outcome(replace(status, intent=replace(intent, applied=True)), events=(reverted,))
+    skipped = Event(
+        "Normal",
+        c.EVENT_REVERT_SKIPPED,
+        f"the spec changed to {spec.active_version} before the revert of {intent.from_version} "
+        f"to {intent.version}; the newer spec stands",
     )
-    return set_status_condition(
-        status,
-        resource,
-        c.ROLLED_BACK,
-        True,
-        record.reason or c.REASON_ROLLED_BACK,
-        f"reverted {version} -> {target} at {format_time(now)}: {record.message}",
-        now,
-    )
+    return Outcome(replace(status, intent=None), events=(skipped,))

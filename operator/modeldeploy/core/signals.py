@@ -1,12 +1,16 @@
-"""Failure signals and deadlines of a rollout (B5): failed, finished, or when to look again.
+"""Failure signals of one rollout (B5), judged only on evidence that appeared after it began.
 
-Part of the pure core, below the failure handling: it reads the observed pods and
-Deployment of the template being rolled out and never the status, so the same
-evidence always gives the same verdict.
+Part of the pure core, below the failure handling. Which signal counts from when is
+docs/signals.md: restarts count from the baseline taken when the rollout began,
+a pod's waiting reason counts once its container failed again after the start,
+ready and unschedulable timeouts count from the later of the pod's and the
+rollout's start, the Deployment's conditions count when stated after the start.
+Only pods whose ReplicaSet our Deployment controls are looked at.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -14,6 +18,13 @@ from modeldeploy import constants as c
 from modeldeploy.core.plan import Problem
 from modeldeploy.model.observed import ChildState, ContainerState, Observed, PodState
 from modeldeploy.model.spec import RolloutPolicy, Spec
+from modeldeploy.model.status import Baseline, RolloutRecord
+from modeldeploy.model.text import shorten
+
+# The Deployment controller reports FailedCreate at once even for what clears by
+# itself (a new namespace's ServiceAccount not created yet); a quota, LimitRange or
+# Pod Security refusal is still there after this long.
+REPLICA_FAILURE_GRACE_S = 5
 
 
 @dataclass(frozen=True)
@@ -25,29 +36,98 @@ class Verdict:
     wake_in_s: float | None = None  # None: only a watch event can change the verdict
 
 
-def pod_deadline(pod: PodState, policy: RolloutPolicy, now: datetime) -> datetime | None:
-    """When a pod that is not Ready yet fails: its unschedulable grace or its ready timeout."""
+@dataclass(frozen=True)
+class Window:
+    """When the rollout began (to the second: Kubernetes' own times are whole seconds)
+    and the restart counts its pods already had then."""
+
+    started_at: datetime
+    restarts: Mapping[tuple[str, str], int]
+
+    @classmethod
+    def of(cls, rollout: RolloutRecord) -> Window:
+        return cls(
+            started_at=rollout.started_at.replace(microsecond=0),
+            restarts={(b.pod, b.container): b.restarts for b in rollout.baseline},
+        )
+
+    def is_new(self, pod: PodState) -> bool:
+        return pod.created_at is None or pod.created_at >= self.started_at
+
+    def restarts_since(self, pod: PodState, container: ContainerState) -> int:
+        if self.is_new(pod):
+            return container.restart_count
+        return container.restart_count - self.restarts.get((pod.name, container.name), 0)
+
+    def counts(self, stated_at: datetime | None) -> bool:
+        """A condition the Deployment controller stated at `stated_at` is new evidence."""
+        return stated_at is None or stated_at >= self.started_at
+
+
+def baseline(pods: tuple[PodState, ...]) -> tuple[Baseline, ...]:
+    """What the pods of a template had restarted before its rollout began."""
+    return tuple(
+        Baseline(pod=pod.name, container=container.name, restarts=container.restart_count)
+        for pod in sorted(pods, key=lambda p: p.name)
+        for container in pod.containers
+        if container.restart_count > 0
+    )
+
+
+def owned_pods(observed: Observed, digest: str) -> tuple[PodState, ...]:
+    """Live pods of template `digest` whose ReplicaSet our Deployment controls.
+
+    A pod anyone creates with our labels (and even our template hash) is not ours
+    and never changes a verdict.
+    """
+    deployment = observed.deployment
+    if deployment is None:
+        return ()
+    ours = {rs.uid for rs in observed.replica_sets if rs.controller_uid == deployment.uid}
+    return tuple(
+        sorted(
+            (
+                p
+                for p in observed.pods
+                if p.template_hash == digest and not p.deleting and p.controller_uid in ours
+            ),
+            key=lambda p: p.name,
+        )
+    )
+
+
+def pod_deadline(pod: PodState, policy: RolloutPolicy, window: Window) -> datetime | None:
+    """When a pod that is not Ready fails: its unschedulable grace or its ready timeout,
+    each counted from no earlier than the rollout's start (a readiness blip of a pod
+    that was Ready counts from the blip)."""
     if pod.unschedulable_since is not None:
-        return pod.unschedulable_since + timedelta(seconds=policy.unschedulable_grace_s)
+        since = max(pod.unschedulable_since, window.started_at)
+        return since + timedelta(seconds=policy.unschedulable_grace_s)
     if pod.ready:
         return None
-    return (pod.created_at or now) + timedelta(seconds=policy.ready_timeout_s)
+    # Not Ready since the latest of: its creation, its last readiness change, the start.
+    since = max(t for t in (pod.created_at, pod.ready_since, window.started_at) if t is not None)
+    return since + timedelta(seconds=policy.ready_timeout_s)
 
 
-def pod_failure(pod: PodState, policy: RolloutPolicy, now: datetime) -> Problem | None:
-    """The first failure signal a pod of the new template shows, if any."""
+def pod_failure(
+    pod: PodState, policy: RolloutPolicy, window: Window, now: datetime
+) -> Problem | None:
+    """The first failure signal a pod of the new template shows since the rollout began."""
     for container in pod.containers:
-        failure = _container_failure(pod.name, container, policy)
+        failure = _container_failure(pod, container, policy, window)
         if failure is not None:
             return failure
-    deadline = pod_deadline(pod, policy, now)
+    deadline = pod_deadline(pod, policy, window)
     if deadline is None or now < deadline:
         return None
     if pod.unschedulable_since is not None:
         return Problem(
             c.REASON_UNSCHEDULABLE,
-            f"pod {pod.name}: unschedulable for {policy.unschedulable_grace_s}s: "
-            f"{pod.unschedulable_message or 'no node fits'}",
+            shorten(
+                f"pod {pod.name}: unschedulable for {policy.unschedulable_grace_s}s: "
+                f"{pod.unschedulable_message or 'no node fits'}"
+            ),
         )
     return Problem(
         c.REASON_NOT_READY,
@@ -56,22 +136,28 @@ def pod_failure(pod: PodState, policy: RolloutPolicy, now: datetime) -> Problem 
 
 
 def _container_failure(
-    pod: str, container: ContainerState, policy: RolloutPolicy
+    pod: PodState, container: ContainerState, policy: RolloutPolicy, window: Window
 ) -> Problem | None:
-    where = f"pod {pod}: container {container.name}"
-    if container.waiting_reason in c.WAITING_FAILURES:
+    where = f"pod {pod.name}: container {container.name}"
+    restarts = window.restarts_since(pod, container)
+    # A pod that was there before the rollout counts only once it fails again after it.
+    fresh = window.is_new(pod) or restarts > 0
+    if container.waiting_reason in c.WAITING_FAILURES and fresh:
         detail = f": {container.waiting_message}" if container.waiting_message else ""
-        return Problem(container.waiting_reason, f"{where} {container.waiting_reason}{detail}")
-    crashing = container.waiting_reason == c.REASON_CRASH_LOOP
-    if not crashing and container.restart_count <= policy.max_restarts:
+        return Problem(
+            container.waiting_reason, shorten(f"{where} {container.waiting_reason}{detail}")
+        )
+    crashing = container.waiting_reason == c.REASON_CRASH_LOOP and fresh
+    if not crashing and restarts <= policy.max_restarts:
         return None
     last = ""
     if container.last_terminated_reason:
         last = f" (exit {container.last_exit_code} {container.last_terminated_reason})"
     oom = container.last_terminated_reason == c.REASON_OOM_KILLED
+    since = "" if window.is_new(pod) else " since the rollout began"
     return Problem(
         c.REASON_OOM_KILLED if oom else c.REASON_CRASH_LOOP,
-        f"{where} restarted {_times(container.restart_count)}{last}",
+        f"{where} restarted {_times(restarts)}{since}{last}",
     )
 
 
@@ -79,9 +165,11 @@ def _times(count: int) -> str:
     return f"{count} time" if count == 1 else f"{count} times"
 
 
-def next_deadline(pods: list[PodState], policy: RolloutPolicy, now: datetime) -> float | None:
+def next_deadline(
+    pods: tuple[PodState, ...], policy: RolloutPolicy, window: Window, now: datetime
+) -> float | None:
     """Seconds until the earliest pod deadline (ready timeout, unschedulable grace)."""
-    deadlines = [d for pod in pods if (d := pod_deadline(pod, policy, now)) is not None]
+    deadlines = [d for pod in pods if (d := pod_deadline(pod, policy, window)) is not None]
     if not deadlines:
         return None
     return max(0.0, (min(deadlines) - now).total_seconds()) + 0.05
@@ -99,36 +187,51 @@ def rollout_complete(deployment: ChildState | None, digest: str, replicas: int) 
     )
 
 
-def _deadline_exceeded(
-    name: str, spec: Spec, deployment: ChildState | None, digest: str
-) -> Problem | None:
+def deployment_failure(
+    name: str, spec: Spec, deployment: ChildState | None, digest: str, window: Window, now: datetime
+) -> tuple[Problem | None, float | None]:
+    """The Deployment controller's own verdicts on this template, stated since the start:
+    a progress deadline, or pods it may not create (quota, LimitRange, admission).
+    Also the seconds until a fresh ReplicaFailure has lasted its grace."""
     if (
         deployment is None
         or deployment.template_hash != digest
         or deployment.observed_generation < deployment.generation
-        or not deployment.progress_deadline_exceeded
     ):
-        return None
+        return None, None
+    stuck = deployment.progress_deadline
+    if stuck is not None and window.counts(stuck.since):
+        return Problem(
+            c.REASON_PROGRESS_DEADLINE,
+            f"deployment {name}: no progress within {spec.rollout.progress_deadline_s}s "
+            f"({deployment.available_replicas}/{spec.replicas} available)",
+        ), None
+    failure = deployment.replica_failure
+    if failure is None or not window.counts(failure.since):
+        return None, None
+    since = failure.since or now
+    lasted = (now - since).total_seconds()
+    if lasted < REPLICA_FAILURE_GRACE_S:
+        return None, REPLICA_FAILURE_GRACE_S - lasted + 0.05
     return Problem(
-        c.REASON_PROGRESS_DEADLINE,
-        f"deployment {name}: no progress within {spec.rollout.progress_deadline_s}s "
-        f"({deployment.available_replicas}/{spec.replicas} available)",
-    )
+        failure.reason, shorten(f"deployment {name}: {failure.reason}: {failure.message}")
+    ), None
 
 
-def evaluate(name: str, spec: Spec, observed: Observed, digest: str, now: datetime) -> Verdict:
-    """The verdict on the rollout of template `digest` from what the cluster shows now."""
-    pods = sorted(
-        (p for p in observed.pods if p.template_hash == digest and not p.deleting),
-        key=lambda p: p.name,
-    )
+def evaluate(
+    name: str, spec: Spec, observed: Observed, rollout: RolloutRecord, now: datetime
+) -> Verdict:
+    """The verdict on `rollout` from what the cluster shows now."""
+    digest, window = rollout.template_hash, Window.of(rollout)
+    pods = owned_pods(observed, digest)
     for pod in pods:
-        failure = pod_failure(pod, spec.rollout, now)
+        failure = pod_failure(pod, spec.rollout, window, now)
         if failure:
             return Verdict(failure=failure)
-    failure = _deadline_exceeded(name, spec, observed.deployment, digest)
+    failure, wake = deployment_failure(name, spec, observed.deployment, digest, window, now)
     if failure:
         return Verdict(failure=failure)
     if rollout_complete(observed.deployment, digest, spec.replicas):
         return Verdict(complete=True)
-    return Verdict(wake_in_s=next_deadline(pods, spec.rollout, now))
+    deadlines = [s for s in (next_deadline(pods, spec.rollout, window, now), wake) if s is not None]
+    return Verdict(wake_in_s=min(deadlines, default=None))

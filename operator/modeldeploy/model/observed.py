@@ -34,7 +34,9 @@ class PodState:
     owner: str  # the ModelDeployment it serves (LABEL_NAME)
     template_hash: str | None
     created_at: datetime | None
+    controller_uid: str | None = None  # its ReplicaSet
     ready: bool = False
+    ready_since: datetime | None = None  # when Ready last changed (lastTransitionTime)
     deleting: bool = False
     containers: tuple[ContainerState, ...] = ()
     unschedulable_since: datetime | None = None
@@ -55,18 +57,55 @@ class ChildState:
     updated_replicas: int = 0
     ready_replicas: int = 0
     available_replicas: int = 0
-    progress_deadline_exceeded: bool = False
+    uid: str = ""
+    # The Deployment controller's verdicts, with when it said so (whole seconds).
+    progress_deadline: DeploymentCondition | None = None  # ProgressDeadlineExceeded
+    replica_failure: DeploymentCondition | None = None  # ReplicaFailure=True (FailedCreate)
+
+    @property
+    def progress_deadline_exceeded(self) -> bool:
+        return self.progress_deadline is not None
+
+
+@dataclass(frozen=True)
+class DeploymentCondition:
+    reason: str
+    message: str
+    since: datetime | None  # lastTransitionTime
+
+
+@dataclass(frozen=True)
+class ReplicaSetState:
+    """Which Deployment controls a ReplicaSet: how a pod is traced to its owner."""
+
+    uid: str
+    controller_uid: str | None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The API server (or admission) refused a write; its own words, and when to retry."""
+
+    action: str  # "apply Deployment", "apply Service", "revert"
+    generation: int  # of the resource when it was refused
+    code: int
+    message: str
+    at: datetime
+    attempts: int = 1
 
 
 @dataclass(frozen=True)
 class Measurement:
-    """One analysis query's answer: a value, or None with why (no data, unreachable)."""
+    """One analysis query's answer: a value, or None with why (no data, unreachable,
+    or an invalid query the user must fix)."""
 
     check: str
     template_hash: str
     at: datetime
     value: float | None = None
+    text: str | None = None  # the value as Prometheus wrote it ("0.02", "+Inf", "NaN")
     error: str | None = None
+    invalid: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,7 +113,10 @@ class Observed:
     deployment: ChildState | None = None
     service: ChildState | None = None
     pods: tuple[PodState, ...] = ()
+    replica_sets: tuple[ReplicaSetState, ...] = ()
     measurements: tuple[Measurement, ...] = ()
+    refusals: tuple[Refusal, ...] = ()  # what the API refused lately (kept in memory)
+    delivered: frozenset[tuple[str, str, datetime]] = frozenset()  # Notice keys sent
 
 
 def _controller_uid(meta: Mapping[str, Any]) -> str | None:
@@ -88,9 +130,12 @@ def parse_child(body: Mapping[str, Any]) -> ChildState:
     """A Deployment or Service body, trimmed to what decisions read."""
     meta = body.get("metadata") or {}
     status = body.get("status") or {}
-    conditions = status.get("conditions") or ()
+    conditions = {k.get("type"): k for k in status.get("conditions") or ()}
+    progressing = conditions.get("Progressing") or {}
+    failure = conditions.get("ReplicaFailure") or {}
     return ChildState(
         name=meta.get("name", ""),
+        uid=meta.get("uid", ""),
         controller_uid=_controller_uid(meta),
         spec=dict(body.get("spec") or {}),
         template_hash=(meta.get("annotations") or {}).get(c.ANNOTATION_TEMPLATE_HASH),
@@ -100,11 +145,26 @@ def parse_child(body: Mapping[str, Any]) -> ChildState:
         updated_replicas=int(status.get("updatedReplicas", 0)),
         ready_replicas=int(status.get("readyReplicas", 0)),
         available_replicas=int(status.get("availableReplicas", 0)),
-        progress_deadline_exceeded=any(
-            k.get("type") == "Progressing" and k.get("reason") == c.REASON_PROGRESS_DEADLINE
-            for k in conditions
-        ),
+        progress_deadline=_condition(progressing, "lastUpdateTime")
+        if progressing.get("reason") == c.REASON_PROGRESS_DEADLINE
+        else None,
+        replica_failure=_condition(failure, "lastTransitionTime")
+        if failure.get("status") == "True"
+        else None,
     )
+
+
+def _condition(raw: Mapping[str, Any], stated: str) -> DeploymentCondition:
+    return DeploymentCondition(
+        reason=raw.get("reason") or raw.get("type") or "",
+        message=raw.get("message") or "",
+        since=parse_time(raw.get(stated) or raw.get("lastTransitionTime")),
+    )
+
+
+def parse_replica_set(body: Mapping[str, Any]) -> ReplicaSetState:
+    meta = body.get("metadata") or {}
+    return ReplicaSetState(uid=meta.get("uid", ""), controller_uid=_controller_uid(meta))
 
 
 def _container(raw: Mapping[str, Any]) -> ContainerState:
@@ -136,7 +196,9 @@ def parse_pod(body: Mapping[str, Any]) -> PodState:
         owner=labels.get(c.LABEL_NAME, ""),
         template_hash=labels.get(c.LABEL_TEMPLATE_HASH),
         created_at=parse_time(meta.get("creationTimestamp")),
+        controller_uid=_controller_uid(meta),
         ready=(conditions.get("Ready") or {}).get("status") == "True",
+        ready_since=parse_time((conditions.get("Ready") or {}).get("lastTransitionTime")),
         deleting=bool(meta.get("deletionTimestamp")),
         containers=tuple(_container(raw) for raw in status.get("containerStatuses") or ()),
         unschedulable_since=parse_time(scheduled.get("lastTransitionTime"))

@@ -41,6 +41,15 @@ class VersionRecord:
 
 
 @dataclass(frozen=True)
+class Baseline:
+    """A container's restart count when the rollout began: only restarts after it count."""
+
+    pod: str
+    container: str
+    restarts: int
+
+
+@dataclass(frozen=True)
 class RolloutRecord:
     """The rollout in progress or the last one; its times survive restarts (B3)."""
 
@@ -49,11 +58,14 @@ class RolloutRecord:
     template_hash: str
     trigger: str
     started_at: datetime
+    generation: int | None = None  # of the spec that started it (what `wait` judges)
     from_version: str | None = None
     outcome: str = c.OUTCOME_PROGRESSING
     reason: str | None = None
     message: str | None = None
     finished_at: datetime | None = None
+    # Pods of this template that had restarted before it began (a revert's old pods).
+    baseline: tuple[Baseline, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,7 @@ class Intent:
     generation: int
     from_version: str | None = None
     at: datetime | None = None
+    applied: bool | None = None  # seen in the spec (and recorded as a revert)
 
 
 @dataclass(frozen=True)
@@ -75,8 +88,8 @@ class CheckRecord:
     passed: int = 0
     failed: int = 0
     inconclusive: int = 0
-    last_outcome: str | None = None  # Passed, Failed or Inconclusive
-    last_value: float | None = None
+    last_outcome: str | None = None  # Passed, Failed, Inconclusive or Invalid
+    last_value: str | None = None  # as Prometheus wrote it: "0.02", "+Inf", "NaN"
     last_measured_at: datetime | None = None
     message: str | None = None
 
@@ -101,6 +114,21 @@ class Revert:
 
 
 @dataclass(frozen=True)
+class Notice:
+    """An Event (and webhook) owed: written with the status change it reports, removed
+    once delivered, so a crash in between re-sends it instead of losing it."""
+
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+    at: datetime
+
+    @property
+    def key(self) -> tuple[str, str, datetime]:
+        return self.reason, self.message, self.at
+
+
+@dataclass(frozen=True)
 class Status:
     observed_generation: int = 0
     phase: str = c.PHASE_PENDING
@@ -118,6 +146,7 @@ class Status:
     readiness: str | None = None  # "ready/desired", for the printer column
     analysis: AnalysisRecord | None = None
     conditions: tuple[Condition, ...] = ()
+    outbox: tuple[Notice, ...] = ()
 
     def version_record(self, name: str) -> VersionRecord | None:
         return next((record for record in self.versions if record.name == name), None)
@@ -135,6 +164,8 @@ _NESTED: Mapping[str, type[Any]] = {
     "analysis": AnalysisRecord,
     "checks": CheckRecord,
     "conditions": Condition,
+    "baseline": Baseline,
+    "outbox": Notice,
 }
 
 

@@ -1,0 +1,64 @@
+"""Outbound requests: one deadline for the whole request, and redirects never followed.
+
+Against small servers on loopback in this process: a receiver that trickles one byte
+at a time would hold a per-read timeout for ever; it must not hold our deadline.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from modeldeploy import outbound
+
+TRICKLE_S = 20  # how long the trickling receiver keeps sending
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        if self.path == "/redirect":
+            self.send_response(302)
+            self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(TRICKLE_S * 10))
+        self.end_headers()
+        for _ in range(TRICKLE_S * 10):  # one byte every 0.1 s: each read is quick
+            self.wfile.write(b"x")
+            self.wfile.flush()
+            time.sleep(0.1)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    running = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    running.daemon_threads = True
+    threading.Thread(target=running.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{running.server_port}"
+    running.shutdown()
+    running.server_close()
+
+
+def test_a_trickling_receiver_is_cut_off_at_the_whole_request_deadline(server: str) -> None:
+    with pytest.raises(outbound.OutboundError, match="no answer within the deadline"):
+        outbound.request("GET", f"{server}/trickle", deadline_s=1.0)
+
+
+def test_a_redirect_is_returned_never_followed(server: str) -> None:
+    answer = outbound.request("GET", f"{server}/redirect", deadline_s=5.0)
+    assert answer.status == 302
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "gopher://x", "http://"])
+def test_only_http_urls_are_requested(url: str) -> None:
+    with pytest.raises(outbound.OutboundError, match="not an http"):
+        outbound.request("GET", url, deadline_s=1.0)
