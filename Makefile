@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-TESTBED := $(PYTHON) deploy/local-cluster/testbed.py
+TESTBED := $(PYTHON) -m testbed
 # REAL_NODE=1: `make cluster` and `make demo` add the test bed's real node (needs root).
 REAL_NODE_FLAG := $(if $(filter 1,$(REAL_NODE)),--real-node)
 export KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
@@ -60,7 +60,7 @@ cluster-status:
 	$(TESTBED) status
 
 demo: venv
-	$(BIN)/python deploy/demo.py $(REAL_NODE_FLAG)
+	$(BIN)/python -m testbed.demo $(REAL_NODE_FLAG)
 
 $(BIN)/.bench-installed: $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'

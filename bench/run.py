@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import platform
@@ -84,14 +83,9 @@ def summary(values: list[float]) -> dict[str, float | int]:
 
 
 def load_testbed() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "testbed", ROOT / "deploy" / "local-cluster" / "testbed.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from testbed import cluster  # noqa: PLC0415 - until the benchmarks are a package
+
+    return cluster
 
 
 # ------------------------------------------------------------------- the cluster

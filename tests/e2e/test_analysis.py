@@ -7,7 +7,6 @@ AnalysisFailed; a healthy one becomes last good only after its analysis passes.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import threading
 import urllib.request
@@ -18,18 +17,12 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Operator
+from testbed.support import OperatorProcess, free_port
 from tests.e2e.helpers import Kube, model_deployment, wait_for
 
 GOOD = "registry.example/m:1"
 ERRORS = 'max(model_error_ratio{namespace="{{namespace}}",model="{{name}}",version="{{version}}"})'
 ACCURACY = 'min(model_accuracy{namespace="{{namespace}}",model="{{name}}",version="{{version}}"})'
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Exporter:
@@ -151,7 +144,7 @@ def start_on_v1(kube: Kube, exporter: Exporter, ns: str, name: str, body: dict[s
 
 
 def test_healthy_version_passes_analysis_and_becomes_last_good(
-    kube: Kube, namespace: str, operator: Operator, exporter: Exporter, prometheus: str
+    kube: Kube, namespace: str, operator: OperatorProcess, exporter: Exporter, prometheus: str
 ) -> None:
     name = "healthy"
     start_on_v1(kube, exporter, namespace, name, analysed(name, prometheus=prometheus))
@@ -179,7 +172,7 @@ def test_healthy_version_passes_analysis_and_becomes_last_good(
 def test_badly_serving_version_is_reverted_with_analysis_failed(
     kube: Kube,
     namespace: str,
-    operator: Operator,
+    operator: OperatorProcess,
     exporter: Exporter,
     prometheus: str,
     errors: float,
@@ -206,7 +199,7 @@ def test_badly_serving_version_is_reverted_with_analysis_failed(
 
 
 def test_brief_spike_within_the_failure_limit_is_tolerated(
-    kube: Kube, namespace: str, operator: Operator, exporter: Exporter, prometheus: str
+    kube: Kube, namespace: str, operator: OperatorProcess, exporter: Exporter, prometheus: str
 ) -> None:
     name = "spike"
     start_on_v1(
@@ -233,7 +226,7 @@ def test_brief_spike_within_the_failure_limit_is_tolerated(
 
 
 def test_unreachable_prometheus_is_inconclusive_then_passes_when_it_returns(
-    kube: Kube, namespace: str, operator: Operator, exporter: Exporter, tmp_path: Path
+    kube: Kube, namespace: str, operator: OperatorProcess, exporter: Exporter, tmp_path: Path
 ) -> None:
     name = "blind"
     late = Prometheus(tmp_path / "late-prometheus", exporter.address, free_port())
@@ -261,7 +254,7 @@ def test_unreachable_prometheus_is_inconclusive_then_passes_when_it_returns(
 
 
 def test_operator_restarted_mid_window_resumes_the_window(
-    kube: Kube, namespace: str, operator: Operator, exporter: Exporter, prometheus: str
+    kube: Kube, namespace: str, operator: OperatorProcess, exporter: Exporter, prometheus: str
 ) -> None:
     name = "resume"
     start_on_v1(

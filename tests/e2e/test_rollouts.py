@@ -11,7 +11,7 @@ import pytest
 from modeldeploy.kube import Cluster
 from modeldeploy.model import parse_resource
 from modeldeploy.rollout import SpecChange
-from tests.e2e.conftest import Operator
+from testbed.support import OperatorProcess
 from tests.e2e.helpers import (
     Kube,
     ReadyPodSampler,
@@ -41,7 +41,7 @@ def create_serving(
 
 
 def test_healthy_version_renders_owned_deployment_and_service(
-    kube: Kube, namespace: str, operator: Operator
+    kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     create_serving(kube, namespace, "iris", {"v1": GOOD}, "v1", replicas=3)
     body = kube.get(namespace, "iris")
@@ -78,7 +78,9 @@ def test_healthy_version_renders_owned_deployment_and_service(
 # ------------------------------------------------------- B5, B6 failure + revert
 
 
-def test_crashloop_reverts_to_last_good(kube: Kube, namespace: str, operator: Operator) -> None:
+def test_crashloop_reverts_to_last_good(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
     name, replicas = "fraud", 3
     create_serving(
         kube,
@@ -139,7 +141,12 @@ def test_crashloop_reverts_to_last_good(kube: Kube, namespace: str, operator: Op
     ],
 )
 def test_failing_version_reverts_to_last_good(
-    kube: Kube, namespace: str, operator: Operator, image: str, extra: dict[str, Any], reason: str
+    kube: Kube,
+    namespace: str,
+    operator: OperatorProcess,
+    image: str,
+    extra: dict[str, Any],
+    reason: str,
 ) -> None:
     name = "model"
     gpus = {"v2": {"limits": {"nvidia.com/gpu": 64}}} if reason == "Unschedulable" else None
@@ -157,7 +164,7 @@ def test_failing_version_reverts_to_last_good(
 
 
 def test_slowready_within_ready_timeout_is_not_reverted(
-    kube: Kube, namespace: str, operator: Operator
+    kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "slow"
     create_serving(
@@ -182,7 +189,7 @@ def test_slowready_within_ready_timeout_is_not_reverted(
 
 
 def test_first_version_failure_is_failed_without_revert(
-    kube: Kube, namespace: str, operator: Operator
+    kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "first"
     kube.create(namespace, model_deployment(name, {"v1": "registry.example/m:1-crashloop"}, "v1"))
@@ -197,7 +204,7 @@ def test_first_version_failure_is_failed_without_revert(
 
 
 def test_quarantined_version_is_refused_and_retry_rolls_it_out(
-    kube: Kube, namespace: str, operator: Operator
+    kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "quarantine"
     create_serving(
@@ -256,7 +263,7 @@ def test_quarantined_version_is_refused_and_retry_rolls_it_out(
 
 
 def test_manual_rollback_is_a_manual_rollout(
-    kube: Kube, namespace: str, operator: Operator
+    kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "manual"
     create_serving(kube, namespace, name, {"v1": GOOD, "v2": GOOD_V3}, "v1")
@@ -283,7 +290,9 @@ def test_manual_rollback_is_a_manual_rollout(
 # ------------------------------------------------- B6 the conditional revert
 
 
-def test_user_edit_racing_the_revert_wins(kube: Kube, namespace: str, operator: Operator) -> None:
+def test_user_edit_racing_the_revert_wins(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
     name = "race"
     create_serving(
         kube,
@@ -301,7 +310,7 @@ def test_user_edit_racing_the_revert_wins(kube: Kube, namespace: str, operator: 
 
 
 def test_revert_patch_applies_only_while_spec_names_the_failed_version(
-    kube: Kube, namespace: str, operator: Operator
+    kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "conditional"
     create_serving(kube, namespace, name, {"v1": GOOD, "v3": GOOD_V3}, "v1")
@@ -316,7 +325,7 @@ def test_revert_patch_applies_only_while_spec_names_the_failed_version(
 
 
 def test_operator_killed_after_bad_version_reverts_exactly_once(
-    kube: Kube, namespace: str, operator: Operator
+    kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "restart"
     create_serving(
@@ -364,7 +373,7 @@ def test_operator_killed_after_bad_version_reverts_exactly_once(
 
 
 def test_deleting_the_resource_removes_children_while_operator_stopped(
-    kube: Kube, namespace: str, operator: Operator
+    kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "gone"
     create_serving(kube, namespace, name, {"v1": GOOD}, "v1")
@@ -386,7 +395,7 @@ def test_deleting_the_resource_removes_children_while_operator_stopped(
 
 
 def test_reconciling_an_unchanged_resource_writes_nothing(
-    kube: Kube, namespace: str, operator: Operator
+    kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "steady"
     create_serving(kube, namespace, name, {"v1": GOOD}, "v1")
@@ -407,7 +416,9 @@ def test_reconciling_an_unchanged_resource_writes_nothing(
     assert operator.log().count(f"applied Deployment {namespace}/{name}") == 1
 
 
-def test_hand_edited_deployment_is_repaired(kube: Kube, namespace: str, operator: Operator) -> None:
+def test_hand_edited_deployment_is_repaired(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
     name = "drift"
     create_serving(kube, namespace, name, {"v1": GOOD}, "v1")
     kube.apps.patch_namespaced_deployment(
@@ -436,7 +447,7 @@ def test_hand_edited_deployment_is_repaired(kube: Kube, namespace: str, operator
 
 
 def test_foreign_deployment_is_left_alone_with_name_conflict(
-    kube: Kube, namespace: str, operator: Operator
+    kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "taken"
     kube.apps.create_namespaced_deployment(

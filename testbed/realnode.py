@@ -21,22 +21,22 @@ import time
 import urllib.error
 from pathlib import Path
 
-from localcluster import images
-from localcluster.processes import (
+from testbed import images
+from testbed.processes import (
     START_TIMEOUT_S,
     STATE,
     TestbedError,
     alive,
     api,
-    free_port,
     http_ok,
     log,
     running_pid,
     start,
     stop,
-    wait_for,
+    wait_for_component,
     write_kubeconfig,
 )
+from testbed.support import free_port
 
 NODE = "modeldeploy-real-node"
 LABEL_KEY, LABEL_VALUE = "modeldeploy.io/node", "real"
@@ -228,7 +228,9 @@ def start_containerd() -> None:
     config = DIR / "containerd.toml"
     config.write_text(containerd_config())
     start("containerd", ["containerd", "--config", str(config), "--log-level", "warn"])
-    wait_for("containerd's socket", lambda: ctr("version").returncode == 0, "containerd", 30)
+    wait_for_component(
+        "containerd's socket", lambda: ctr("version").returncode == 0, "containerd", 30
+    )
 
 
 def ctr(*args: str) -> subprocess.CompletedProcess[str]:
@@ -316,7 +318,7 @@ def start_kubelet(bin_dir: Path) -> None:
             "--v=1",
         ],
     )
-    wait_for(f"Node {NODE} Ready", node_ready, "kubelet", START_TIMEOUT_S)
+    wait_for_component(f"Node {NODE} Ready", node_ready, "kubelet", START_TIMEOUT_S)
 
 
 def node_ready() -> bool:
@@ -346,7 +348,7 @@ def start_kube_proxy(bin_dir: Path) -> None:
     }
     (DIR / "kube-proxy.json").write_text(json.dumps(config, indent=2))
     start("kube-proxy", [str(bin_dir / "kube-proxy"), f"--config={DIR / 'kube-proxy.json'}"])
-    wait_for("kube-proxy", lambda: http_ok(f"http://{health}/healthz"), "kube-proxy", 60)
+    wait_for_component("kube-proxy", lambda: http_ok(f"http://{health}/healthz"), "kube-proxy", 60)
 
 
 # ------------------------------------------------------------------------------ down

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The reference model server: what a ModelDeployment's pods run on a real node.
 
 Loads the model file named by MODEL_URI (a path or file:// URI written by
