@@ -8,11 +8,11 @@ TESTBED := $(PYTHON) -m testbed
 REAL_NODE_FLAG := $(if $(filter 1,$(REAL_NODE)),--real-node)
 export KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
 
-.PHONY: help venv lint fmt unit e2e test cluster cluster-down cluster-status testbed-build demo bench bench-quick clean
+.PHONY: help venv lint fmt unit integration e2e test cluster cluster-down cluster-status testbed-build demo bench bench-quick clean
 
 help:
 	@echo "make demo            start the local test bed and watch a bad version get reverted"
-	@echo "make test            lint, unit tests, e2e tests on the local test bed (what CI runs)"
+	@echo "make test            lint, unit, integration and e2e tests (what CI runs)"
 	@echo "make lint            ruff, ruff format --check, mypy --strict, import-linter"
 	@echo "make cluster         start the local test bed (builds it once, ~6 min cold)"
 	@echo "                     REAL_NODE=1 adds a real node (kubelet, containerd); also for demo"
@@ -37,15 +37,19 @@ fmt: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The tiers (tests/conftest.py): unit is the pure core; integration runs binaries
+# and subprocesses but needs no cluster; e2e runs only with --e2e. Its session
+# fixture starts the test bed if none is running and stops only what it started.
 unit: venv
 	$(BIN)/pytest tests/unit -q
 
-# The e2e session fixture starts the test bed if none is running and stops
-# only what it started.
-e2e: venv
-	$(BIN)/pytest tests/e2e -q
+integration: venv
+	$(BIN)/pytest tests/integration -q
 
-test: lint unit e2e
+e2e: venv
+	$(BIN)/pytest tests/e2e -q --e2e
+
+test: lint unit integration e2e
 
 testbed-build:
 	$(TESTBED) build
