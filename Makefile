@@ -71,10 +71,10 @@ $(BIN)/.bench-installed: $(BIN)/.installed
 	touch $@
 
 bench: $(BIN)/.bench-installed
-	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench
 
 bench-quick: $(BIN)/.bench-installed
-	$(BIN)/python bench/run.py --quick
+	$(BIN)/python -m bench --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from testbed import realnode
 from testbed.processes import (
@@ -173,7 +174,7 @@ def start_control_plane(bin_dir: Path) -> None:
     )
 
 
-def fake_node(index: int) -> dict[str, object]:
+def fake_node(index: int) -> dict[str, Any]:
     name = f"kwok-node-{index}"
     resources: dict[str, str] = {"cpu": "32", "memory": "128Gi", "pods": "110"}
     if index == 0:
