@@ -6,9 +6,13 @@ BIN := $(VENV)/bin
 TESTBED := $(PYTHON) -m testbed
 # REAL_NODE=1: `make cluster` and `make demo` add the test bed's real node (needs root).
 REAL_NODE_FLAG := $(if $(filter 1,$(REAL_NODE)),--real-node)
+# The Debian packages a goal needs (testbed/packages.py): installed when make runs as
+# root; otherwise make stops at once, naming them and the apt-get command to run.
+PACKAGES := $(PYTHON) -m testbed.packages
+REAL_NODE_PACKAGES := $(if $(filter 1,$(REAL_NODE)),real-node)
 export KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
 
-.PHONY: help venv lint fmt unit integration e2e test cluster cluster-down cluster-status testbed-build demo bench bench-quick clean
+.PHONY: help venv lint fmt unit integration e2e test cluster cluster-down cluster-status testbed-build demo bench bench-quick clean packages-integration packages-e2e packages-cluster
 
 help:
 	@echo "make demo            start the local test bed and watch a bad version get reverted"
@@ -18,6 +22,15 @@ help:
 	@echo "                     REAL_NODE=1 adds a real node (kubelet, containerd); also for demo"
 	@echo "make cluster-down    stop it;  make cluster-status: show it"
 	@echo "make bench           benchmarks (bench/results/);  make bench-quick: the same, small N"
+
+packages-integration:
+	@$(PACKAGES) tests
+
+packages-e2e:
+	@$(PACKAGES) control-plane real-node tests
+
+packages-cluster:
+	@$(PACKAGES) control-plane $(REAL_NODE_PACKAGES)
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,22 +52,23 @@ fmt: venv
 
 # The tiers (tests/conftest.py): unit is the pure core; integration runs binaries
 # and subprocesses but needs no cluster; e2e runs only with --e2e. Its session
-# fixture starts the test bed if none is running and stops only what it started.
+# fixture starts the test bed if none is running and stops only what it started;
+# a cold build (minutes) happens before pytest, in sight and outside its timeouts.
 unit: venv
 	$(BIN)/pytest tests/unit -q
 
-integration: venv
+integration: packages-integration venv
 	$(BIN)/pytest tests/integration -q
 
-e2e: venv
+e2e: packages-e2e venv testbed-build
 	$(BIN)/pytest tests/e2e -q --e2e
 
-test: lint unit integration e2e
+test: packages-e2e lint unit integration e2e
 
 testbed-build:
 	$(TESTBED) build
 
-cluster:
+cluster: packages-cluster
 	$(TESTBED) up $(REAL_NODE_FLAG)
 
 cluster-down:
@@ -63,7 +77,7 @@ cluster-down:
 cluster-status:
 	$(TESTBED) status
 
-demo: venv
+demo: packages-cluster venv
 	$(BIN)/python -m testbed.demo $(REAL_NODE_FLAG)
 
 $(BIN)/.bench-installed: $(BIN)/.installed

@@ -21,7 +21,7 @@ import time
 import urllib.error
 from pathlib import Path
 
-from testbed import images
+from testbed import images, packages
 from testbed.processes import (
     START_TIMEOUT_S,
     STATE,
@@ -63,14 +63,6 @@ DIR = STATE / "real-node"
 # Sockets need a short path (108 bytes), whatever the checkout's path is.
 RUN = Path("/run") / f"modeldeploy-{hashlib.sha256(str(STATE).encode()).hexdigest()[:8]}"
 SOCKET = RUN / "containerd.sock"
-NEEDED = {
-    "containerd": "containerd",
-    "ctr": "containerd",
-    "runc": "runc",
-    "iptables": "iptables",
-    "ip": "iproute2",
-    "debootstrap": "debootstrap",
-}
 
 
 def token_lines() -> str:
@@ -83,9 +75,7 @@ def token_lines() -> str:
 
 def preflight() -> None:
     """Everything the real node needs from the machine, named, before anything starts."""
-    missing = sorted({pkg for cmd, pkg in NEEDED.items() if shutil.which(cmd) is None})
-    if not all((CNI_BIN / plugin).exists() for plugin in ("bridge", "host-local", "loopback")):
-        missing.append("containernetworking-plugins")
+    missing = packages.missing("real-node")
     if missing:
         raise TestbedError(
             f"the real node needs Debian packages that are missing: {' '.join(missing)}"

@@ -61,7 +61,7 @@ class Prometheus:
 
     def __init__(self, workdir: Path, target: str, port: int) -> None:
         binary = shutil.which("prometheus")
-        assert binary, "prometheus is not installed (.ci/run installs Debian's package)"
+        assert binary, "prometheus is not installed (make e2e installs Debian's package as root)"
         workdir.mkdir(parents=True, exist_ok=True)
         config = workdir / "prometheus.yml"
         config.write_text(
