@@ -31,9 +31,11 @@ from bench.cluster import (
     watching,
 )
 from bench.report import percentile
-from modeldeploy.model import ChildState, Observed, parse_resource, to_json
-from modeldeploy.render import render_deployment
-from modeldeploy.rollout import decide
+from modeldeploy.core.decide import decide
+from modeldeploy.core.render import render_deployment, template_hash
+from modeldeploy.model.observed import ChildState, Observed
+from modeldeploy.model.resource import parse_resource
+from modeldeploy.model.status import to_json
 from testbed.support import OperatorProcess, wait_for
 
 
@@ -50,7 +52,9 @@ def settled_decide(versions: int) -> Callable[[], object]:
     resource = parse_resource(body)
     spec = resource.spec
     assert not isinstance(spec, Exception)
-    manifest = render_deployment(resource, spec, spec.active)
+    manifest = render_deployment(
+        resource, spec, spec.active, template_hash(resource.name, spec, spec.active)
+    )
     child = ChildState(
         name="m",
         controller_uid="u",

@@ -14,6 +14,7 @@ import kopf
 
 from modeldeploy import handlers
 from modeldeploy.kube import ConfigError, load_config
+from modeldeploy.runtime import DEFAULT_WORKERS, Options
 
 
 def positive(text: str) -> int:
@@ -53,9 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--workers",
         type=positive,
-        default=handlers.DEFAULT_WORKERS,
+        default=DEFAULT_WORKERS,
         help="resources reconciled at once (each one by one worker at a time); "
-        f"default {handlers.DEFAULT_WORKERS}",
+        f"default {DEFAULT_WORKERS}",
     )
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_args(argv)
@@ -83,10 +84,12 @@ def main(argv: list[str] | None = None) -> None:
             namespaces=list(args.namespace),
             liveness_endpoint=args.liveness or None,
             memo=kopf.Memo(
-                metrics_port=args.metrics_port,
-                webhook_url=args.webhook,
-                prometheus_url=args.prometheus,
-                workers=args.workers,
+                options=Options(
+                    workers=args.workers,
+                    metrics_port=args.metrics_port,
+                    webhook_url=args.webhook,
+                    prometheus_url=args.prometheus,
+                )
             ),
         )
     )

@@ -17,9 +17,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from modeldeploy import constants as c
-from modeldeploy.kube import Cluster, ConfigError, current_namespace, load_config
-from modeldeploy.model import JSON, Resource, Spec, SpecError, parse_resource
-from modeldeploy.render import template_hash
+from modeldeploy.core.quarantine import is_quarantined
+from modeldeploy.core.render import template_hash
+from modeldeploy.kube import ConfigError, KubeCluster, current_namespace, load_config
+from modeldeploy.model.resource import Resource, parse_resource
+from modeldeploy.model.spec import JSON, Spec, SpecError
 
 EXIT_REFUSED, EXIT_USAGE, EXIT_TIMEOUT = 1, 2, 124
 
@@ -47,12 +49,8 @@ def valid_spec(resource: Resource) -> Spec:
 def quarantined(resource: Resource, version: str) -> bool:
     """Recorded Failed with the content it has now: the operator will not roll it out."""
     spec = valid_spec(resource)
-    record = resource.status.version_record(version)
-    return bool(
-        record
-        and record.state == c.STATE_FAILED
-        and version in spec.versions
-        and record.template_hash == template_hash(resource.name, spec, spec.versions[version])
+    return version in spec.versions and is_quarantined(
+        resource.status, version, template_hash(resource.name, spec, spec.versions[version])
     )
 
 
@@ -183,7 +181,7 @@ def rollback_target(body: JSON) -> str:
     raise CliError("no earlier version ever rolled out successfully; name one with --to")
 
 
-def rollback(cluster: Cluster, body: JSON, target: str | None) -> str:
+def rollback(cluster: KubeCluster, body: JSON, target: str | None) -> str:
     resource = parse_resource(body)
     spec = valid_spec(resource)
     target = target or rollback_target(body)
@@ -213,7 +211,7 @@ def rollback(cluster: Cluster, body: JSON, target: str | None) -> str:
     )
 
 
-def retry(cluster: Cluster, body: JSON, version: str) -> str:
+def retry(cluster: KubeCluster, body: JSON, version: str) -> str:
     resource = parse_resource(body)
     spec = valid_spec(resource)
     if version not in spec.versions:
@@ -228,7 +226,7 @@ def retry(cluster: Cluster, body: JSON, version: str) -> str:
     return f"{resource.name}: retry of {version} requested{note}; the operator rolls it out"
 
 
-def wait(cluster: Cluster, namespace: str, name: str, timeout: float) -> str:
+def wait(cluster: KubeCluster, namespace: str, name: str, timeout: float) -> str:
     deadline = time.monotonic() + timeout
     while True:
         body = cluster.get(namespace, name)
@@ -284,7 +282,7 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
-def run(args: argparse.Namespace, cluster: Cluster) -> str:
+def run(args: argparse.Namespace, cluster: KubeCluster) -> str:
     namespace = args.namespace or current_namespace()
     if args.command == "wait":
         return wait(cluster, namespace, args.name, args.timeout)
@@ -309,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         load_config()
-        print(run(args, Cluster()))
+        print(run(args, KubeCluster()))
     except LookupError as error:
         print(f"Error: {error.args[0]}", file=sys.stderr)
         return EXIT_USAGE

@@ -49,7 +49,6 @@ OUTCOME_PROGRESSING: Final = "Progressing"
 OUTCOME_SUCCEEDED: Final = "Succeeded"
 OUTCOME_FAILED: Final = "Failed"
 OUTCOME_SUPERSEDED: Final = "Superseded"
-OUTCOME_REFUSED: Final = "Refused"
 
 # Version states in the ledger.
 STATE_PROGRESSING: Final = "Progressing"
@@ -76,9 +75,10 @@ REASON_ANALYSIS_FAILED: Final = "AnalysisFailed"
 
 # Condition reasons.
 REASON_AVAILABLE: Final = "Available"
+REASON_SUCCEEDED: Final = "Succeeded"  # a history entry of a rollout that completed
+REASON_REPLICAS_UNAVAILABLE: Final = "ReplicasUnavailable"
 REASON_ROLLED_BACK: Final = "RolledBack"
 REASON_ROLLOUT_IN_PROGRESS: Final = "RolloutInProgress"
-REASON_ROLLOUT_FAILED: Final = "RolloutFailed"
 REASON_IDLE: Final = "Idle"
 REASON_NOT_STALLED: Final = "NotStalled"
 REASON_NOT_ROLLED_BACK: Final = "NoAutomaticRevert"
@@ -98,7 +98,14 @@ EVENT_ROLLOUT_FAILED: Final = "RolloutFailed"
 EVENT_ROLLED_BACK: Final = "RolledBack"
 EVENT_QUARANTINED: Final = "VersionQuarantined"
 EVENT_RETRY: Final = "RetryRequested"
-EVENT_STALLED: Final = "Stalled"
+
+# Analysis phases (status.analysis.phase) and what a check does without data.
+ANALYSIS_RUNNING: Final = "Running"
+ANALYSIS_PASSED: Final = "Passed"
+ANALYSIS_FAILED: Final = "Failed"
+ANALYSIS_INCONCLUSIVE: Final = "Inconclusive"
+NO_DATA_INCONCLUSIVE: Final = "Inconclusive"
+NO_DATA_FAIL: Final = "Fail"
 
 # Loop guard (B9): this many automatic reverts away from one version within the
 # window means something (a GitOps tool, a script) keeps re-applying it.

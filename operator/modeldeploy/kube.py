@@ -16,8 +16,11 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from modeldeploy import constants as c
-from modeldeploy.model import JSON, ChildState, Resource, format_time, parse_child
-from modeldeploy.rollout import Event, SpecChange
+from modeldeploy.core.plan import Event, SpecChange
+from modeldeploy.model.observed import ChildState, parse_child
+from modeldeploy.model.resource import Resource
+from modeldeploy.model.spec import JSON
+from modeldeploy.model.times import format_time
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +64,11 @@ def load_config(connections: int | None = None) -> None:
     kubernetes.client.Configuration.set_default(configuration)
 
 
-class Cluster:
-    """Typed writes for one ModelDeployment's children, status and Events."""
+class KubeCluster:
+    """Typed writes for one ModelDeployment's children, status and Events, over the API.
+
+    Implements `modeldeploy.reconcile.Cluster`; the plugin uses its reads too.
+    """
 
     def __init__(self, api: Any | None = None) -> None:
         self.api = api or kubernetes.client.ApiClient()

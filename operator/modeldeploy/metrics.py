@@ -7,10 +7,13 @@ histograms, so metrics and status can never disagree.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from modeldeploy import constants as c
-from modeldeploy.model import Resource, RolloutRecord, Status, parse_time
+from modeldeploy.model.resource import Resource
+from modeldeploy.model.status import RolloutRecord, Status
 
 ROLLOUTS = Counter(
     "modeldeploy_rollouts_total",
@@ -45,9 +48,8 @@ def serve(port: int) -> None:
     start_http_server(port)
 
 
-def _seconds(start: str | None, end: str | None) -> float | None:
-    started, ended = parse_time(start), parse_time(end)
-    return (ended - started).total_seconds() if started and ended else None
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    return (end - start).total_seconds() if start and end else None
 
 
 def _finished(before: Status, after: Status) -> list[RolloutRecord]:

@@ -16,8 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from modeldeploy import constants as c
-from modeldeploy.model import JSON, Resource, Spec, format_time
-from modeldeploy.rollout import Event
+from modeldeploy.core.plan import Event
+from modeldeploy.model.resource import Resource
+from modeldeploy.model.spec import JSON, Spec
+from modeldeploy.model.times import format_time
 
 logger = logging.getLogger(__name__)
 

@@ -15,12 +15,13 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from modeldeploy.analysis import Query
-from modeldeploy.model import Measurement
+from modeldeploy.core.analysis import Query
+from modeldeploy.model.observed import Measurement
+from modeldeploy.reconcile import Key
 
 logger = logging.getLogger(__name__)
 
@@ -61,26 +62,26 @@ def measure(query: Query, default_url: str | None, timeout_s: float = 5.0) -> Me
 class Analyzer:
     """Runs due queries per resource off the reconcile path and hands back the answers."""
 
-    def __init__(self, default_url: str | None, wake: Callable[[Hashable], object]) -> None:
+    def __init__(self, default_url: str | None, wake: Callable[[Key], object]) -> None:
         self.default_url = default_url
         self._wake = wake  # thread-safe: schedules a reconcile of the key
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="analysis")
         self._lock = threading.Lock()
-        self._inflight: set[Hashable] = set()
-        self._inbox: dict[Hashable, list[Measurement]] = {}
+        self._inflight: set[Key] = set()
+        self._inbox: dict[Key, list[Measurement]] = {}
 
-    def request(self, key: Hashable, queries: tuple[Query, ...]) -> None:
+    def request(self, key: Key, queries: tuple[Query, ...]) -> None:
         with self._lock:
             if not queries or key in self._inflight:
                 return
             self._inflight.add(key)
         self._pool.submit(self._run, key, queries)
 
-    def take(self, key: Hashable) -> tuple[Measurement, ...]:
+    def take(self, key: Key) -> tuple[Measurement, ...]:
         with self._lock:
             return tuple(self._inbox.pop(key, ()))
 
-    def _run(self, key: Hashable, queries: tuple[Query, ...]) -> None:
+    def _run(self, key: Key, queries: tuple[Query, ...]) -> None:
         answers = [measure(query, self.default_url) for query in queries]
         with self._lock:
             self._inbox.setdefault(key, []).extend(answers)

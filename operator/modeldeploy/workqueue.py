@@ -11,26 +11,29 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[Hashable], Awaitable[float | None]]
+K = TypeVar("K", bound=Hashable)
 ERROR_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
-class WorkQueue:
-    def __init__(self, handler: Handler, workers: int = 4) -> None:
+class WorkQueue(Generic[K]):
+    """Keys to reconcile; `handler(key)` returns seconds until the key's next deadline."""
+
+    def __init__(self, handler: Callable[[K], Awaitable[float | None]], workers: int = 4) -> None:
         self._handler = handler
         self._workers = workers
-        self._queue: asyncio.Queue[Hashable] = asyncio.Queue()
-        self._queued: set[Hashable] = set()
-        self._active: set[Hashable] = set()
-        self._dirty: set[Hashable] = set()
-        self._failures: dict[Hashable, int] = {}
-        self._timers: dict[Hashable, asyncio.TimerHandle] = {}  # one pending deadline per key
+        self._queue: asyncio.Queue[K] = asyncio.Queue()
+        self._queued: set[K] = set()
+        self._active: set[K] = set()
+        self._dirty: set[K] = set()
+        self._failures: dict[K, int] = {}
+        self._timers: dict[K, asyncio.TimerHandle] = {}  # one pending deadline per key
         self._tasks: list[asyncio.Task[None]] = []
 
-    def add(self, key: Hashable, delay: float = 0.0) -> None:
+    def add(self, key: K, delay: float = 0.0) -> None:
         """Ask for `key` to be reconciled (after `delay` seconds)."""
         if delay > 0:
             self._add_later(key, delay)
@@ -40,7 +43,7 @@ class WorkQueue:
             self._queued.add(key)
             self._queue.put_nowait(key)
 
-    def _add_later(self, key: Hashable, delay: float) -> None:
+    def _add_later(self, key: K, delay: float) -> None:
         loop = asyncio.get_running_loop()
         timer = self._timers.get(key)
         if timer is not None and not timer.cancelled() and timer.when() <= loop.time() + delay:
@@ -49,7 +52,7 @@ class WorkQueue:
             timer.cancel()
         self._timers[key] = loop.call_later(delay, self._fire, key)
 
-    def _fire(self, key: Hashable) -> None:
+    def _fire(self, key: K) -> None:
         self._timers.pop(key, None)
         self.add(key)
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from modeldeploy.kube import Cluster
-from modeldeploy.model import parse_resource
-from modeldeploy.rollout import SpecChange
+from modeldeploy.core.plan import SpecChange
+from modeldeploy.kube import KubeCluster
+from modeldeploy.model.resource import parse_resource
 from testbed.support import OperatorProcess
 from tests.e2e.helpers import (
     Kube,
@@ -317,7 +317,7 @@ def test_revert_patch_applies_only_while_spec_names_the_failed_version(
     kube.select(namespace, name, "v3")
     resource = parse_resource(kube.get(namespace, name))
     revert = SpecChange(set_version="v1", expect_version="v2")
-    assert Cluster().change_spec(resource, revert) is False
+    assert KubeCluster().change_spec(resource, revert) is False
     assert kube.get(namespace, name)["spec"]["activeVersion"] == "v3"
 
 

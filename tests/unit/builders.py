@@ -8,24 +8,27 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from modeldeploy import constants as c
-from modeldeploy.model import (
-    ChildState,
-    ContainerState,
-    Observed,
-    PodState,
-    Resource,
-    Status,
-    parse_resource,
-)
-from modeldeploy.render import render_deployment, render_service, template_hash
-from modeldeploy.rollout import Decision, decide
+from modeldeploy.core.decide import decide
+from modeldeploy.core.plan import Decision
+from modeldeploy.core.render import render_deployment, render_service, template_hash
+from modeldeploy.model.observed import ChildState, ContainerState, Observed, PodState
+from modeldeploy.model.resource import Resource, parse_resource
+from modeldeploy.model.spec import Spec
+from modeldeploy.model.status import Status
 
 T0 = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
 UID = "uid-1"
+T = TypeVar("T")
 GOOD, BAD = "registry.example/m:1", "registry.example/m:2"
+
+
+def present(value: T | None) -> T:
+    """`value`, which the scenario guarantees is there."""
+    assert value is not None
+    return value
 
 
 def at(seconds: float) -> datetime:
@@ -60,9 +63,14 @@ def resource(status: Status | None = None, **kwargs: Any) -> Resource:
     return replace(parsed, status=status or Status())
 
 
+def spec_of(res: Resource) -> Spec:
+    """The parsed spec of a resource the test built valid."""
+    assert isinstance(res.spec, Spec), res.spec
+    return res.spec
+
+
 def digest(res: Resource, version: str | None = None) -> str:
-    spec = res.spec
-    assert not isinstance(spec, Exception)
+    spec = spec_of(res)
     return template_hash(res.name, spec, spec.versions[version or spec.active_version])
 
 
@@ -75,9 +83,9 @@ def deployment(
     owner: str = UID,
 ) -> ChildState:
     """Our Deployment as the cluster shows it, running `version` with `ready` new pods."""
-    spec = res.spec
-    assert not isinstance(spec, Exception)
-    manifest = render_deployment(res, spec, spec.versions[version or spec.active_version])
+    spec = spec_of(res)
+    chosen = spec.versions[version or spec.active_version]
+    manifest = render_deployment(res, spec, chosen, template_hash(res.name, spec, chosen))
     new = spec.replicas if ready is None else ready
     return ChildState(
         name=res.name,
@@ -95,8 +103,7 @@ def deployment(
 
 
 def service(res: Resource) -> ChildState:
-    spec = res.spec
-    assert not isinstance(spec, Exception)
+    spec = spec_of(res)
     manifest = render_service(res, spec)
     return ChildState(name=res.name, controller_uid=UID, spec=manifest["spec"])
 
@@ -127,8 +134,7 @@ def step(res: Resource, observed: Observed, seconds: float) -> tuple[Resource, D
 
 def select(res: Resource, version: str) -> Resource:
     """What a spec change of activeVersion does: a new generation."""
-    spec = res.spec
-    assert not isinstance(spec, Exception)
+    spec = spec_of(res)
     return replace(res, spec=replace(spec, active_version=version), generation=res.generation + 1)
 
 

@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from modeldeploy import analysis
-from modeldeploy.model import AnalysisSpec, Check, Measurement
+from modeldeploy.core import analysis
+from modeldeploy.model.observed import Measurement
+from modeldeploy.model.spec import AnalysisSpec, Check
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 ERRORS = Check(name="error-rate", query='errors{version="{{version}}"}', max=0.05, failure_limit=1)

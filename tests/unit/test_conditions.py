@@ -4,34 +4,35 @@ from __future__ import annotations
 
 import pytest
 
-from modeldeploy.conditions import derive_phase, set_condition
-from modeldeploy.model import Condition
+from modeldeploy.core.conditions import derive_phase, set_condition
+from modeldeploy.model.status import Condition
+from tests.unit.builders import at
 
 
 def test_transition_time_moves_only_when_the_status_flips() -> None:
-    first = set_condition((), "Ready", False, "RolloutInProgress", "", "t1", 1)
-    same = set_condition(first, "Ready", False, "Other", "new message", "t2", 2)
-    assert same[0].last_transition_time == "t1"
+    first = set_condition((), "Ready", False, "RolloutInProgress", "", at(1), 1)
+    same = set_condition(first, "Ready", False, "Other", "new message", at(2), 2)
+    assert same[0].last_transition_time == at(1)
     assert (same[0].reason, same[0].message, same[0].observed_generation) == (
         "Other",
         "new message",
         2,
     )
-    flipped = set_condition(same, "Ready", True, "Available", "", "t3", 2)
-    assert flipped[0].last_transition_time == "t3"
+    flipped = set_condition(same, "Ready", True, "Available", "", at(3), 2)
+    assert flipped[0].last_transition_time == at(3)
 
 
 def test_conditions_keep_a_stable_order() -> None:
     conditions: tuple[Condition, ...] = ()
     for type_ in ("RolledBack", "Ready", "Stalled", "Reconciling"):
-        conditions = set_condition(conditions, type_, False, "R", "", "t", 1)
+        conditions = set_condition(conditions, type_, False, "R", "", at(0), 1)
     assert [k.type for k in conditions] == ["Ready", "Reconciling", "Stalled", "RolledBack"]
 
 
 def conditions(**states: bool) -> tuple[Condition, ...]:
     out: tuple[Condition, ...] = ()
     for type_, value in states.items():
-        out = set_condition(out, type_, value, "R", "", "t", 1)
+        out = set_condition(out, type_, value, "R", "", at(0), 1)
     return out
 
 

@@ -6,9 +6,26 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
-from modeldeploy.model import to_json
+from modeldeploy.model.spec import (
+    ANALYSIS_KEYS,
+    CHECK_KEYS,
+    ROLLOUT_KEYS,
+    SERVICE_KEYS,
+    SPEC_KEYS,
+    TEMPLATE_KEYS,
+    AnalysisSpec,
+    Check,
+    Keys,
+    RolloutPolicy,
+    ServiceSpec,
+    Spec,
+    TemplateSpec,
+    field_default,
+)
+from modeldeploy.model.status import to_json
 from tests.unit.test_model import FULL
 
 CRD = yaml.safe_load(
@@ -78,3 +95,36 @@ def declared(node: dict[str, Any], value: Any, path: str) -> None:
 
 def test_everything_the_operator_writes_to_status_is_declared() -> None:
     declared(SCHEMA["status"], to_json(FULL), "status")
+
+
+DEFAULTED: list[tuple[str, type[Any], Keys]] = [
+    ("spec", Spec, SPEC_KEYS),
+    ("spec.template", TemplateSpec, TEMPLATE_KEYS),
+    ("spec.service", ServiceSpec, SERVICE_KEYS),
+    ("spec.rollout", RolloutPolicy, ROLLOUT_KEYS),
+    ("spec.analysis", AnalysisSpec, ANALYSIS_KEYS),
+    ("spec.analysis.checks[]", Check, CHECK_KEYS),
+]
+
+
+def node_at(path: str) -> dict[str, Any]:
+    nodes = dict(walk(SCHEMA["spec"], "spec"))
+    return nodes[path]
+
+
+@pytest.mark.parametrize(("path", "cls", "keys"), DEFAULTED, ids=[d[0] for d in DEFAULTED])
+def test_crd_defaults_are_the_operators_defaults(path: str, cls: type[Any], keys: Keys) -> None:
+    properties = node_at(path)["properties"]
+    for key, (name, _) in keys.items():
+        if "default" in properties.get(key, {}):
+            assert properties[key]["default"] == field_default(cls, name), f"{path}.{key}"
+
+
+def test_every_crd_default_is_one_the_operator_knows() -> None:
+    known = {f"{path}.{key}" for path, _, keys in DEFAULTED for key in keys}
+    defaulted = {
+        path
+        for path, node in walk(SCHEMA["spec"], "spec")
+        if "default" in node and node.get("type") != "object"
+    }
+    assert defaulted <= known, defaulted - known

@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from modeldeploy.model import (
+from modeldeploy.model.observed import parse_child, parse_pod
+from modeldeploy.model.resource import parse_resource
+from modeldeploy.model.spec import SpecError, parse_spec
+from modeldeploy.model.status import (
     AnalysisRecord,
     CheckRecord,
     Condition,
     Intent,
     Revert,
     RolloutRecord,
-    SpecError,
     Status,
     VersionRecord,
-    parse_child,
-    parse_pod,
-    parse_resource,
-    parse_spec,
     parse_status,
     to_json,
 )
 from tests.unit.builders import body
+
+T1 = datetime(2026, 11, 23, 12, 0, 0, 250000, tzinfo=UTC)
+T2 = datetime(2026, 11, 23, 12, 0, 1, 500000, tzinfo=UTC)
 
 FULL = Status(
     observed_generation=3,
@@ -36,14 +38,14 @@ FULL = Status(
         version="v1",
         template_hash="h1",
         trigger="Automatic",
-        started_at="t",
+        started_at=T1,
         from_version="v2",
         outcome="Succeeded",
         reason="RolledBack",
         message="m",
-        finished_at="t2",
+        finished_at=T2,
     ),
-    intent=Intent(trigger="Automatic", version="v1", generation=2, from_version="v2", at="t"),
+    intent=Intent(trigger="Automatic", version="v1", generation=2, from_version="v2", at=T1),
     versions=(
         VersionRecord(
             name="v2",
@@ -51,15 +53,15 @@ FULL = Status(
             template_hash="h2",
             reason="OOMKilled",
             message="m",
-            failed_at="t",
+            failed_at=T1,
         ),
     ),
     history=(
         RolloutRecord(
-            revision=1, version="v2", template_hash="h2", trigger="Manual", started_at="t"
+            revision=1, version="v2", template_hash="h2", trigger="Manual", started_at=T1
         ),
     ),
-    reverts=(Revert(from_version="v2", to_version="v1", at="t"),),
+    reverts=(Revert(from_version="v2", to_version="v1", at=T1),),
     replicas=3,
     ready_replicas=3,
     updated_replicas=3,
@@ -67,8 +69,8 @@ FULL = Status(
     analysis=AnalysisRecord(
         version="v1",
         template_hash="h1",
-        started_at="t",
-        ends_at="t2",
+        started_at=T1,
+        ends_at=T2,
         phase="Passed",
         checks=(CheckRecord(name="e", passed=2, last_value=0.01),),
     ),
@@ -78,7 +80,7 @@ FULL = Status(
             status="True",
             reason="Available",
             message="",
-            last_transition_time="t",
+            last_transition_time=T1,
             observed_generation=3,
         ),
     ),
@@ -92,7 +94,7 @@ def test_status_round_trips_through_its_json() -> None:
 def test_status_json_uses_the_crd_field_names() -> None:
     out = to_json(FULL)
     assert out["rollout"]["from"] == "v2"
-    assert out["reverts"][0] == {"from": "v2", "to": "v1", "at": "t"}
+    assert out["reverts"][0] == {"from": "v2", "to": "v1", "at": "2026-11-23T12:00:00.250Z"}
     assert out["lastGoodTemplateHash"] == "h1"
     assert "reason" not in out["history"][0]  # None fields are left out
 

@@ -1,24 +1,35 @@
-"""Properties of the rollout state machine, over random sequences of user actions.
+"""Properties of the rollout state machine and its write protocol, over random user actions.
 
-A small simulation plays the cluster: the Deployment runs whatever `decide` last
-asked for; a good version's pods become Ready, a bad one's crash. Users select
+A small simulation plays the cluster: the API server is `RecordingCluster` (real
+JSON-patch `test` semantics), the Deployment runs whatever the operator last
+applied, a good version's pods become Ready and a bad one's crash. Users select
 versions, retry quarantined ones, or race the operator's revert. Whatever they do,
-the invariants of DESIGN.md hold.
+the invariants of docs/behaviour.md hold for every reconcile `reconcile_once` makes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modeldeploy.model import Observed, Resource
-from modeldeploy.rollout import Decision, decide
-from tests.unit.builders import at, deployment, digest, pod, resource, service
+from modeldeploy import constants as c
+from modeldeploy.core.decide import decide
+from modeldeploy.core.plan import SpecChange
+from modeldeploy.core.quarantine import is_quarantined
+from modeldeploy.core.render import template_hash
+from modeldeploy.model.observed import ChildState, ContainerState, Observed, PodState
+from modeldeploy.model.resource import parse_resource
+from modeldeploy.model.status import Status, parse_status
+from modeldeploy.reconcile import Services, reconcile_once
+from tests.unit.builders import UID, at, body, spec_of
+from tests.unit.fake_cluster import RecordingCluster, RecordingMeasurer, RecordingNotifier
 
 IMAGES = {"v1": "r/m:1", "v2": "r/m:2-bad", "v3": "r/m:3", "v4": "r/m:4-bad"}
 BAD = {"v2", "v4"}
+REPLICAS = 2
 
 actions = st.lists(
     st.one_of(
@@ -32,105 +43,122 @@ actions = st.lists(
 
 
 @dataclass
-class Cluster:
-    res: Resource
-    deployed: str | None = None  # the version the Deployment's template runs
+class Simulation:
+    api: RecordingCluster
     now: float = 0.0
-    race_next: str | None = None  # a user edit that lands before the operator's spec write
     completed: set[str] = field(default_factory=set)  # versions observed fully Available
     reverts_since_user_change: int = 0
-    history: list[Decision] = field(default_factory=list)
+    deployed_failed_version: list[str] = field(default_factory=list)
+
+    @classmethod
+    def start(cls) -> Simulation:
+        return cls(RecordingCluster.holding(body(versions=IMAGES, replicas=REPLICAS)))
 
     def observed(self) -> Observed:
-        if self.deployed is None:
-            return Observed(service=service(self.res))
-        if self.deployed in BAD:
-            crashing = pod(self.res, self.deployed, waiting_reason="CrashLoopBackOff")
-            child = deployment(self.res, self.deployed, ready=0, old=2)
-            return Observed(deployment=child, service=service(self.res), pods=(crashing,))
-        self.completed.add(self.deployed)
-        return Observed(deployment=deployment(self.res, self.deployed), service=service(self.res))
+        manifest = self.api.children.get("Deployment")
+        if manifest is None:
+            return Observed()
+        labels = manifest["spec"]["template"]["metadata"]["labels"]
+        version, digest = labels[c.LABEL_VERSION], labels[c.LABEL_TEMPLATE_HASH]
+        bad = version in BAD
+        child = ChildState(
+            name="m",
+            controller_uid=UID,
+            spec=manifest["spec"],
+            template_hash=digest,
+            replicas=REPLICAS + (REPLICAS if bad else 0),
+            updated_replicas=REPLICAS,
+            ready_replicas=REPLICAS,
+            available_replicas=0 if bad else REPLICAS,
+        )
+        if not bad:
+            self.completed.add(version)
+            return Observed(deployment=child)
+        crashing = PodState(
+            name="m-new-1",
+            owner="m",
+            template_hash=digest,
+            created_at=at(self.now),
+            containers=(ContainerState(name=c.CONTAINER, waiting_reason="CrashLoopBackOff"),),
+        )
+        return Observed(deployment=child, pods=(crashing,))
 
     def user_selects(self, version: str) -> None:
-        spec = self.res.spec
-        assert not isinstance(spec, Exception)
-        self.res = replace(
-            self.res, spec=replace(spec, active_version=version), generation=self.res.generation + 1
-        )
+        self.api.edit_spec(activeVersion=version)
         self.reverts_since_user_change = 0
+
+    def user_retries(self, version: str) -> None:
+        self.api.annotate(c.ANNOTATION_RETRY, version)
+        self.reverts_since_user_change = 0  # a user's request: its own one revert
+
+    def race(self, version: str) -> None:
+        """The user's edit lands between the operator's status write and its spec change."""
+        self.api.before_spec_change = lambda: self.user_selects(version)
 
     def reconcile(self) -> None:
         self.now += 1
-        decision = decide(self.res, self.observed(), at(self.now))
-        self.history.append(decision)
-        self.check_never_reverts_to_a_failed_version(decision)
-        self.res = replace(self.res, status=decision.status)
-        if decision.deployment is not None:
-            labels = decision.deployment["spec"]["template"]["metadata"]["labels"]
-            self.deployed = labels["modeldeploy.io/version"]
-        change = decision.spec_change
-        if change is None:
-            return
-        if self.race_next is not None:
-            self.user_selects(self.race_next)  # the user's edit lands first
-            self.race_next = None
-        spec = self.res.spec
-        assert not isinstance(spec, Exception)
-        if change.expect_version is not None and spec.active_version != change.expect_version:
-            return  # the JSON-patch test fails: the user's edit wins
-        if change.remove_retry:
-            self.res = replace(self.res, retry_version=None)
-        if change.set_version is not None and change.set_version != spec.active_version:
-            generation = self.res.generation + 1
-            self.res = replace(
-                self.res,
-                spec=replace(spec, active_version=change.set_version),
-                generation=generation,
-            )
-            if change.expect_version is not None:
+        start = len(self.api.writes)
+        before = parse_status(self.api.body.get("status"))
+        services = Services(self.api, RecordingNotifier(), RecordingMeasurer())
+        reconcile_once(services, self.api.snapshot(), self.observed(), at(self.now))
+        self.check(before, self.api.writes[start:])
+
+    def check(self, status: Status, writes: list[tuple[str, Any]]) -> None:
+        """Per-reconcile invariants of the write protocol, against the status of the moment."""
+        status_written = False
+        for kind, what in writes:
+            if kind == "status":
+                status, status_written = parse_status(what), True
+            elif kind == "spec" and isinstance(what, SpecChange) and what.expect_version:
+                # status first: the failure and the intent were written before the revert
+                assert status_written
+                failed = status.version_record(what.expect_version)
+                assert failed is not None
+                assert failed.state == c.STATE_FAILED
+                assert what.set_version is not None
+                assert not self.quarantined(status, what.set_version)
                 self.reverts_since_user_change += 1
+            elif kind == "apply" and what == "Deployment":
+                labels = self.api.children["Deployment"]["spec"]["template"]["metadata"]["labels"]
+                if self.quarantined(status, labels[c.LABEL_VERSION]):
+                    self.deployed_failed_version.append(labels[c.LABEL_VERSION])
 
-    def check_never_reverts_to_a_failed_version(self, decision: Decision) -> None:
-        change = decision.spec_change
-        if change is None or change.set_version is None or change.expect_version is None:
-            return
-        record = decision.status.version_record(change.set_version)
-        assert not (
-            record
-            and record.state == "Failed"
-            and record.template_hash == digest(self.res, change.set_version)
-        )
+    def quarantined(self, status: Status, version: str) -> bool:
+        spec = spec_of(parse_resource(self.api.body))
+        return is_quarantined(status, version, template_hash("m", spec, spec.versions[version]))
 
+    def settle(self) -> None:
+        for _ in range(6):
+            self.reconcile()
 
-def settle(cluster: Cluster) -> None:
-    for _ in range(6):
-        cluster.reconcile()
+    def play(self, action: str, version: str) -> None:
+        if action == "select":
+            self.user_selects(version)
+        elif action == "retry":
+            self.user_retries(version)
+        elif action == "race":
+            self.race(version)
+        self.settle()
 
 
 @settings(max_examples=150, deadline=None)
 @given(actions)
 def test_rollout_invariants_hold_whatever_users_do(steps: list[tuple[str, str]]) -> None:
-    cluster = Cluster(resource(versions=IMAGES))
-    settle(cluster)
+    sim = Simulation.start()
+    sim.settle()
     for action, version in steps:
-        if action == "select":
-            cluster.user_selects(version)
-        elif action == "retry":  # a user's request too: its own one revert, if it fails again
-            cluster.res = replace(cluster.res, retry_version=version)
-            cluster.reverts_since_user_change = 0
-        elif action == "race":
-            cluster.race_next = version
-        settle(cluster)
-        status = cluster.res.status
+        sim.play(action, version)
+        status = parse_status(sim.api.body["status"])
         # at most one automatic revert per user change
-        assert cluster.reverts_since_user_change <= 1
+        assert sim.reverts_since_user_change <= 1
         # the last good version was observed Available
-        assert status.last_good_version is None or status.last_good_version in cluster.completed
-        # a bad version never becomes last good, and nothing bad is served at the end
+        assert status.last_good_version is None or status.last_good_version in sim.completed
+        # a bad version never becomes last good
         assert status.last_good_version not in BAD
     # settled: deciding again writes nothing
-    final = decide(cluster.res, cluster.observed(), at(cluster.now + 0.5))
-    if cluster.res.retry_version is None and final.requeue_after is None:
+    resource = parse_resource(sim.api.body)
+    final = decide(resource, sim.observed(), at(sim.now + 0.5))
+    if resource.retry_version is None and final.requeue_after is None:
         assert final.status_changed is False
         assert (final.deployment, final.spec_change, final.events) == (None, None, ())
 
@@ -138,19 +166,9 @@ def test_rollout_invariants_hold_whatever_users_do(steps: list[tuple[str, str]])
 @settings(max_examples=100, deadline=None)
 @given(actions)
 def test_a_failed_version_is_never_redeployed_without_a_retry(steps: list[tuple[str, str]]) -> None:
-    cluster = Cluster(resource(versions=IMAGES))
-    settle(cluster)
+    sim = Simulation.start()
+    sim.settle()
     for action, version in steps:
-        if action == "select":
-            cluster.user_selects(version)
-        settle(cluster)
-        for decision in cluster.history[-6:]:
-            if decision.deployment is None:
-                continue
-            labels = decision.deployment["spec"]["template"]["metadata"]["labels"]
-            record = decision.status.version_record(labels["modeldeploy.io/version"])
-            assert not (
-                record
-                and record.state == "Failed"
-                and record.template_hash == labels["modeldeploy.io/template-hash"]
-            )
+        if action != "retry":
+            sim.play(action, version)
+    assert sim.deployed_failed_version == []

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
-from modeldeploy.model import VersionSpec
-from modeldeploy.render import covers, render_deployment, render_service, template_hash
-from tests.unit.builders import UID, resource
+from modeldeploy.core.render import covers, render_deployment, render_service, template_hash
+from modeldeploy.model.spec import JSON, VersionSpec
+from tests.unit.builders import UID, digest, resource, spec_of
 
 
-def rendered(**kwargs: object) -> dict:  # type: ignore[type-arg]
-    res = resource(**kwargs)  # type: ignore[arg-type]
-    return render_deployment(res, res.spec, res.spec.active)  # type: ignore[union-attr,arg-type]
+def rendered(**kwargs: Any) -> JSON:
+    res = resource(**kwargs)
+    spec = spec_of(res)
+    return render_deployment(res, spec, spec.active, digest(res))
 
 
 def test_deployment_is_owned_by_the_resource() -> None:
@@ -37,11 +39,11 @@ def test_selector_never_contains_the_version_but_pods_carry_it() -> None:
 
 def test_model_container_gets_image_and_model_env_then_the_versions_env() -> None:
     res = resource()
-    spec = res.spec
+    spec = spec_of(res)
     version = VersionSpec(
         name="v7", image="r/m:7", model_uri="s3://m/7", env=({"name": "THRESHOLD", "value": "0.7"},)
     )
-    manifest = render_deployment(res, spec, version)  # type: ignore[arg-type]
+    manifest = render_deployment(res, spec, version, template_hash(res.name, spec, version))
     (container,) = manifest["spec"]["template"]["spec"]["containers"]
     assert (container["name"], container["image"]) == ("model", "r/m:7")
     assert container["env"] == [
@@ -66,20 +68,20 @@ def test_progress_deadline_is_copied_to_the_deployment() -> None:
 
 def test_service_selects_all_versions_by_name() -> None:
     res = resource()
-    service = render_service(res, res.spec)  # type: ignore[arg-type]
+    service = render_service(res, spec_of(res))
     assert service["spec"]["selector"] == {"modeldeploy.io/name": "m"}
     assert service["spec"]["ports"][0]["targetPort"] == "http"
 
 
 def test_template_hash_follows_content_not_identity() -> None:
     res = resource()
-    spec = res.spec
-    v1 = spec.versions["v1"]  # type: ignore[union-attr]
-    same = template_hash("m", spec, v1)  # type: ignore[arg-type]
-    assert template_hash("m", spec, replace(v1)) == same  # type: ignore[arg-type]
-    assert template_hash("m", spec, replace(v1, image="r/m:9")) != same  # type: ignore[arg-type]
-    assert template_hash("m", spec, replace(v1, env=({"name": "A", "value": "1"},))) != same  # type: ignore[arg-type]
-    other_port = replace(spec, template=replace(spec.template, port=9000))  # type: ignore[union-attr]
+    spec = spec_of(res)
+    v1 = spec.versions["v1"]
+    same = template_hash("m", spec, v1)
+    assert template_hash("m", spec, replace(v1)) == same
+    assert template_hash("m", spec, replace(v1, image="r/m:9")) != same
+    assert template_hash("m", spec, replace(v1, env=({"name": "A", "value": "1"},))) != same
+    other_port = replace(spec, template=replace(spec.template, port=9000))
     assert template_hash("m", other_port, v1) != same
 
 

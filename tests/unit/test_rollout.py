@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
 from modeldeploy import constants as c
-from modeldeploy.model import ContainerState, Observed, PodState, RolloutPolicy, SpecError
-from modeldeploy.rollout import decide, evaluate, next_deadline, pod_failure, rollout_complete
+from modeldeploy.core.decide import decide
+from modeldeploy.core.plan import Decision
+from modeldeploy.core.signals import Verdict, evaluate, next_deadline, pod_failure, rollout_complete
+from modeldeploy.model.observed import ContainerState, Observed, PodState
+from modeldeploy.model.resource import Resource
+from modeldeploy.model.spec import RolloutPolicy, SpecError
 from tests.unit.builders import (
     BAD,
     at,
@@ -16,17 +21,19 @@ from tests.unit.builders import (
     deployment,
     digest,
     pod,
+    present,
     resource,
     select,
     service,
     serving_v1,
+    spec_of,
     step,
 )
 
 POLICY = RolloutPolicy(max_restarts=2, unschedulable_grace_s=60, ready_timeout_s=300)
 
 
-def bare_pod(created: float = 0, ready: bool = False, **container: object) -> PodState:
+def bare_pod(created: float = 0, ready: bool = False, **container: Any) -> PodState:
     return PodState(
         name="m-new-1",
         owner="m",
@@ -34,7 +41,7 @@ def bare_pod(created: float = 0, ready: bool = False, **container: object) -> Po
         created_at=at(created),
         ready=ready,
         containers=(ContainerState(name="model", **container),),
-    )  # type: ignore[arg-type]
+    )
 
 
 # ------------------------------------------------------------------ B5 signals
@@ -88,7 +95,7 @@ def test_waiting_reason_fails_the_pod_at_once_naming_pod_and_container(reason: s
     ],
 )
 def test_crashing_container_fails_the_pod(
-    container: dict[str, object], reason: str, text: str
+    container: dict[str, Any], reason: str, text: str
 ) -> None:
     failure = pod_failure(bare_pod(**container), POLICY, at(1))
     assert failure is not None
@@ -134,9 +141,9 @@ def test_progress_deadline_exceeded_fails_the_rollout() -> None:
     res = serving_v1()
     bad = select(res, "v2")
     observed = Observed(deployment=deployment(bad, ready=0, old=2, deadline_exceeded=True))
-    verdict = evaluate("m", bad.spec, observed, digest(bad), at(10))  # type: ignore[arg-type]
-    assert not isinstance(verdict, bool | float | type(None))
-    assert verdict.reason == "ProgressDeadlineExceeded"
+    verdict = evaluate("m", spec_of(bad), observed, digest(bad), at(10))
+    assert verdict.failure is not None
+    assert verdict.failure.reason == "ProgressDeadlineExceeded"
 
 
 def test_only_pods_of_the_new_template_count() -> None:
@@ -144,8 +151,8 @@ def test_only_pods_of_the_new_template_count() -> None:
     bad = select(res, "v2")
     old_crashing = pod(res, "v1", waiting_reason="CrashLoopBackOff")
     observed = Observed(deployment=deployment(bad, ready=0, old=2), pods=(old_crashing,))
-    verdict = evaluate("m", bad.spec, observed, digest(bad), at(10))  # type: ignore[arg-type]
-    assert verdict is None
+    verdict = evaluate("m", spec_of(bad), observed, digest(bad), at(10))
+    assert verdict == Verdict()
 
 
 @pytest.mark.parametrize(("ready", "old", "complete"), [(2, 0, True), (2, 1, False), (1, 0, False)])
@@ -171,7 +178,7 @@ def test_first_reconcile_starts_a_manual_rollout_and_renders_the_deployment() ->
         "Progressing",
         1,
     )
-    assert rollout.started_at == "2026-11-23T12:00:00Z"
+    assert rollout.started_at == at(0)
     assert condition(decision.status, c.RECONCILING) == ("True", c.REASON_ROLLOUT_IN_PROGRESS)
     assert decision.status.phase == "Progressing"
     assert [e.reason for e in decision.events] == ["RolloutStarted"]
@@ -185,7 +192,7 @@ def test_rollout_succeeds_when_all_new_replicas_are_available() -> None:
         "v1",
         "Available",
     )
-    assert status.version_record("v1").state == "Available"  # type: ignore[union-attr]
+    assert present(status.version_record("v1")).state == "Available"
     assert status.history[0].outcome == "Succeeded"
     assert condition(res, c.READY) == ("True", "Available")
     assert status.readiness == "2/2"
@@ -205,8 +212,8 @@ def test_a_spec_change_mid_rollout_supersedes_it() -> None:
 # ------------------------------------------------------------- B6 failure
 
 
-def fail_v2(**kwargs: object) -> tuple[object, object]:
-    res = serving_v1(**kwargs)  # type: ignore[arg-type]
+def fail_v2(**kwargs: Any) -> tuple[Resource, Decision]:
+    res = serving_v1(**kwargs)
     bad = select(res, "v2")
     bad, _ = step(bad, Observed(deployment=deployment(res)), 3)
     crashing = pod(bad, "v2", waiting_reason="CrashLoopBackOff", restart_count=1)
@@ -215,30 +222,31 @@ def fail_v2(**kwargs: object) -> tuple[object, object]:
 
 def test_crashloop_failure_is_recorded_then_reverted_to_last_good() -> None:
     res, decision = fail_v2()
-    status = res.status  # type: ignore[attr-defined]
-    record = status.version_record("v2")
+    status = res.status
+    record = present(status.version_record("v2"))
     assert (record.state, record.reason, record.failed_at) == (
         "Failed",
         "CrashLoopBackOff",
-        "2026-11-23T12:00:05Z",
+        at(5),
     )
     assert (status.history[0].version, status.history[0].outcome) == ("v2", "Failed")
     assert condition(status, c.ROLLED_BACK) == ("True", "CrashLoopBackOff")
-    assert (status.intent.trigger, status.intent.version) == ("Automatic", "v1")
-    change = decision.spec_change  # type: ignore[attr-defined]
+    intent = present(status.intent)
+    assert (intent.trigger, intent.version) == ("Automatic", "v1")
+    change = present(decision.spec_change)
     assert (change.set_version, change.expect_version) == ("v1", "v2")
     assert [e.reason for e in change.events] == ["RolledBack"]
-    assert decision.deployment is None  # type: ignore[attr-defined]  # never re-applied
-    assert [e.reason for e in decision.events] == ["RolloutFailed"]  # type: ignore[attr-defined]
+    assert decision.deployment is None  # never re-applied
+    assert [e.reason for e in decision.events] == ["RolloutFailed"]
     assert status.serving_version == "v1"
 
 
 def test_the_revert_rollout_is_automatic_and_ends_rolled_back() -> None:
     res, _ = fail_v2()
-    back = select(res, "v1")  # type: ignore[arg-type]
+    back = select(res, "v1")
     back, decision = step(back, Observed(deployment=deployment(back, "v2", ready=0, old=2)), 6)
-    rollout = back.status.rollout
-    assert (rollout.trigger, rollout.from_version, rollout.version) == (  # type: ignore[union-attr]
+    rollout = present(back.status.rollout)
+    assert (rollout.trigger, rollout.from_version, rollout.version) == (
         "Automatic",
         "v2",
         "v1",
@@ -252,7 +260,7 @@ def test_the_revert_rollout_is_automatic_and_ends_rolled_back() -> None:
 
 def test_revert_target_failing_too_stalls_with_rollback_target_unhealthy() -> None:
     res, _ = fail_v2()
-    back = select(res, "v1")  # type: ignore[arg-type]
+    back = select(res, "v1")
     back, _ = step(back, Observed(deployment=deployment(back, "v2", ready=0, old=2)), 6)
     crashing = pod(back, "v1", waiting_reason="CrashLoopBackOff")
     back, decision = step(back, Observed(deployment=deployment(back, ready=0), pods=(crashing,)), 8)
@@ -274,9 +282,9 @@ def test_first_version_failure_is_failed_without_revert() -> None:
 
 def test_auto_rollback_off_records_the_failure_and_stalls() -> None:
     res, decision = fail_v2(autoRollback=False)
-    assert decision.spec_change is None  # type: ignore[attr-defined]
-    assert condition(res, c.STALLED) == ("True", "AutoRollbackDisabled")  # type: ignore[arg-type]
-    assert res.status.phase == "Degraded"  # type: ignore[attr-defined]
+    assert decision.spec_change is None
+    assert condition(res, c.STALLED) == ("True", "AutoRollbackDisabled")
+    assert res.status.phase == "Degraded"
 
 
 @pytest.mark.parametrize(
@@ -308,9 +316,9 @@ def test_a_changed_or_removed_last_good_version_is_no_rollback_target(
 # ---------------------------------------------------------- B7 quarantine
 
 
-def quarantined_v2_selected_again() -> tuple[object, object]:
+def quarantined_v2_selected_again() -> tuple[Resource, Decision]:
     res, _ = fail_v2()
-    back = select(res, "v1")  # type: ignore[arg-type]
+    back = select(res, "v1")
     back, _ = step(back, Observed(deployment=deployment(back, "v2", ready=0, old=2)), 6)
     back, _ = step(back, Observed(deployment=deployment(back)), 7)
     again = select(back, "v2")
@@ -319,28 +327,29 @@ def quarantined_v2_selected_again() -> tuple[object, object]:
 
 def test_selecting_a_quarantined_version_is_refused_and_reverted_with_a_retry_hint() -> None:
     res, decision = quarantined_v2_selected_again()
-    assert decision.deployment is None  # type: ignore[attr-defined]
-    change = decision.spec_change  # type: ignore[attr-defined]
+    assert decision.deployment is None
+    change = present(decision.spec_change)
     assert (change.set_version, change.expect_version) == ("v1", "v2")
-    (warning,) = [e for e in decision.events if e.reason == "VersionQuarantined"]  # type: ignore[attr-defined]
+    (warning,) = [e for e in decision.events if e.reason == "VersionQuarantined"]
     assert "modeldeploy.io/retry=v2" in warning.message
     assert "kubectl modeldeploy retry m v2" in warning.message
-    assert res.status.history[0].version == "v1"  # type: ignore[attr-defined]  # no v2 rollout
+    assert res.status.history[0].version == "v1"  # no v2 rollout
 
 
 def test_retry_annotation_lifts_the_quarantine_and_rolls_out_with_trigger_retry() -> None:
     res, _ = quarantined_v2_selected_again()
-    back = select(res, "v1")  # type: ignore[arg-type]
+    back = select(res, "v1")
     back, _ = step(back, Observed(deployment=deployment(back)), 9)
     retried = replace(back, retry_version="v2")
     retried, decision = step(retried, Observed(deployment=deployment(back)), 10)
     change = decision.spec_change
     assert change is not None
     assert (change.set_version, change.remove_retry) == ("v2", True)
-    assert retried.status.version_record("v2").state == "Retrying"  # type: ignore[union-attr]
+    assert present(retried.status.version_record("v2")).state == "Retrying"
     now_v2 = replace(select(retried, "v2"), retry_version=None)
     now_v2, decision = step(now_v2, Observed(deployment=deployment(back)), 11)
-    assert (now_v2.status.rollout.version, now_v2.status.rollout.trigger) == (  # type: ignore[union-attr]
+    rollout = present(now_v2.status.rollout)
+    assert (rollout.version, rollout.trigger) == (
         "v2",
         "Retry",
     )
@@ -358,10 +367,10 @@ def test_a_retry_of_an_unknown_version_is_refused_and_consumed() -> None:
 # ------------------------------------------------------------- B9 loop guard
 
 
-def reselect_and_revert(res: object, seconds: float) -> tuple[object, object]:
-    again = select(res, "v2")  # type: ignore[arg-type]
-    again, decision = step(again, Observed(deployment=deployment(res, "v1")), seconds)  # type: ignore[arg-type]
-    if decision.spec_change:  # type: ignore[attr-defined]
+def reselect_and_revert(res: Resource, seconds: float) -> tuple[Resource, Decision]:
+    again = select(res, "v2")
+    again, decision = step(again, Observed(deployment=deployment(res, "v1")), seconds)
+    if decision.spec_change:
         again = select(again, "v1")
         again, _ = step(again, Observed(deployment=deployment(again)), seconds + 1)
     return again, decision
@@ -369,23 +378,23 @@ def reselect_and_revert(res: object, seconds: float) -> tuple[object, object]:
 
 def test_the_fourth_revert_away_from_one_version_in_ten_minutes_stalls_with_revert_loop() -> None:
     res, _ = quarantined_v2_selected_again()  # revert 1 (failure) and 2 (re-selection)
-    res = select(res, "v1")  # type: ignore[arg-type]
+    res = select(res, "v1")
     res, _ = step(res, Observed(deployment=deployment(res)), 9)
     res, third = reselect_and_revert(res, 20)
-    assert third.spec_change is not None  # type: ignore[attr-defined]
+    assert third.spec_change is not None
     res, fourth = reselect_and_revert(res, 30)
-    assert fourth.spec_change is None  # type: ignore[attr-defined]
-    assert condition(res, c.STALLED) == ("True", "RevertLoop")  # type: ignore[arg-type]
+    assert fourth.spec_change is None
+    assert condition(res, c.STALLED) == ("True", "RevertLoop")
 
 
 def test_reverts_older_than_ten_minutes_do_not_count() -> None:
     res, _ = quarantined_v2_selected_again()
-    res = select(res, "v1")  # type: ignore[arg-type]
+    res = select(res, "v1")
     res, _ = step(res, Observed(deployment=deployment(res)), 9)
     res, _ = reselect_and_revert(res, 20)
     res, later = reselect_and_revert(res, 20 + 601)
-    assert later.spec_change is not None  # type: ignore[attr-defined]
-    assert len(res.status.reverts) == 1  # type: ignore[attr-defined]
+    assert later.spec_change is not None
+    assert len(res.status.reverts) == 1
 
 
 # ------------------------------------------------------------ B10 crash safety
@@ -393,8 +402,8 @@ def test_reverts_older_than_ten_minutes_do_not_count() -> None:
 
 def test_a_recorded_revert_is_reissued_after_a_crash_without_a_second_record() -> None:
     res, first = fail_v2()  # status written, then the operator died before the spec write
-    again, decision = step(res, Observed(deployment=deployment(res, "v2", ready=0, old=2)), 9)  # type: ignore[arg-type]
-    assert decision.spec_change == first.spec_change  # type: ignore[attr-defined]
+    again, decision = step(res, Observed(deployment=deployment(res, "v2", ready=0, old=2)), 9)
+    assert decision.spec_change == first.spec_change
     assert len(again.status.reverts) == 1
     assert decision.events == ()
 
@@ -463,7 +472,7 @@ def test_history_is_bounded_newest_first() -> None:
 def test_a_thousand_versions_are_looked_up_by_name() -> None:
     versions = {f"v{i}": f"registry.example/m:{i}" for i in range(1000)}
     res = resource(active="v999", versions=versions)
-    assert len(res.spec.versions) == 1000  # type: ignore[union-attr]
+    assert len(spec_of(res).versions) == 1000
     decision = decide(res, Observed(), at(0))
     assert decision.deployment is not None
     container = decision.deployment["spec"]["template"]["spec"]["containers"][0]

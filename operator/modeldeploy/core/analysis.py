@@ -11,18 +11,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from modeldeploy.model import (
-    AnalysisRecord,
-    AnalysisSpec,
-    Check,
-    CheckRecord,
-    Measurement,
-    format_time,
-    parse_time,
-)
+from modeldeploy import constants as c
+from modeldeploy.model.observed import Measurement
+from modeldeploy.model.spec import AnalysisSpec, Check
+from modeldeploy.model.status import AnalysisRecord, CheckRecord
+from modeldeploy.model.times import format_time
 
-PASSED, FAILED, INCONCLUSIVE = "Passed", "Failed", "Inconclusive"
-RUNNING = "Running"
+PASSED, FAILED, INCONCLUSIVE = c.ANALYSIS_PASSED, c.ANALYSIS_FAILED, c.ANALYSIS_INCONCLUSIVE
+RUNNING = c.ANALYSIS_RUNNING
 
 
 @dataclass(frozen=True)
@@ -47,8 +43,8 @@ def start(version: str, digest: str, spec: AnalysisSpec, now: datetime) -> Analy
     return AnalysisRecord(
         version=version,
         template_hash=digest,
-        started_at=format_time(now),
-        ends_at=format_time(now + timedelta(seconds=spec.bake_s)),
+        started_at=now,
+        ends_at=now + timedelta(seconds=spec.bake_s),
         checks=tuple(CheckRecord(name=check.name) for check in spec.checks),
     )
 
@@ -62,7 +58,7 @@ def due(record: AnalysisRecord, spec: AnalysisSpec, now: datetime) -> list[Check
     interval = timedelta(seconds=spec.interval_s)
     out = []
     for check in spec.checks:
-        last = parse_time(_record(record, check.name).last_measured_at)
+        last = _record(record, check.name).last_measured_at
         if last is None or now - last >= interval:
             out.append(check)
     return out
@@ -86,7 +82,7 @@ def classify(check: Check, measurement: Measurement) -> tuple[str, str]:
     """(outcome, message) of one measurement against the check's bound."""
     if measurement.value is None:
         why = measurement.error or "the query returned no data"
-        outcome = FAILED if check.on_no_data == "Fail" else INCONCLUSIVE
+        outcome = FAILED if check.on_no_data == c.NO_DATA_FAIL else INCONCLUSIVE
         return outcome, f"{why}: {check.query}"
     value = measurement.value
     if check.max is not None and value > check.max:
@@ -115,7 +111,7 @@ def fold(
             inconclusive=current.inconclusive + (outcome == INCONCLUSIVE),
             last_outcome=outcome,
             last_value=measurement.value,
-            last_measured_at=format_time(measurement.at),
+            last_measured_at=measurement.at,
             message=message,
         )
     return replace(
@@ -134,9 +130,8 @@ def verdict(record: AnalysisRecord, spec: AnalysisSpec, now: datetime) -> tuple[
                 f"check {check.name}: {counts.message} ({counts.failed} failed "
                 f"measurements, failureLimit {check.failure_limit})"
             )
-    ends = parse_time(record.ends_at)
-    if ends is not None and now < ends:
-        return RUNNING, f"measuring until {record.ends_at}"
+    if now < record.ends_at:
+        return RUNNING, f"measuring until {format_time(record.ends_at)}"
     pending = [k.name for c in spec.checks if (k := _record(record, c.name)).last_outcome != PASSED]
     if pending:
         return INCONCLUSIVE, f"no passing measurement yet for: {', '.join(pending)}"
@@ -147,9 +142,8 @@ def next_wake_s(record: AnalysisRecord, spec: AnalysisSpec, now: datetime) -> fl
     """Seconds until the next measurement is due or the window ends."""
     times = []
     for check in spec.checks:
-        last = parse_time(_record(record, check.name).last_measured_at)
+        last = _record(record, check.name).last_measured_at
         times.append(now if last is None else last + timedelta(seconds=spec.interval_s))
-    ends = parse_time(record.ends_at)
-    if ends is not None and ends > now:
-        times.append(ends)
+    if record.ends_at > now:
+        times.append(record.ends_at)
     return max(0.0, (min(times) - now).total_seconds()) + 0.05

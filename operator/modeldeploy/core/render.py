@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from modeldeploy import constants as c
-from modeldeploy.model import JSON, Resource, Spec, VersionSpec
+from modeldeploy.model.resource import Resource
+from modeldeploy.model.spec import JSON, Spec, VersionSpec
 
 
 def selector_labels(name: str) -> dict[str, str]:
@@ -79,9 +80,9 @@ def template_hash(name: str, spec: Spec, version: VersionSpec) -> str:
     return digest[:12]
 
 
-def render_deployment(resource: Resource, spec: Spec, version: VersionSpec) -> JSON:
+def render_deployment(resource: Resource, spec: Spec, version: VersionSpec, digest: str) -> JSON:
+    """The Deployment running `version`, whose pod template hash is `digest`."""
     name = resource.name
-    digest = template_hash(name, spec, version)
     pod_labels = {
         **common_labels(name),
         c.LABEL_VERSION: version.name,
@@ -117,6 +118,7 @@ def render_deployment(resource: Resource, spec: Spec, version: VersionSpec) -> J
 
 
 def render_service(resource: Resource, spec: Spec) -> JSON:
+    """The Service in front of the resource's pods, whatever version they run."""
     return {
         "apiVersion": "v1",
         "kind": "Service",

@@ -7,9 +7,10 @@ Ready, plus RolledBack); phase is only a summary of them for humans and columns.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
 from modeldeploy import constants as c
-from modeldeploy.model import Condition
+from modeldeploy.model.status import Condition
 
 
 def set_condition(
@@ -18,7 +19,7 @@ def set_condition(
     status: bool,
     reason: str,
     message: str,
-    now: str,
+    now: datetime,
     generation: int,
 ) -> tuple[Condition, ...]:
     """Return the conditions with `type_` set; its transition time moves only on a flip."""

@@ -1,0 +1,171 @@
+"""Status bookkeeping of rollouts (B3, B4, B6.1): start one, record success or failure.
+
+Part of the pure core: each function takes a status and returns a new one with the
+ledger (`versions`), the current rollout and its history entry updated together,
+plus the Event that tells people about it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from modeldeploy import constants as c
+from modeldeploy.core.conditions import set_condition
+from modeldeploy.core.plan import Event, Problem
+from modeldeploy.model.resource import Resource
+from modeldeploy.model.spec import Spec
+from modeldeploy.model.status import RolloutRecord, Status, VersionRecord
+
+
+def set_status_condition(
+    status: Status,
+    resource: Resource,
+    type_: str,
+    value: bool,
+    reason: str,
+    message: str,
+    now: datetime,
+) -> Status:
+    conditions = set_condition(
+        status.conditions, type_, value, reason, message, now, resource.generation
+    )
+    return replace(status, conditions=conditions)
+
+
+def upsert_version(status: Status, record: VersionRecord) -> Status:
+    versions = [v for v in status.versions if v.name != record.name]
+    versions.append(record)
+    return replace(status, versions=tuple(sorted(versions, key=lambda v: v.name)))
+
+
+def with_rollout(status: Status, rollout: RolloutRecord, history_limit: int) -> Status:
+    """Set the current rollout and its history entry (matched by revision)."""
+    history = [h for h in status.history if h.revision != rollout.revision]
+    history.insert(0, rollout)
+    history.sort(key=lambda h: h.revision, reverse=True)
+    return replace(status, rollout=rollout, history=tuple(history[:history_limit]))
+
+
+def trigger_of(status: Status, resource: Resource, version: str) -> str:
+    """Manual, unless the spec names what the operator itself last wrote (revert, retry)."""
+    intent = status.intent
+    # Our own spec write bumps the generation by exactly one; anything later is a user's.
+    if intent and intent.version == version and resource.generation <= intent.generation + 1:
+        return intent.trigger
+    return c.TRIGGER_MANUAL
+
+
+def start_rollout(
+    status: Status, resource: Resource, spec: Spec, digest: str, now: datetime
+) -> tuple[Status, Event]:
+    version = spec.active_version
+    trigger = trigger_of(status, resource, version)
+    revision = max((h.revision for h in status.history), default=0) + 1
+    rollout = RolloutRecord(
+        revision=revision,
+        version=version,
+        template_hash=digest,
+        trigger=trigger,
+        started_at=now,
+        # From the version the last rollout went to (a failed one, for a revert).
+        from_version=status.rollout.version if status.rollout else status.serving_version,
+    )
+    status = with_rollout(replace(status, intent=None), rollout, spec.rollout.history_limit)
+    previous = status.version_record(version)
+    status = upsert_version(
+        status,
+        VersionRecord(
+            name=version,
+            state=c.STATE_RETRYING if trigger == c.TRIGGER_RETRY else c.STATE_PROGRESSING,
+            template_hash=digest,
+            last_available_at=previous.last_available_at if previous else None,
+        ),
+    )
+    if trigger != c.TRIGGER_AUTOMATIC:
+        status = set_status_condition(
+            status,
+            resource,
+            c.ROLLED_BACK,
+            False,
+            c.REASON_NOT_ROLLED_BACK,
+            f"{trigger.lower()} rollout of {version} started",
+            now,
+        )
+    source = f" from {rollout.from_version}" if rollout.from_version else ""
+    return status, Event(
+        "Normal",
+        c.EVENT_ROLLOUT_STARTED,
+        f"Rolling out {version}{source} (trigger {trigger}, revision {revision})",
+    )
+
+
+def succeed(status: Status, spec: Spec, now: datetime) -> tuple[Status, Event]:
+    rollout = status.rollout
+    assert rollout is not None
+    reason = c.REASON_ROLLED_BACK if rollout.trigger == c.TRIGGER_AUTOMATIC else c.REASON_SUCCEEDED
+    finished = replace(rollout, outcome=c.OUTCOME_SUCCEEDED, reason=reason, finished_at=now)
+    status = with_rollout(status, finished, spec.rollout.history_limit)
+    status = upsert_version(
+        status,
+        VersionRecord(
+            name=rollout.version,
+            state=c.STATE_AVAILABLE,
+            template_hash=rollout.template_hash,
+            last_available_at=now,
+        ),
+    )
+    status = replace(
+        status,
+        serving_version=rollout.version,
+        last_good_version=rollout.version,
+        last_good_template_hash=rollout.template_hash,
+    )
+    took = (now - rollout.started_at).total_seconds()
+    return status, Event(
+        "Normal",
+        c.EVENT_ROLLOUT_SUCCEEDED,
+        f"{rollout.version} is serving, {spec.replicas}/{spec.replicas} ready in {took:.1f}s",
+    )
+
+
+def fail(status: Status, spec: Spec, failure: Problem, now: datetime) -> tuple[Status, Event]:
+    rollout = status.rollout
+    assert rollout is not None
+    finished = replace(
+        rollout,
+        outcome=c.OUTCOME_FAILED,
+        reason=failure.reason,
+        message=failure.message,
+        finished_at=now,
+    )
+    status = with_rollout(status, finished, spec.rollout.history_limit)
+    status = upsert_version(
+        status,
+        VersionRecord(
+            name=rollout.version,
+            state=c.STATE_FAILED,
+            template_hash=rollout.template_hash,
+            reason=failure.reason,
+            message=failure.message,
+            failed_at=now,
+        ),
+    )
+    return status, Event(
+        "Warning",
+        c.EVENT_ROLLOUT_FAILED,
+        f"{rollout.version} failed ({failure.reason}): {failure.message}",
+    )
+
+
+def supersede(status: Status, spec: Spec, now: datetime) -> Status:
+    """The rollout in progress was replaced by a spec naming another template."""
+    rollout = status.rollout
+    assert rollout is not None
+    superseded = replace(
+        rollout,
+        outcome=c.OUTCOME_SUPERSEDED,
+        finished_at=now,
+        message=f"replaced by {spec.active_version} before it finished",
+    )
+    return with_rollout(status, superseded, spec.rollout.history_limit)

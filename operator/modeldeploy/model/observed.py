@@ -1,0 +1,153 @@
+"""What the cluster shows of a ModelDeployment's children, trimmed to what decisions need.
+
+Parsed from watch events into the operator's caches (handlers), read by the pure
+core. Nothing here reads the clock: a pod without a creation time is dated when it
+is judged, by the caller's `now`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from modeldeploy import constants as c
+from modeldeploy.model.spec import JSON
+from modeldeploy.model.times import parse_time
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    name: str
+    ready: bool = False
+    restart_count: int = 0
+    waiting_reason: str | None = None
+    waiting_message: str | None = None
+    last_terminated_reason: str | None = None
+    last_exit_code: int | None = None
+
+
+@dataclass(frozen=True)
+class PodState:
+    name: str
+    owner: str  # the ModelDeployment it serves (LABEL_NAME)
+    template_hash: str | None
+    created_at: datetime | None
+    ready: bool = False
+    deleting: bool = False
+    containers: tuple[ContainerState, ...] = ()
+    unschedulable_since: datetime | None = None
+    unschedulable_message: str | None = None
+
+
+@dataclass(frozen=True)
+class ChildState:
+    """An owned Deployment or Service as observed, trimmed to what decisions need."""
+
+    name: str
+    controller_uid: str | None  # uid of the controller ownerReference, if any
+    spec: JSON = field(default_factory=dict)
+    template_hash: str | None = None
+    generation: int = 0
+    observed_generation: int = 0
+    replicas: int = 0
+    updated_replicas: int = 0
+    ready_replicas: int = 0
+    available_replicas: int = 0
+    progress_deadline_exceeded: bool = False
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One analysis query's answer: a value, or None with why (no data, unreachable)."""
+
+    check: str
+    template_hash: str
+    at: datetime
+    value: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Observed:
+    deployment: ChildState | None = None
+    service: ChildState | None = None
+    pods: tuple[PodState, ...] = ()
+    measurements: tuple[Measurement, ...] = ()
+
+
+def _controller_uid(meta: Mapping[str, Any]) -> str | None:
+    for ref in meta.get("ownerReferences") or ():
+        if ref.get("controller"):
+            return str(ref.get("uid"))
+    return None
+
+
+def parse_child(body: Mapping[str, Any]) -> ChildState:
+    """A Deployment or Service body, trimmed to what decisions read."""
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    conditions = status.get("conditions") or ()
+    return ChildState(
+        name=meta.get("name", ""),
+        controller_uid=_controller_uid(meta),
+        spec=dict(body.get("spec") or {}),
+        template_hash=(meta.get("annotations") or {}).get(c.ANNOTATION_TEMPLATE_HASH),
+        generation=int(meta.get("generation", 0)),
+        observed_generation=int(status.get("observedGeneration", 0)),
+        replicas=int(status.get("replicas", 0)),
+        updated_replicas=int(status.get("updatedReplicas", 0)),
+        ready_replicas=int(status.get("readyReplicas", 0)),
+        available_replicas=int(status.get("availableReplicas", 0)),
+        progress_deadline_exceeded=any(
+            k.get("type") == "Progressing" and k.get("reason") == c.REASON_PROGRESS_DEADLINE
+            for k in conditions
+        ),
+    )
+
+
+def _container(raw: Mapping[str, Any]) -> ContainerState:
+    waiting = (raw.get("state") or {}).get("waiting") or {}
+    terminated = (raw.get("lastState") or {}).get("terminated") or {}
+    return ContainerState(
+        name=raw.get("name", ""),
+        ready=bool(raw.get("ready")),
+        restart_count=int(raw.get("restartCount", 0)),
+        waiting_reason=waiting.get("reason"),
+        waiting_message=waiting.get("message"),
+        last_terminated_reason=terminated.get("reason"),
+        last_exit_code=terminated.get("exitCode"),
+    )
+
+
+def parse_pod(body: Mapping[str, Any]) -> PodState:
+    """A pod body, trimmed to its failure signals: containers, readiness, scheduling."""
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    labels = meta.get("labels") or {}
+    conditions = {k.get("type"): k for k in status.get("conditions") or ()}
+    scheduled = conditions.get("PodScheduled") or {}
+    unschedulable = (
+        scheduled.get("status") == "False" and scheduled.get("reason") == c.REASON_UNSCHEDULABLE
+    )
+    return PodState(
+        name=meta.get("name", ""),
+        owner=labels.get(c.LABEL_NAME, ""),
+        template_hash=labels.get(c.LABEL_TEMPLATE_HASH),
+        created_at=parse_time(meta.get("creationTimestamp")),
+        ready=(conditions.get("Ready") or {}).get("status") == "True",
+        deleting=bool(meta.get("deletionTimestamp")),
+        containers=tuple(_container(raw) for raw in status.get("containerStatuses") or ()),
+        unschedulable_since=parse_time(scheduled.get("lastTransitionTime"))
+        if unschedulable
+        else None,
+        unschedulable_message=scheduled.get("message") if unschedulable else None,
+    )
+
+
+def owner_key(body: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(namespace, ModelDeployment name) of a child carrying our name label."""
+    meta = body.get("metadata") or {}
+    owner = (meta.get("labels") or {}).get(c.LABEL_NAME)
+    return (meta.get("namespace", ""), owner) if owner else None

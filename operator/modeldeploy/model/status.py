@@ -1,0 +1,185 @@
+"""The status the operator writes: conditions, the ledger, history, analysis, intent.
+
+Frozen dataclasses with `datetime` times; `to_json` and `parse_status` are the only
+places they meet the camelCase JSON the CRD declares (tests/unit/test_crd.py checks
+every field written is declared, so nothing is pruned).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from modeldeploy import constants as c
+from modeldeploy.model.times import format_time, parse_time
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: str
+    reason: str
+    message: str
+    last_transition_time: datetime
+    observed_generation: int = 0
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """One entry of the ledger: what the operator knows of a version."""
+
+    name: str
+    state: str
+    template_hash: str
+    reason: str | None = None
+    message: str | None = None
+    failed_at: datetime | None = None
+    last_available_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RolloutRecord:
+    """The rollout in progress or the last one; its times survive restarts (B3)."""
+
+    revision: int
+    version: str
+    template_hash: str
+    trigger: str
+    started_at: datetime
+    from_version: str | None = None
+    outcome: str = c.OUTCOME_PROGRESSING
+    reason: str | None = None
+    message: str | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A spec change the operator itself made (revert or retry), recorded before it."""
+
+    trigger: str
+    version: str
+    generation: int
+    from_version: str | None = None
+    at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class CheckRecord:
+    """What analysis measured for one check so far."""
+
+    name: str
+    passed: int = 0
+    failed: int = 0
+    inconclusive: int = 0
+    last_outcome: str | None = None  # Passed, Failed or Inconclusive
+    last_value: float | None = None
+    last_measured_at: datetime | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class AnalysisRecord:
+    """The analysis of one rollout's template; its window survives restarts."""
+
+    version: str
+    template_hash: str
+    started_at: datetime
+    ends_at: datetime
+    phase: str = c.ANALYSIS_RUNNING  # then Passed, Failed or Inconclusive
+    checks: tuple[CheckRecord, ...] = ()
+
+
+@dataclass(frozen=True)
+class Revert:
+    from_version: str
+    to_version: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Status:
+    observed_generation: int = 0
+    phase: str = c.PHASE_PENDING
+    serving_version: str | None = None
+    last_good_version: str | None = None
+    last_good_template_hash: str | None = None
+    rollout: RolloutRecord | None = None
+    intent: Intent | None = None
+    versions: tuple[VersionRecord, ...] = ()
+    history: tuple[RolloutRecord, ...] = ()
+    reverts: tuple[Revert, ...] = ()
+    replicas: int = 0
+    ready_replicas: int = 0
+    updated_replicas: int = 0
+    readiness: str | None = None  # "ready/desired", for the printer column
+    analysis: AnalysisRecord | None = None
+    conditions: tuple[Condition, ...] = ()
+
+    def version_record(self, name: str) -> VersionRecord | None:
+        return next((record for record in self.versions if record.name == name), None)
+
+
+# ------------------------------------------------------------------ the JSON edge
+
+_JSON_NAMES = {"from_version": "from", "to_version": "to"}
+_NESTED: Mapping[str, type[Any]] = {
+    "rollout": RolloutRecord,
+    "intent": Intent,
+    "versions": VersionRecord,
+    "history": RolloutRecord,
+    "reverts": Revert,
+    "analysis": AnalysisRecord,
+    "checks": CheckRecord,
+    "conditions": Condition,
+}
+
+
+def _json_name(field: str) -> str:
+    if field in _JSON_NAMES:
+        return _JSON_NAMES[field]
+    head, *rest = field.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def to_json(value: Any) -> Any:
+    """Dataclasses to the camelCase JSON of the CRD; None fields are left out."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            _json_name(item.name): to_json(item_value)
+            for item in dataclasses.fields(value)
+            if (item_value := getattr(value, item.name)) is not None
+        }
+    if isinstance(value, tuple | list):
+        return [to_json(item) for item in value]
+    if isinstance(value, datetime):
+        return format_time(value)
+    return value
+
+
+def _from_json(cls: type[Any], raw: Mapping[str, Any]) -> Any:
+    """One dataclass from its JSON: nested records and times converted by field."""
+    kwargs: dict[str, Any] = {}
+    for item in dataclasses.fields(cls):
+        key = _json_name(item.name)
+        if key not in raw:
+            continue
+        value = raw[key]
+        nested = _NESTED.get(item.name)
+        if nested is not None and isinstance(value, list):
+            value = tuple(_from_json(nested, entry) for entry in value)
+        elif nested is not None and isinstance(value, Mapping):
+            value = _from_json(nested, value)
+        elif isinstance(value, str) and "datetime" in str(item.type):
+            value = parse_time(value)
+        kwargs[item.name] = value
+    return cls(**kwargs)
+
+
+def parse_status(raw: Mapping[str, Any] | None) -> Status:
+    """The status as the operator last wrote it (empty when it never wrote one)."""
+    status: Status = _from_json(Status, raw or {})
+    return status

@@ -1,0 +1,122 @@
+"""A recording stand-in for the API server's side of `modeldeploy.reconcile.Cluster`.
+
+It keeps one ModelDeployment as the API server would (resourceVersion, generation,
+spec, status, annotations) and applies the operator's writes with the API's
+semantics: a status write fails when the resourceVersion moved on, and a JSON-patch
+`test` that no longer holds refuses the whole spec change (HTTP 422), including a
+`remove` of an annotation that is gone. Every write is logged in order, so unit
+tests can check the write protocol itself (status before the revert). The e2e
+tests check the same protocol against the real API server.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from modeldeploy import constants as c
+from modeldeploy.core.plan import Event, SpecChange
+from modeldeploy.model.observed import ChildState
+from modeldeploy.model.resource import Resource
+from modeldeploy.model.spec import JSON
+
+
+@dataclass
+class RecordingCluster:
+    body: JSON
+    writes: list[tuple[str, Any]] = field(default_factory=list)
+    children: dict[str, JSON] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    foreign: dict[str, ChildState] = field(default_factory=dict)  # what read_child finds
+    # Runs just before a spec change lands: a user's concurrent edit, in tests.
+    before_spec_change: Callable[[], None] | None = None
+
+    @classmethod
+    def holding(cls, body: JSON) -> RecordingCluster:
+        stored = copy.deepcopy(body)
+        stored["metadata"].setdefault("resourceVersion", "1")
+        stored["metadata"].setdefault("generation", 1)
+        return cls(stored)
+
+    # -------------------------------------------------------- what users do
+
+    def edit_spec(self, **changes: Any) -> None:
+        """A user's spec edit: a new generation."""
+        self.body["spec"].update(changes)
+        self._bump(generation=True)
+
+    def annotate(self, key: str, value: str) -> None:
+        self.body["metadata"].setdefault("annotations", {})[key] = value
+        self._bump(generation=False)
+
+    def snapshot(self) -> JSON:
+        """The object as a watch would deliver it now."""
+        return copy.deepcopy(self.body)
+
+    # ----------------------------------------------------- the Cluster protocol
+
+    def replace_status(self, resource: Resource, resource_version: str, status: JSON) -> bool:
+        if self.body["metadata"]["resourceVersion"] != resource_version:
+            return False
+        self.body["status"] = copy.deepcopy(status)
+        self._bump(generation=False)
+        self.writes.append(("status", status))
+        return True
+
+    def apply(self, manifest: JSON) -> None:
+        self.children[manifest["kind"]] = copy.deepcopy(manifest)
+        self.writes.append(("apply", manifest["kind"]))
+
+    def read_child(self, kind: str, resource: Resource) -> ChildState | None:
+        return self.foreign.get(kind)
+
+    def change_spec(self, resource: Resource, change: SpecChange) -> bool:
+        if self.before_spec_change is not None:
+            self.before_spec_change()
+            self.before_spec_change = None
+        spec, annotations = self.body["spec"], self.body["metadata"].get("annotations") or {}
+        if change.expect_version is not None and spec["activeVersion"] != change.expect_version:
+            self.writes.append(("spec refused", change))
+            return False
+        if change.remove_retry and c.ANNOTATION_RETRY not in annotations:
+            self.writes.append(("spec refused", change))
+            return False
+        if change.remove_retry:
+            del annotations[c.ANNOTATION_RETRY]
+        moved = change.set_version is not None and change.set_version != spec["activeVersion"]
+        if change.set_version is not None:
+            spec["activeVersion"] = change.set_version
+        self._bump(generation=moved)
+        self.writes.append(("spec", change))
+        return True
+
+    def post_event(self, resource: Resource, event: Event) -> None:
+        self.events.append(event)
+        self.writes.append(("event", event.reason))
+
+    # ------------------------------------------------------------------ inner
+
+    def _bump(self, generation: bool) -> None:
+        meta = self.body["metadata"]
+        meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
+        if generation:
+            meta["generation"] += 1
+
+
+@dataclass
+class RecordingNotifier:
+    sent: list[tuple[str, str]] = field(default_factory=list)
+
+    def notify(self, resource: Resource, event: Event) -> None:
+        self.sent.append((resource.name, event.reason))
+
+
+@dataclass
+class RecordingMeasurer:
+    requested: list[tuple[tuple[str, str], int]] = field(default_factory=list)
+
+    def request(self, key: tuple[str, str], queries: tuple[Any, ...]) -> None:
+        if queries:
+            self.requested.append((key, len(queries)))
