@@ -25,7 +25,7 @@ import urllib3
 import testbed.cluster
 from modeldeploy.constants import GROUP, PLURAL, VERSION
 from testbed.processes import KUBECONFIG, running_pid
-from testbed.support import Background, BackgroundWatch, free_port, wait_for
+from testbed.support import Background, BackgroundWatch, end_process, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = "registry.example/bench:1"
@@ -297,6 +297,5 @@ class ArgoRollouts:
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
+            end_process(self.process)
         self.process = None

@@ -66,6 +66,19 @@ def wait_for(
         time.sleep(interval)
 
 
+def end_process(process: subprocess.Popen[bytes], kill: bool = False, grace_s: float = 20) -> None:
+    """SIGTERM `process` (SIGKILL with `kill`) and reap it; SIGKILL if it outlives `grace_s`."""
+    if kill:
+        process.kill()
+    else:
+        process.terminate()
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
 class Background:
     """Runs `_run` in a daemon thread for the length of a `with` block.
 
@@ -211,17 +224,8 @@ class OperatorProcess:
 
     def stop(self, kill: bool = False) -> None:
         """SIGTERM (or SIGKILL with `kill`) and wait for it; nothing if it is not running."""
-        if self.process is None:
-            return
-        if kill:
-            self.process.kill()
-        else:
-            self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        if self.process is not None:
+            end_process(self.process, kill=kill)
         self.process = None
 
     def log(self) -> str:

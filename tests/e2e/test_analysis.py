@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from testbed.support import OperatorProcess, free_port
+from testbed.support import OperatorProcess, end_process, free_port
 from tests.e2e.helpers import Kube, model_deployment, wait_for
 
 GOOD = "registry.example/m:1"
@@ -93,9 +93,8 @@ class Prometheus:
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=20)
-            self.process = None
+            end_process(self.process)
+        self.process = None
 
 
 @pytest.fixture(scope="session")
