@@ -97,7 +97,7 @@ def markdown(result: dict[str, Any]) -> str:
         f", kwok {result['versions']['kwok']}, kopf {result['versions']['kopf']}; scale run:"
         f" {result['scale']['crs']} ModelDeployments, {result['scale']['pods']} pods.",
         "",
-        "| figure | target (DESIGN.md 6) | measured | |",
+        "| figure | target | measured | |",
         "|---|---|---|---|",
     ]
     for name, target, get, ok in TARGETS:

@@ -1,4 +1,4 @@
-"""The operator's behaviour on the real test bed (DESIGN.md B1-B11), one test per behaviour."""
+"""The operator's behaviour on the real test bed (B1-B11), one test per behaviour."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from modeldeploy.constants import ANNOTATION_RETRY, GROUP, PLURAL, VERSION
 from modeldeploy.core.plan import SpecChange
 from modeldeploy.kube import KubeCluster
 from modeldeploy.model.resource import parse_resource
@@ -231,14 +232,8 @@ def test_quarantined_version_is_refused_and_retry_rolls_it_out(
         "a quarantined version must not be rolled out again"
     )
 
-    kube.custom.patch_namespaced_custom_object(
-        "modeldeploy.io",
-        "v1alpha1",
-        namespace,
-        "modeldeployments",
-        name,
-        {"metadata": {"annotations": {"modeldeploy.io/retry": "v2"}}},
-    )
+    retry = {"metadata": {"annotations": {ANNOTATION_RETRY: "v2"}}}
+    kube.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, retry)
     retried = wait_for(
         lambda: [
             h
@@ -251,8 +246,7 @@ def test_quarantined_version_is_refused_and_retry_rolls_it_out(
     assert retried
     wait_for(
         lambda: (
-            "modeldeploy.io/retry"
-            not in (kube.get(namespace, name)["metadata"].get("annotations") or {})
+            ANNOTATION_RETRY not in (kube.get(namespace, name)["metadata"].get("annotations") or {})
         ),
         10,
         "the retry annotation to be consumed",
@@ -378,9 +372,7 @@ def test_deleting_the_resource_removes_children_while_operator_stopped(
     name = "gone"
     create_serving(kube, namespace, name, {"v1": GOOD}, "v1")
     operator.stop()
-    kube.custom.delete_namespaced_custom_object(
-        "modeldeploy.io", "v1alpha1", namespace, "modeldeployments", name
-    )
+    kube.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
     wait_for(
         lambda: (
             kube.deployment_or_none(namespace, name) is None
