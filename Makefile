@@ -60,7 +60,8 @@ unit: venv
 integration: packages-integration venv
 	$(BIN)/pytest tests/integration -q
 
-e2e: packages-e2e venv testbed-build
+e2e: packages-e2e venv
+	$(TESTBED) build --real-node
 	$(BIN)/pytest tests/e2e -q --e2e
 
 test: packages-e2e lint unit integration e2e
