@@ -54,12 +54,10 @@ def missing_here() -> list[str]:
 
 
 def apt_get_install(packages: list[str]) -> None:
-    subprocess.run(["apt-get", "update", "-qq"], check=True)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
-        check=True,
-        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-    )
+    """apt-get install `packages`; its progress is left out, its errors are not."""
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["update"], ["install", "-y", "--no-install-recommends", *packages]):
+        subprocess.run(["apt-get", "-qq", *command], stdout=subprocess.DEVNULL, check=True, env=env)
 
 
 def ensure(groups: list[str]) -> str | None:
