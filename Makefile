@@ -3,21 +3,34 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-TESTBED := $(PYTHON) deploy/local-cluster/testbed.py
+TESTBED := $(PYTHON) -m testbed
 # REAL_NODE=1: `make cluster` and `make demo` add the test bed's real node (needs root).
 REAL_NODE_FLAG := $(if $(filter 1,$(REAL_NODE)),--real-node)
+# The Debian packages a goal needs (testbed/packages.py): installed when make runs as
+# root; otherwise make stops at once, naming them and the apt-get command to run.
+PACKAGES := $(PYTHON) -m testbed.packages
+REAL_NODE_PACKAGES := $(if $(filter 1,$(REAL_NODE)),real-node)
 export KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
 
-.PHONY: help venv lint fmt unit e2e test cluster cluster-down cluster-status testbed-build demo bench bench-quick clean
+.PHONY: help venv lint fmt unit integration e2e test cluster cluster-down cluster-status testbed-build demo bench bench-quick clean packages-integration packages-e2e packages-cluster
 
 help:
 	@echo "make demo            start the local test bed and watch a bad version get reverted"
-	@echo "make test            lint, unit tests, e2e tests on the local test bed (what CI runs)"
+	@echo "make test            lint, unit, integration and e2e tests (what CI runs)"
 	@echo "make lint            ruff, ruff format --check, mypy --strict, import-linter"
 	@echo "make cluster         start the local test bed (builds it once, ~6 min cold)"
 	@echo "                     REAL_NODE=1 adds a real node (kubelet, containerd); also for demo"
 	@echo "make cluster-down    stop it;  make cluster-status: show it"
 	@echo "make bench           benchmarks (bench/results/);  make bench-quick: the same, small N"
+
+packages-integration:
+	@$(PACKAGES) tests
+
+packages-e2e:
+	@$(PACKAGES) control-plane real-node tests
+
+packages-cluster:
+	@$(PACKAGES) control-plane $(REAL_NODE_PACKAGES)
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,20 +50,26 @@ fmt: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The tiers (tests/conftest.py): unit is the pure core; integration runs binaries
+# and subprocesses but needs no cluster; e2e runs only with --e2e. Its session
+# fixture starts the test bed if none is running and stops only what it started;
+# a cold build (minutes) happens before pytest, in sight and outside its timeouts.
 unit: venv
 	$(BIN)/pytest tests/unit -q
 
-# The e2e session fixture starts the test bed if none is running and stops
-# only what it started.
-e2e: venv
-	$(BIN)/pytest tests/e2e -q
+integration: packages-integration venv
+	$(BIN)/pytest tests/integration -q
 
-test: lint unit e2e
+e2e: packages-e2e venv
+	$(TESTBED) build --real-node
+	$(BIN)/pytest tests/e2e -q --e2e
+
+test: packages-e2e lint unit integration e2e
 
 testbed-build:
 	$(TESTBED) build
 
-cluster:
+cluster: packages-cluster
 	$(TESTBED) up $(REAL_NODE_FLAG)
 
 cluster-down:
@@ -59,18 +78,18 @@ cluster-down:
 cluster-status:
 	$(TESTBED) status
 
-demo: venv
-	$(BIN)/python deploy/demo.py $(REAL_NODE_FLAG)
+demo: packages-cluster venv
+	$(BIN)/python -m testbed.demo $(REAL_NODE_FLAG)
 
 $(BIN)/.bench-installed: $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $@
 
 bench: $(BIN)/.bench-installed
-	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench
 
 bench-quick: $(BIN)/.bench-installed
-	$(BIN)/python bench/run.py --quick
+	$(BIN)/python -m bench --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -6,33 +6,23 @@ server until a deadline and fails with what it was waiting for.
 
 from __future__ import annotations
 
-import contextlib
-import threading
-import time
 from collections.abc import Callable
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, TypeVar
 
 import kubernetes
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-GROUP, VERSION, PLURAL = "modeldeploy.io", "v1alpha1", "modeldeployments"
+from modeldeploy.constants import GROUP, PLURAL, VERSION
+from testbed import support
+from testbed.support import BackgroundWatch
+
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except ApiException as error:
-            last = f"API error {error.status} {error.reason}"
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+def wait_for(predicate: Callable[[], T | Literal[False] | None], timeout: float, what: str) -> T:
+    """support.wait_for, an API error counting as "not yet" (the object may be on its way)."""
+    return support.wait_for(predicate, timeout, what, tolerate=(ApiException,))
 
 
 def model_deployment(
@@ -68,21 +58,15 @@ def model_deployment(
 
 
 class Kube:
+    """The Kubernetes client's APIs, typed Any on purpose: its models type every field
+    Optional, and a test reads what the API server filled in (or fails if it did not)."""
+
     def __init__(self) -> None:
         self.api = kubernetes.client.ApiClient()
-        self.core = kubernetes.client.CoreV1Api(self.api)
-        self.apps = kubernetes.client.AppsV1Api(self.api)
-        self.custom = kubernetes.client.CustomObjectsApi(self.api)
-        self.rbac = kubernetes.client.RbacAuthorizationV1Api(self.api)
-
-    def service_account_exists(self, namespace: str, name: str) -> bool:
-        try:
-            self.core.read_namespaced_service_account(name, namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return False
-            raise
-        return True
+        self.core: Any = kubernetes.client.CoreV1Api(self.api)
+        self.apps: Any = kubernetes.client.AppsV1Api(self.api)
+        self.custom: Any = kubernetes.client.CustomObjectsApi(self.api)
+        self.rbac: Any = kubernetes.client.RbacAuthorizationV1Api(self.api)
 
     def create(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         created: dict[str, Any] = self.custom.create_namespaced_custom_object(
@@ -141,40 +125,15 @@ class Kube:
             raise
 
 
-class Background:
-    """Runs `_run` in a daemon thread for the length of a `with` block."""
+class KubeWatch(BackgroundWatch[kubernetes.watch.Watch]):
+    """A BackgroundWatch over the Kubernetes client's watch; `_read` reads `self._watch`."""
 
     def __init__(self) -> None:
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop()
-        self._thread.join(timeout=10)
-
-    def _stop(self) -> None:
-        self._stopping.set()
-
-    def _run(self) -> None:
-        raise NotImplementedError
+        # Stopping the watch cuts its connection: the stream ends with a ProtocolError.
+        super().__init__(kubernetes.watch.Watch(), cut=(urllib3.exceptions.ProtocolError,))  # type: ignore[no-untyped-call]
 
 
-class BackgroundWatch(Background):
-    """A Background whose `_run` reads `self._watch`; leaving the block stops the watch."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._watch = kubernetes.watch.Watch()
-
-    def _stop(self) -> None:
-        self._watch.stop()
-
-
-class ReadyPodSampler(BackgroundWatch):
+class ReadyPodSampler(KubeWatch):
     """Counts Ready serving pods from a pod watch, for the whole test (capacity check).
 
     `minimum` is the lowest count seen once the count first reached `replicas`.
@@ -187,18 +146,13 @@ class ReadyPodSampler(BackgroundWatch):
         self.minimum: int | None = None
         self.samples = 0
 
-    def _run(self) -> None:
-        stream = self._watch.stream(
+    def _read(self) -> None:
+        stream = self._watch.stream(  # type: ignore[no-untyped-call]
             self.kube.core.list_namespaced_pod,
             self.namespace,
             label_selector=f"modeldeploy.io/name={self.name}",
             timeout_seconds=600,
         )
-        # The stream is cut when the test stops the watch.
-        with contextlib.suppress(urllib3.exceptions.ProtocolError):
-            self._consume(stream)
-
-    def _consume(self, stream: Any) -> None:
         for event in stream:
             pod = event["object"]
             ready = (

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import socket
 import subprocess
 import threading
 import urllib.request
@@ -19,18 +18,13 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Operator
-from tests.e2e.helpers import GROUP, PLURAL, VERSION, Kube, model_deployment, wait_for
+from modeldeploy.constants import GROUP, PLURAL, VERSION
+from testbed.support import OperatorProcess, end_process, free_port
+from tests.e2e.helpers import Kube, model_deployment, wait_for
 
 GOOD = "registry.example/m:1"
 ERRORS = 'max(model_error_ratio{namespace="{{namespace}}",model="{{name}}",version="{{version}}"})'
 ACCURACY = 'min(model_accuracy{namespace="{{namespace}}",model="{{name}}",version="{{version}}"})'
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def sample(value: float) -> str:
@@ -79,7 +73,7 @@ class Prometheus:
 
     def __init__(self, workdir: Path, target: str, port: int) -> None:
         binary = shutil.which("prometheus")
-        assert binary, "prometheus is not installed (.ci/run installs Debian's package)"
+        assert binary, "prometheus is not installed (make e2e installs Debian's package as root)"
         workdir.mkdir(parents=True, exist_ok=True)
         config = workdir / "prometheus.yml"
         config.write_text(
@@ -111,9 +105,8 @@ class Prometheus:
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=20)
-            self.process = None
+            end_process(self.process)
+        self.process = None
 
 
 @pytest.fixture(scope="session")
@@ -162,7 +155,7 @@ def start_on_v1(kube: Kube, exporter: Exporter, ns: str, name: str, body: dict[s
 
 
 def test_healthy_version_passes_analysis_and_becomes_last_good(
-    kube: Kube, namespace: str, operator: Operator, exporter: Exporter, prometheus: str
+    kube: Kube, namespace: str, operator: OperatorProcess, exporter: Exporter, prometheus: str
 ) -> None:
     name = "healthy"
     start_on_v1(kube, exporter, namespace, name, analysed(name, prometheus=prometheus))
@@ -190,7 +183,7 @@ def test_healthy_version_passes_analysis_and_becomes_last_good(
 def test_badly_serving_version_is_reverted_with_analysis_failed(
     kube: Kube,
     namespace: str,
-    operator: Operator,
+    operator: OperatorProcess,
     exporter: Exporter,
     prometheus: str,
     errors: float,
@@ -217,7 +210,7 @@ def test_badly_serving_version_is_reverted_with_analysis_failed(
 
 
 def test_brief_spike_within_the_failure_limit_is_tolerated(
-    kube: Kube, namespace: str, operator: Operator, exporter: Exporter, prometheus: str
+    kube: Kube, namespace: str, operator: OperatorProcess, exporter: Exporter, prometheus: str
 ) -> None:
     name = "spike"
     start_on_v1(
@@ -244,7 +237,7 @@ def test_brief_spike_within_the_failure_limit_is_tolerated(
 
 
 def test_unreachable_prometheus_is_inconclusive_then_passes_when_it_returns(
-    kube: Kube, namespace: str, operator: Operator, exporter: Exporter, tmp_path: Path
+    kube: Kube, namespace: str, operator: OperatorProcess, exporter: Exporter, tmp_path: Path
 ) -> None:
     name = "blind"
     late = Prometheus(tmp_path / "late-prometheus", exporter.address, free_port())
@@ -272,7 +265,7 @@ def test_unreachable_prometheus_is_inconclusive_then_passes_when_it_returns(
 
 
 def test_operator_restarted_mid_window_resumes_the_window(
-    kube: Kube, namespace: str, operator: Operator, exporter: Exporter, prometheus: str
+    kube: Kube, namespace: str, operator: OperatorProcess, exporter: Exporter, prometheus: str
 ) -> None:
     name = "resume"
     start_on_v1(
@@ -300,7 +293,7 @@ def test_operator_restarted_mid_window_resumes_the_window(
 
 
 def test_an_infinite_measurement_is_compared_with_its_bound_and_never_wedges_status(
-    kube: Kube, namespace: str, operator: Operator, exporter: Exporter, prometheus: str
+    kube: Kube, namespace: str, operator: OperatorProcess, exporter: Exporter, prometheus: str
 ) -> None:
     name = "infinite"
     start_on_v1(kube, exporter, namespace, name, analysed(name, prometheus=prometheus))
@@ -318,7 +311,7 @@ def test_an_infinite_measurement_is_compared_with_its_bound_and_never_wedges_sta
 
 
 def test_a_nan_measurement_is_no_data_and_never_promotes(
-    kube: Kube, namespace: str, operator: Operator, exporter: Exporter, prometheus: str
+    kube: Kube, namespace: str, operator: OperatorProcess, exporter: Exporter, prometheus: str
 ) -> None:
     name = "nan"
     start_on_v1(kube, exporter, namespace, name, analysed(name, prometheus=prometheus))
@@ -349,7 +342,7 @@ def test_a_nan_measurement_is_no_data_and_never_promotes(
 def test_a_query_that_cannot_be_judged_stalls_with_invalid_query_until_fixed(
     kube: Kube,
     namespace: str,
-    operator: Operator,
+    operator: OperatorProcess,
     exporter: Exporter,
     prometheus: str,
     query: str,

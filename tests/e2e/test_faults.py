@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from modeldeploy.faults import ENV, EXIT_CODE
-from tests.e2e.conftest import Operator
+from testbed.support import OperatorProcess
 from tests.e2e.helpers import Kube, model_deployment, ready, reverted_to, wait_for
 from tests.e2e.test_operations import Receiver
 
@@ -39,7 +39,7 @@ def receiver() -> Iterator[Receiver]:
     ],
 )
 def test_killed_right_after_a_write_the_operator_converges_with_one_revert(
-    kube: Kube, namespace: str, stopped_operator: Operator, receiver: Receiver, point: str
+    kube: Kube, namespace: str, stopped_operator: OperatorProcess, receiver: Receiver, point: str
 ) -> None:
     name = "faulty"
     stopped_operator.start(f"--webhook={receiver.url}")

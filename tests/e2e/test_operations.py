@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -17,17 +16,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.conftest import Operator
+from testbed.support import OperatorProcess, free_port
 from tests.e2e.helpers import Kube, model_deployment, revert_scenario, wait_for
 
 GOOD, BAD = "registry.example/m:1", "registry.example/m:2-crashloop"
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Receiver:
@@ -90,7 +83,7 @@ def metric(text: str, line_start: str) -> float:
 
 
 def test_metrics_count_the_failed_rollout_and_the_revert(
-    kube: Kube, namespace: str, stopped_operator: Operator
+    kube: Kube, namespace: str, stopped_operator: OperatorProcess
 ) -> None:
     port = free_port()
     stopped_operator.start(f"--metrics-port={port}")
@@ -122,7 +115,7 @@ def test_metrics_count_the_failed_rollout_and_the_revert(
 
 
 def test_webhook_receives_failed_revert_and_success(
-    kube: Kube, namespace: str, operator: Operator, receiver: Receiver
+    kube: Kube, namespace: str, operator: OperatorProcess, receiver: Receiver
 ) -> None:
     revert_scenario(kube, namespace, "hooked", notifications={"webhook": {"url": receiver.url}})
     wait_for(
@@ -141,7 +134,7 @@ def test_webhook_receives_failed_revert_and_success(
 
 
 def test_dead_webhook_does_not_delay_the_revert(
-    kube: Kube, namespace: str, operator: Operator, dead_receiver: Receiver
+    kube: Kube, namespace: str, operator: OperatorProcess, dead_receiver: Receiver
 ) -> None:
     # The receiver never answers while the scenario runs; the revert must not wait for it.
     revert_scenario(kube, namespace, "deaf", notifications={"webhook": {"url": dead_receiver.url}})
@@ -159,7 +152,7 @@ def plugin(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_plugin_shows_status_history_versions_and_refuses_quarantined_rollback(
-    kube: Kube, namespace: str, operator: Operator
+    kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     revert_scenario(kube, namespace, "cli")
     status = plugin("-n", namespace, "status", "cli")
@@ -184,7 +177,7 @@ def test_plugin_shows_status_history_versions_and_refuses_quarantined_rollback(
 
 
 def test_plugin_rollback_goes_to_the_previous_good_version_and_wait_reports_ready(
-    kube: Kube, namespace: str, operator: Operator
+    kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     kube.create(
         namespace, model_deployment("back", {"v1": GOOD, "v2": "registry.example/m:2"}, "v1")
@@ -207,7 +200,7 @@ def test_plugin_rollback_goes_to_the_previous_good_version_and_wait_reports_read
 
 
 def test_plugin_wait_fails_fast_when_the_first_version_fails(
-    kube: Kube, namespace: str, operator: Operator
+    kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     kube.create(namespace, model_deployment("doomed", {"v1": BAD}, "v1"))
     waited = plugin("-n", namespace, "wait", "doomed", "--timeout=90s")
@@ -216,18 +209,11 @@ def test_plugin_wait_fails_fast_when_the_first_version_fails(
 
 
 def test_operator_runs_on_its_service_account_rbac_alone(
-    kube: Kube, namespace: str, stopped_operator: Operator, tmp_path: Path
+    kube: Kube, namespace: str, stopped_operator: OperatorProcess, tmp_path: Path
 ) -> None:
     subprocess.run(
         ["kubectl", "create", "namespace", "modeldeploy-system"], capture_output=True, check=False
     )  # may exist from an earlier run
-    dry_run = subprocess.run(
-        ["kubectl", "apply", "-k", str(ROOT / "deploy"), "--dry-run=server"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert dry_run.returncode == 0, dry_run.stderr
     subprocess.run(
         ["kubectl", "apply", "-f", str(ROOT / "deploy" / "rbac.yaml")],
         capture_output=True,
@@ -250,7 +236,7 @@ def test_operator_runs_on_its_service_account_rbac_alone(
 
 
 def test_plugin_wait_fails_for_a_release_that_was_reverted(
-    kube: Kube, namespace: str, operator: Operator
+    kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     kube.create(namespace, model_deployment("reverted", {"v1": GOOD, "v2": BAD}, "v1"))
     wait_for(lambda: kube.status(namespace, "reverted").get("lastGoodVersion") == "v1", 60, "v1")
@@ -267,7 +253,7 @@ def test_plugin_wait_fails_for_a_release_that_was_reverted(
 
 
 def test_plugin_retry_refused_by_rbac_is_one_sentence_with_its_own_exit_code(
-    kube: Kube, namespace: str, operator: Operator, tmp_path: Path
+    kube: Kube, namespace: str, operator: OperatorProcess, tmp_path: Path
 ) -> None:
     kube.create(namespace, model_deployment("locked", {"v1": GOOD}, "v1"))
     kube.core.create_namespaced_service_account(namespace, {"metadata": {"name": "reader"}})

@@ -1,6 +1,6 @@
 """The core rollout scenarios again on the real node: real processes, probes, crashes, OOM kills.
 
-Pods run the reference model server (deploy/examples/model-server) under containerd
+Pods run the reference model server (testbed/modelserver) under containerd
 with an HTTP readiness probe, and inference goes through the Service's ClusterIP
 (kube-proxy's rules). During each rollout a loop of inference requests counts what
 fails: zero downtime is measured, not assumed. The times measured are reported in
@@ -9,28 +9,24 @@ the session's summary, not asserted.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import kubernetes
 import pytest
-import urllib3
 
-from tests.e2e.conftest import Operator, testbed
+import testbed.cluster
+from modeldeploy.constants import GROUP, PLURAL, VERSION
+from testbed import images, realnode
+from testbed.modelserver.client import InferenceLoad, infer
+from testbed.support import OperatorProcess
 from tests.e2e.helpers import (
-    GROUP,
-    PLURAL,
-    VERSION,
-    Background,
-    BackgroundWatch,
     Kube,
+    KubeWatch,
     ReadyPodSampler,
     model_deployment,
     ready,
@@ -39,12 +35,11 @@ from tests.e2e.helpers import (
 )
 
 REPLICAS = 2
-PROBE = {"inputs": [{"name": "features", "datatype": "FP64", "shape": [1, 3], "data": [3, 1, 2.5]}]}
 RecordProperty = Callable[[str, object], None]
 
 
 def image(variant: str) -> str:
-    return str(testbed.realnode.images.model_server_image(variant))
+    return images.model_server_image(variant)
 
 
 def real_model(name: str, variants: dict[str, str], active: str, **rollout: Any) -> dict[str, Any]:
@@ -55,8 +50,8 @@ def real_model(name: str, variants: dict[str, str], active: str, **rollout: Any)
     for entry in body["spec"]["versions"]:
         del entry["modelUri"]  # each image carries its own model file
     body["spec"]["template"] = {
-        **testbed.realnode.POD_PLACEMENT,
-        "port": testbed.realnode.images.SERVER_PORT,
+        **realnode.POD_PLACEMENT,
+        "port": images.SERVER_PORT,
         "readinessProbe": {
             "httpGet": {"path": "/v2/health/ready", "port": "http"},
             "periodSeconds": 1,
@@ -83,43 +78,7 @@ def serve(kube: Kube, namespace: str, body: dict[str, Any]) -> str:
     return url
 
 
-def infer(url: str) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(url, data=json.dumps(PROBE).encode())
-    try:
-        with urllib.request.urlopen(request, timeout=3) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, {}
-    except (urllib.error.URLError, OSError):
-        return 0, {}
-
-
-class InferenceLoad(Background):
-    """Inference requests through the Service, one after another, for the whole block."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__()
-        self.url = url
-        self.answered: dict[str, int] = {}  # model version -> requests it answered
-        self.failures: list[str] = []
-
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            started = time.monotonic()
-            status, answer = infer(self.url)
-            if status == 200:
-                version = answer["model_version"]
-                self.answered[version] = self.answered.get(version, 0) + 1
-            else:
-                self.failures.append(f"{time.monotonic() - started:.2f}s: status {status}")
-            self._stopping.wait(0.02)
-
-    @property
-    def requests(self) -> int:
-        return sum(self.answered.values()) + len(self.failures)
-
-
-class FirstSeen(BackgroundWatch):
+class FirstSeen(KubeWatch):
     """The monotonic time a watch first showed an object matching `predicate`."""
 
     def __init__(self, list_call: Callable[..., Any], predicate: Callable[[Any], bool]) -> None:
@@ -128,12 +87,11 @@ class FirstSeen(BackgroundWatch):
         self.at: float | None = None
         self.events = 0  # the first ones list what exists: the watch is running
 
-    def _run(self) -> None:
-        with contextlib.suppress(urllib3.exceptions.ProtocolError):  # cut when stopped
-            for event in self._watch.stream(self.list_call, timeout_seconds=600):
-                if self.at is None and self.predicate(event["object"]):
-                    self.at = time.monotonic()
-                self.events += 1
+    def _read(self) -> None:
+        for event in self._watch.stream(self.list_call, timeout_seconds=600):  # type: ignore[no-untyped-call]
+            if self.at is None and self.predicate(event["object"]):
+                self.at = time.monotonic()
+            self.events += 1
 
 
 def v2_containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
@@ -214,7 +172,7 @@ def fail_and_revert(
 
 
 def test_healthy_version_serves_inference_through_the_service(
-    kube: Kube, namespace: str, operator: Operator, real_node: str
+    kube: Kube, namespace: str, operator: OperatorProcess, real_node: str
 ) -> None:
     url = serve(kube, namespace, real_model("fraud", {"v1": "good"}, "v1"))
     status, answer = infer(url)
@@ -244,7 +202,7 @@ def test_healthy_version_serves_inference_through_the_service(
 def test_crashing_version_is_reverted_with_its_reason_and_no_failed_request(
     kube: Kube,
     namespace: str,
-    operator: Operator,
+    operator: OperatorProcess,
     real_node: str,
     record_property: RecordProperty,
     variant: str,
@@ -265,7 +223,7 @@ def test_crashing_version_is_reverted_with_its_reason_and_no_failed_request(
 def test_slow_loading_version_succeeds_within_its_ready_timeout(
     kube: Kube,
     namespace: str,
-    operator: Operator,
+    operator: OperatorProcess,
     real_node: str,
     record_property: RecordProperty,
 ) -> None:
@@ -294,9 +252,8 @@ def test_slow_loading_version_succeeds_within_its_ready_timeout(
 
 
 def test_real_node_stops_leaving_nothing_behind_and_starts_again(
-    kube: Kube, namespace: str, operator: Operator, real_node: str
+    kube: Kube, namespace: str, operator: OperatorProcess, real_node: str
 ) -> None:
-    realnode = testbed.realnode
     serve(kube, namespace, real_model("fraud", {"v1": "good"}, "v1"))  # pods to clean up
     assert any("KUBE-SERVICES" in realnode.iptables_save(tool) for tool in realnode.IPTABLES)
     pod_links = [name for name, bridge in links().items() if bridge == realnode.BRIDGE]
@@ -316,7 +273,7 @@ def test_real_node_stops_leaving_nothing_behind_and_starts_again(
             kube.core.read_node(real_node)
         assert missing.value.status == 404
     finally:
-        testbed.up(real_node=True)
+        testbed.cluster.up(real_node=True)
     assert realnode.is_up()
 
 

@@ -1,4 +1,4 @@
-"""The operator's behaviour on the real test bed (DESIGN.md B1-B11), one test per behaviour."""
+"""The operator's behaviour on the real test bed (B1-B11), one test per behaviour."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
+from modeldeploy.constants import ANNOTATION_RETRY, GROUP, PLURAL, VERSION
 from modeldeploy.core.plan import SpecChange
 from modeldeploy.kube import KubeCluster
 from modeldeploy.model.resource import parse_resource
-from tests.e2e.conftest import Operator
+from testbed.support import OperatorProcess
 from tests.e2e.helpers import (
     Kube,
     ReadyPodSampler,
@@ -41,7 +42,7 @@ def create_serving(
 
 
 def test_healthy_version_renders_owned_deployment_and_service(
-    kube: Kube, namespace: str, operator: Operator
+    kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     create_serving(kube, namespace, "iris", {"v1": GOOD}, "v1", replicas=3)
     body = kube.get(namespace, "iris")
@@ -78,7 +79,9 @@ def test_healthy_version_renders_owned_deployment_and_service(
 # ------------------------------------------------------- B5, B6 failure + revert
 
 
-def test_crashloop_reverts_to_last_good(kube: Kube, namespace: str, operator: Operator) -> None:
+def test_crashloop_reverts_to_last_good(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
     name, replicas = "fraud", 3
     create_serving(
         kube,
@@ -139,7 +142,12 @@ def test_crashloop_reverts_to_last_good(kube: Kube, namespace: str, operator: Op
     ],
 )
 def test_failing_version_reverts_to_last_good(
-    kube: Kube, namespace: str, operator: Operator, image: str, extra: dict[str, Any], reason: str
+    kube: Kube,
+    namespace: str,
+    operator: OperatorProcess,
+    image: str,
+    extra: dict[str, Any],
+    reason: str,
 ) -> None:
     name = "model"
     gpus = {"v2": {"limits": {"nvidia.com/gpu": 64}}} if reason == "Unschedulable" else None
@@ -157,7 +165,7 @@ def test_failing_version_reverts_to_last_good(
 
 
 def test_slowready_within_ready_timeout_is_not_reverted(
-    kube: Kube, namespace: str, operator: Operator
+    kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "slow"
     create_serving(
@@ -182,7 +190,7 @@ def test_slowready_within_ready_timeout_is_not_reverted(
 
 
 def test_first_version_failure_is_failed_without_revert(
-    kube: Kube, namespace: str, operator: Operator
+    kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "first"
     kube.create(namespace, model_deployment(name, {"v1": "registry.example/m:1-crashloop"}, "v1"))
@@ -197,7 +205,7 @@ def test_first_version_failure_is_failed_without_revert(
 
 
 def test_quarantined_version_is_refused_and_retry_rolls_it_out(
-    kube: Kube, namespace: str, operator: Operator
+    kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "quarantine"
     create_serving(
@@ -224,14 +232,8 @@ def test_quarantined_version_is_refused_and_retry_rolls_it_out(
         "a quarantined version must not be rolled out again"
     )
 
-    kube.custom.patch_namespaced_custom_object(
-        "modeldeploy.io",
-        "v1alpha1",
-        namespace,
-        "modeldeployments",
-        name,
-        {"metadata": {"annotations": {"modeldeploy.io/retry": "v2"}}},
-    )
+    retry = {"metadata": {"annotations": {ANNOTATION_RETRY: "v2"}}}
+    kube.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, retry)
     retried = wait_for(
         lambda: [
             h
@@ -244,8 +246,7 @@ def test_quarantined_version_is_refused_and_retry_rolls_it_out(
     assert retried
     wait_for(
         lambda: (
-            "modeldeploy.io/retry"
-            not in (kube.get(namespace, name)["metadata"].get("annotations") or {})
+            ANNOTATION_RETRY not in (kube.get(namespace, name)["metadata"].get("annotations") or {})
         ),
         10,
         "the retry annotation to be consumed",
@@ -256,7 +257,7 @@ def test_quarantined_version_is_refused_and_retry_rolls_it_out(
 
 
 def test_manual_rollback_is_a_manual_rollout(
-    kube: Kube, namespace: str, operator: Operator
+    kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "manual"
     create_serving(kube, namespace, name, {"v1": GOOD, "v2": GOOD_V3}, "v1")
@@ -283,7 +284,9 @@ def test_manual_rollback_is_a_manual_rollout(
 # ------------------------------------------------- B6 the conditional revert
 
 
-def test_user_edit_racing_the_revert_wins(kube: Kube, namespace: str, operator: Operator) -> None:
+def test_user_edit_racing_the_revert_wins(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
     name = "race"
     create_serving(
         kube,
@@ -301,7 +304,7 @@ def test_user_edit_racing_the_revert_wins(kube: Kube, namespace: str, operator: 
 
 
 def test_revert_patch_applies_only_while_spec_names_the_failed_version(
-    kube: Kube, namespace: str, operator: Operator
+    kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "conditional"
     create_serving(kube, namespace, name, {"v1": GOOD, "v3": GOOD_V3}, "v1")
@@ -316,7 +319,7 @@ def test_revert_patch_applies_only_while_spec_names_the_failed_version(
 
 
 def test_operator_killed_after_bad_version_reverts_exactly_once(
-    kube: Kube, namespace: str, operator: Operator
+    kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "restart"
     create_serving(
@@ -364,14 +367,12 @@ def test_operator_killed_after_bad_version_reverts_exactly_once(
 
 
 def test_deleting_the_resource_removes_children_while_operator_stopped(
-    kube: Kube, namespace: str, operator: Operator
+    kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "gone"
     create_serving(kube, namespace, name, {"v1": GOOD}, "v1")
     operator.stop()
-    kube.custom.delete_namespaced_custom_object(
-        "modeldeploy.io", "v1alpha1", namespace, "modeldeployments", name
-    )
+    kube.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
     wait_for(
         lambda: (
             kube.deployment_or_none(namespace, name) is None
@@ -386,7 +387,7 @@ def test_deleting_the_resource_removes_children_while_operator_stopped(
 
 
 def test_reconciling_an_unchanged_resource_writes_nothing(
-    kube: Kube, namespace: str, operator: Operator
+    kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "steady"
     create_serving(kube, namespace, name, {"v1": GOOD}, "v1")
@@ -409,7 +410,9 @@ def test_reconciling_an_unchanged_resource_writes_nothing(
     assert operator.log().count(f"applied Deployment {namespace}/{name}") == 1
 
 
-def test_hand_edited_deployment_is_repaired(kube: Kube, namespace: str, operator: Operator) -> None:
+def test_hand_edited_deployment_is_repaired(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
     name = "drift"
     create_serving(kube, namespace, name, {"v1": GOOD}, "v1")
     kube.apps.patch_namespaced_deployment(
@@ -438,7 +441,7 @@ def test_hand_edited_deployment_is_repaired(kube: Kube, namespace: str, operator
 
 
 def test_foreign_deployment_is_left_alone_with_name_conflict(
-    kube: Kube, namespace: str, operator: Operator
+    kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "taken"
     kube.apps.create_namespaced_deployment(

@@ -1,4 +1,4 @@
-"""The test bed simulates what DESIGN.md section 5 promises, seen through plain Deployments."""
+"""The test bed simulates what stages.yaml promises, seen through plain Deployments."""
 
 from __future__ import annotations
 

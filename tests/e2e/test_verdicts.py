@@ -16,12 +16,10 @@ from typing import Any
 import pytest
 import yaml
 
+from modeldeploy.constants import GROUP, PLURAL, VERSION
 from modeldeploy.model.text import MESSAGE_LIMIT
-from tests.e2e.conftest import Operator
+from testbed.support import OperatorProcess
 from tests.e2e.helpers import (
-    GROUP,
-    PLURAL,
-    VERSION,
     Kube,
     model_deployment,
     ready,
@@ -53,7 +51,7 @@ def pods_of(kube: Kube, ns: str, name: str, version: str) -> list[Any]:
 
 
 def test_a_revert_target_with_old_restarts_is_not_failed_by_them(
-    kube: Kube, namespace: str, operator: Operator
+    kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "veteran"
     create_serving(kube, namespace, model_deployment(name, {"v1": GOOD, "v2": CRASH}, "v1"))
@@ -74,7 +72,7 @@ def test_a_revert_target_with_old_restarts_is_not_failed_by_them(
 
 
 def test_a_revert_target_with_a_readiness_blip_is_not_failed_by_it(
-    kube: Kube, namespace: str, operator: Operator
+    kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "blip"
     timeout = 30
@@ -176,7 +174,7 @@ def test_what_admission_can_check_is_refused_by_kubectl_apply(
     ],
 )
 def test_a_spec_the_api_server_refuses_stalls_with_its_message_until_fixed(
-    kube: Kube, namespace: str, operator: Operator, template: dict[str, Any], words: str
+    kube: Kube, namespace: str, operator: OperatorProcess, template: dict[str, Any], words: str
 ) -> None:
     name = "refused"
     body = model_deployment(name, {"v1": GOOD}, "v1")
@@ -203,7 +201,7 @@ def test_a_spec_the_api_server_refuses_stalls_with_its_message_until_fixed(
 
 
 def test_status_stays_small_at_every_bound_and_a_bad_release_is_still_reverted(
-    kube: Kube, namespace: str, operator: Operator
+    kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "at-every-bound"
     versions = {f"v{i:04d}-{'x' * 57}": f"registry.example/{'m' * 60}:{i}" for i in range(998)}
@@ -272,7 +270,7 @@ def _status_at_every_bound(status: dict[str, Any], names: list[str], bad: str) -
 
 
 def test_a_revert_refused_by_a_validating_admission_policy_is_revert_denied_not_rolled_back(
-    kube: Kube, namespace: str, operator: Operator
+    kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "frozen"
     create_serving(kube, namespace, model_deployment(name, {"v1": GOOD, "v2": CRASH}, "v1"))
@@ -388,7 +386,7 @@ class _policy_denying_moves_to:
 
 
 def test_a_foreign_pod_with_our_labels_and_hash_never_fails_a_rollout(
-    kube: Kube, namespace: str, operator: Operator
+    kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "labelled"
     slow = "registry.example/fraud:2.0-slowready"
@@ -420,7 +418,7 @@ def test_a_foreign_pod_with_our_labels_and_hash_never_fails_a_rollout(
 
 
 def test_a_labelled_deployment_of_another_name_is_no_name_conflict(
-    kube: Kube, namespace: str, operator: Operator
+    kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "owner"
     create_serving(kube, namespace, model_deployment(name, {"v1": GOOD}, "v1"))
@@ -451,7 +449,7 @@ def test_a_labelled_deployment_of_another_name_is_no_name_conflict(
 
 
 def test_pods_refused_by_a_resource_quota_fail_the_rollout_in_seconds(
-    kube: Kube, namespace: str, operator: Operator
+    kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "quota"
     body = model_deployment(name, {"v1": GOOD, "v2": GOOD_V3}, "v1", progressDeadlineSeconds=600)
@@ -470,7 +468,7 @@ def test_pods_refused_by_a_resource_quota_fail_the_rollout_in_seconds(
 
 
 def test_every_write_carries_the_modeldeploy_field_manager(
-    kube: Kube, namespace: str, operator: Operator
+    kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "managed"
     create_serving(kube, namespace, model_deployment(name, {"v1": GOOD, "v2": CRASH}, "v1"))

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Builds the test bed's binaries (control plane with kubelet and kube-proxy, etcd,
-# kwok, the real node's pause) from the pinned Go wrapper modules beside this
-# script, into a cache folder keyed by their content.
+# kwok, the real node's pause) from the pinned Go wrapper modules in go/ beside
+# this script, into a cache folder keyed by their content.
 # A second run with the same modules is a no-op. Prints the bin folder on stdout.
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
+here=$(cd "$(dirname "$0")/go" && pwd)
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=readonly
 
 # The key changes whenever a pinned module or the wrapper code changes.

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """`make demo`: watch modeldeploy catch a bad model version and put the good one back.
 
 Starts the local test bed (built once and cached), installs the CRD, runs the
@@ -6,31 +5,32 @@ operator, deploys a healthy v1.0, then releases a crash-looping v2.0 and narrate
 what the operator does, as it happens, from the resource's status and Events.
 With --real-node (`make demo REAL_NODE=1`) the pods are real model servers on the
 test bed's real node, and inference requests through the Service count what fails.
+Run as `python -m testbed.demo [--real-node]` from the repository root, in the venv.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
 import os
 import subprocess
 import sys
-import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import kubernetes
 
-ROOT = Path(__file__).resolve().parent.parent
+from modeldeploy.constants import GROUP, PLURAL, VERSION
+from testbed import cluster
+from testbed.modelserver.client import InferenceLoad, infer
+from testbed.processes import KUBECONFIG, STATE, TestbedError
+from testbed.support import OperatorProcess, WaitTimeout, wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
 NAMESPACE = "modeldeploy-demo"
 NAME = "fraud-detector"
 START = time.monotonic()
-PROBE = {"inputs": [{"name": "features", "datatype": "FP64", "shape": [1, 3], "data": [3, 1, 2.5]}]}
 
 
 @dataclass(frozen=True)
@@ -70,27 +70,6 @@ def run(*command: str, show: bool = False) -> str:
     return result.stdout
 
 
-def load_testbed() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "testbed", ROOT / "deploy" / "local-cluster" / "testbed.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def poll(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    sys.exit(f"demo: timed out after {timeout:.0f}s waiting for {what}")
-
-
 class Watcher:
     """Narrates changes of the ModelDeployment's status and of its pods."""
 
@@ -101,7 +80,7 @@ class Watcher:
 
     def body(self) -> dict[str, Any]:
         result: dict[str, Any] = self.kube.get_namespaced_custom_object(
-            "modeldeploy.io", "v1alpha1", NAMESPACE, "modeldeployments", NAME
+            GROUP, VERSION, NAMESPACE, PLURAL, NAME
         )
         return result
 
@@ -144,128 +123,102 @@ class Watcher:
         return body
 
 
-class InferenceLoad:
-    """Inference requests through the Service, one after another, counting failures."""
-
-    def __init__(self, url: str) -> None:
-        self.url, self.ok, self.failed = url, 0, 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def answers(self) -> bool:
-        """Whether one inference request through the Service succeeds."""
-        request = urllib.request.Request(self.url, data=json.dumps(PROBE).encode())
-        try:
-            with urllib.request.urlopen(request, timeout=3) as response:
-                response.read()
-        except (urllib.error.URLError, OSError):
-            return False
-        return True
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            if self.answers():
-                self.ok += 1
-            else:
-                self.failed += 1
-            self.stop.wait(0.02)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--real-node", action="store_true", help="run real model servers")
     setting = REAL_NODE if parser.parse_args().real_node else SIMULATED
-    testbed = load_testbed()
     # kubectl finds its plugin kubectl-modeldeploy on PATH, installed in the venv.
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    say(f"starting the local test bed ({setting.where})")
     try:
-        testbed.up(real_node=setting.real)
-    except testbed.TestbedError as error:
+        start_cluster(setting)
+        log_path = STATE / "logs" / "demo-operator.log"
+        log_path.unlink(missing_ok=True)
+        say(f"starting the operator (log: {log_path.relative_to(ROOT)})")
+        operator = OperatorProcess(log_path, "--namespace", NAMESPACE)
+        operator.start()
+        try:
+            demo(setting)
+        finally:
+            operator.stop()
+    except TestbedError as error:
         sys.exit(f"demo: the test bed did not start: {error}")
-    os.environ["KUBECONFIG"] = str(testbed.KUBECONFIG)
-    kubernetes.config.load_kube_config(config_file=str(testbed.KUBECONFIG))
-    custom = kubernetes.client.CustomObjectsApi()
-    core = kubernetes.client.CoreV1Api()
-    run(
-        "kubectl",
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "-f",
-        str(ROOT / "crds" / "modeldeployment.yaml"),
-    )
-    run(
-        "kubectl",
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/modeldeployments.modeldeploy.io",
-    )
-    if any(ns.metadata.name == NAMESPACE for ns in core.list_namespace().items):
-        say(f"deleting namespace {NAMESPACE} left by an earlier demo (its pods drain first)")
-    subprocess.run(
-        [
-            "kubectl",
-            "delete",
-            "namespace",
-            NAMESPACE,
-            "--ignore-not-found",
-            "--wait=true",
-            "--timeout=60s",
-        ],
-        capture_output=True,
-        check=False,
-    )
-    run("kubectl", "create", "namespace", NAMESPACE)
-    poll(
-        lambda: any(
-            sa.metadata.name == "default"
-            for sa in core.list_namespaced_service_account(NAMESPACE).items
-        ),
-        30,
-        "namespace",
-    )
-
-    log_path = testbed.STATE / "logs" / "demo-operator.log"
-    say(f"starting the operator (log: {log_path.relative_to(ROOT)})")
-    with log_path.open("wb") as log:
-        operator = subprocess.Popen(
-            [sys.executable, "-m", "modeldeploy", "--namespace", NAMESPACE, "--liveness="],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        demo(custom, core, setting)
-    finally:
-        operator.terminate()
-        operator.wait(timeout=20)
+    except WaitTimeout as error:
+        sys.exit(f"demo: {error}")
     print(
         "The test bed is still running: `export KUBECONFIG=.cluster/kubeconfig` to look "
         "around, `make cluster-down` to stop it."
     )
 
 
-def demo(custom: Any, core: Any, setting: Setting) -> None:
+def start_cluster(setting: Setting) -> None:
+    """The test bed up with the CRD installed, and the demo's namespace made afresh."""
+    say(f"starting the local test bed ({setting.where})")
+    cluster.up(real_node=setting.real)
+    os.environ["KUBECONFIG"] = str(KUBECONFIG)
+    kubernetes.config.load_kube_config(config_file=str(KUBECONFIG))  # type: ignore[no-untyped-call]
+    cluster.install_crd()
+    if cluster.namespace_exists(NAMESPACE):
+        say(f"deleting namespace {NAMESPACE} left by an earlier demo (its pods drain first)")
+        run("kubectl", "delete", "namespace", NAMESPACE, "--wait=true", "--timeout=60s")
+    cluster.create_namespace(NAMESPACE)
+
+
+def demo(setting: Setting) -> None:
     say(f"deploying {NAME} with the healthy version v1.0 (3 replicas)")
     run("kubectl", "apply", "-n", NAMESPACE, "-f", str(setting.example))
-    watcher = Watcher(custom)
-    poll(
+    watcher = Watcher(kubernetes.client.CustomObjectsApi())
+    wait_for(
         lambda: watcher.step().get("status", {}).get("lastGoodVersion") == "v1.0",
         120,
         "v1.0 to become ready",
     )
     run("kubectl", "get", "mdep", "-n", NAMESPACE, show=True)
-    load = None
     if setting.real:
-        service = core.read_namespaced_service(NAME, NAMESPACE).spec
-        load = InferenceLoad(f"http://{service.cluster_ip}/v2/models/{NAME}/infer")
+        service = kubernetes.client.CoreV1Api().read_namespaced_service(NAME, NAMESPACE).spec
+        assert service is not None  # the operator rendered it
+        url = f"http://{service.cluster_ip}/v2/models/{NAME}/infer"
         # kube-proxy programs the Service a moment after the pods turn Ready; count from
         # the first answer so the figure below is about the release, not about start-up.
-        poll(load.answers, 30, "the Service to answer")
-        load.thread.start()
+        wait_for(lambda: infer(url)[0] == 200, 30, "the Service to answer")
         say(f"sending inference requests through the Service ({service.cluster_ip}) meanwhile")
+        with InferenceLoad(url) as load:
+            release(watcher, setting)
+        say(
+            f"{load.requests} inference requests through the Service meanwhile, "
+            f"{len(load.failures)} failed"
+        )
+    else:
+        release(watcher, setting)
+    say(
+        "v2.0 is now quarantined: selecting it again is refused until someone retries it "
+        "(kubectl modeldeploy retry fraud-detector v2.0)\n"
+    )
+    run("kubectl", "get", "mdep", "-n", NAMESPACE, show=True)
+    plugin = ["kubectl", "modeldeploy", "-n", NAMESPACE]  # the plugin, from the venv
+    run(*plugin, "history", NAME, show=True)
+    run(*plugin, "versions", NAME, show=True)
+    wait_for(
+        lambda: "RolledBack" in run("kubectl", "get", "events", "-n", NAMESPACE),
+        10,
+        "the RolledBack Event",
+    )
+    run(
+        "kubectl",
+        "get",
+        "events",
+        "-n",
+        NAMESPACE,
+        "--field-selector",
+        f"involvedObject.kind=ModelDeployment,involvedObject.name={NAME}",
+        "--sort-by=.lastTimestamp",
+        "-o",
+        "custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message",
+        show=True,
+    )
 
+
+def release(watcher: Watcher, setting: Setting) -> None:
+    """Select v2.0 and narrate until the operator has put v1.0 back."""
     say(
         f"releasing v2.0, {setting.bad}: "
         "kubectl patch mdep fraud-detector --type merge -p "
@@ -294,44 +247,11 @@ def demo(custom: Any, core: Any, setting: Setting) -> None:
             and status.get("servingVersion") == "v1.0"
         )
 
-    poll(back_on_v1, 120, "the automatic revert")
+    wait_for(back_on_v1, 120, "the automatic revert")
     say(
         f"v1.0 is serving again, {time.monotonic() - released:.1f}s after v2.0 was released; "
         f"ready replicas never fell below {watcher.min_ready} of 3 "
         "(old pods stay until new ones are Ready)"
-    )
-    if load is not None:
-        load.stop.set()
-        load.thread.join(timeout=10)
-        say(
-            f"{load.ok + load.failed} inference requests through the Service meanwhile, "
-            f"{load.failed} failed"
-        )
-    say(
-        "v2.0 is now quarantined: selecting it again is refused until someone retries it "
-        "(kubectl modeldeploy retry fraud-detector v2.0)\n"
-    )
-    run("kubectl", "get", "mdep", "-n", NAMESPACE, show=True)
-    plugin = ["kubectl", "modeldeploy", "-n", NAMESPACE]  # the plugin, from the venv
-    run(*plugin, "history", NAME, show=True)
-    run(*plugin, "versions", NAME, show=True)
-    poll(
-        lambda: "RolledBack" in run("kubectl", "get", "events", "-n", NAMESPACE),
-        10,
-        "the RolledBack Event",
-    )
-    run(
-        "kubectl",
-        "get",
-        "events",
-        "-n",
-        NAMESPACE,
-        "--field-selector",
-        f"involvedObject.kind=ModelDeployment,involvedObject.name={NAME}",
-        "--sort-by=.lastTimestamp",
-        "-o",
-        "custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message",
-        show=True,
     )
 
 

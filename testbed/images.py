@@ -1,9 +1,10 @@
 """Container images for the real node, built without Docker or a registry.
 
 A Debian root filesystem from debootstrap (built once, cached), the reference model
-server and one model file per variant become plain tar layers, assembled into one
-OCI image archive that `ctr images import` loads into containerd. The pod sandbox
-("pause") image comes from the small Go program build.sh compiles.
+server (the modelserver package) and one model file per variant become plain tar
+layers, assembled into one OCI image archive that `ctr images import` loads into
+containerd. The pod sandbox ("pause") image comes from the small Go program build.sh
+compiles.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import json
 import platform
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
@@ -22,12 +22,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from localcluster.processes import CACHE, ROOT, TestbedError, log
+from testbed.modelserver import train
+from testbed.processes import CACHE, TestbedError, log
 
 REGISTRY = "modeldeploy.local"
 MODEL_SERVER = f"{REGISTRY}/fraud-server"
 PAUSE = f"{REGISTRY}/pause:1"
-SERVER_DIR = ROOT / "deploy" / "examples" / "model-server"
+SERVER_PACKAGE = Path(train.__file__).parent  # copied into the images as /srv/modelserver
 SERVER_PORT = 8080
 
 SUITE, MIRROR = "bookworm", "http://deb.debian.org/debian"
@@ -155,29 +156,25 @@ def rootfs_layer() -> Path:
     return layer
 
 
-def trained_model() -> dict[str, object]:
-    with tempfile.TemporaryDirectory() as scratch:
-        out = Path(scratch) / "model.json"
-        subprocess.run(
-            [sys.executable, str(SERVER_DIR / "train.py"), str(out)],
-            check=True,
-            capture_output=True,
-        )
-        model: dict[str, object] = json.loads(out.read_text())
-        return model
+def server_sources() -> list[Path]:
+    return sorted(SERVER_PACKAGE.glob("*.py"))
 
 
-def model_file(variant: str, model: dict[str, object]) -> bytes:
+def model_file(variant: str, model: train.Model) -> bytes:
     content = json.dumps({**model, **VARIANTS[variant]}, indent=2).encode()
     return content[: len(content) // 2] if variant == "corrupt" else content
 
 
 def images(blobs: Path, pause_binary: Path) -> Iterator[Image]:
     base = blob_of(rootfs_layer())
-    server = files_layer(blobs, {"srv/server.py": ((SERVER_DIR / "server.py").read_bytes(), 0o644)})
-    model = trained_model()
+    server = files_layer(
+        blobs,
+        {f"srv/modelserver/{path.name}": (path.read_bytes(), 0o644) for path in server_sources()},
+    )
+    model = train.trained_model()
     env = (
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "PYTHONPATH=/srv",
         "PYTHONUNBUFFERED=1",
         "MODEL_URI=/models/model.json",
         f"PORT={SERVER_PORT}",
@@ -187,7 +184,7 @@ def images(blobs: Path, pause_binary: Path) -> Iterator[Image]:
         yield Image(
             model_server_image(variant),
             (base, server, weights),
-            ("/usr/bin/python3", "/srv/server.py"),
+            ("/usr/bin/python3", "-m", "modelserver.server"),
             env,
         )
     pause = files_layer(blobs, {"pause": (pause_binary.read_bytes(), 0o755)})
@@ -252,7 +249,7 @@ def add_bytes(tar: tarfile.TarFile, name: str, content: bytes, mode: int = 0o644
 def archive(pause_binary: Path) -> Path:
     """The images archive for this content of the server, models and pause, built once."""
     recipe = hashlib.sha256(pause_binary.read_bytes())
-    for source in (Path(__file__), SERVER_DIR / "server.py", SERVER_DIR / "train.py"):
+    for source in (Path(__file__), *server_sources()):
         recipe.update(source.read_bytes())
     out = CACHE / f"images-{recipe.hexdigest()[:12]}.tar"
     if not out.exists():

@@ -31,7 +31,7 @@ def lua_value(value: Any) -> str:
 
 
 def health(obj: dict[str, Any]) -> tuple[str, str]:
-    assert LUA, "a Lua interpreter is needed (.ci/run installs Debian's lua5.4)"
+    assert LUA, "a Lua interpreter is needed (make integration installs Debian's lua5.4 as root)"
     script = (
         f"obj = {lua_value(obj)}\n"
         f"local hs = (function() {(ARGOCD / 'health.lua').read_text()} end)()\n"

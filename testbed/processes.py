@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -20,7 +19,9 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
+from testbed.support import WaitTimeout, wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
 STATE = Path(os.environ.get("MODELDEPLOY_CLUSTER_DIR", ROOT / ".cluster"))
 CACHE = Path(os.environ.get("MODELDEPLOY_CACHE", Path.home() / ".cache" / "modeldeploy"))
 KUBECONFIG = STATE / "kubeconfig"
@@ -35,12 +36,6 @@ class TestbedError(Exception):
 
 def log(message: str) -> None:
     print(f"testbed: {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def pid_file(name: str) -> Path:
@@ -105,22 +100,22 @@ def stop(name: str, grace_s: float = 10) -> bool:
     return pid is not None
 
 
-def wait_for(what: str, check: Callable[[], bool], component: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_for_component(
+    what: str, check: Callable[[], bool], component: str, timeout: float
+) -> None:
+    """Poll `check` while `component` runs; if it exits or time runs out, TestbedError."""
+
+    def ready() -> bool:
         if not alive(component):
             raise TestbedError(
                 f"{component} exited while waiting for {what}:\n{log_tail(component)}"
             )
-        try:
-            if check():
-                return
-        except (OSError, urllib.error.URLError, ValueError):
-            pass
-        time.sleep(0.2)
-    raise TestbedError(
-        f"timed out after {timeout:.0f} s waiting for {what}:\n{log_tail(component)}"
-    )
+        return check()
+
+    try:
+        wait_for(ready, timeout, what, tolerate=(OSError, ValueError))  # not answering yet
+    except WaitTimeout as error:
+        raise TestbedError(f"{error}\n{log_tail(component)}") from None
 
 
 def server() -> str:

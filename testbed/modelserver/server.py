@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The reference model server: what a ModelDeployment's pods run on a real node.
 
 Loads the model file named by MODEL_URI (a path or file:// URI written by
@@ -267,7 +266,11 @@ def main() -> None:
         logger.error("%s", error)
         sys.exit(1)
     logger.info("serving %s %s on :%d (model %s)", name, version, http.server_port, uri)
-    stopping.wait()
+    # Waking now and then matters: the kernel may hand SIGTERM to a server thread, and
+    # Python runs the handler only when the main thread next runs, which an untimed
+    # wait would never let it do.
+    while not stopping.wait(timeout=0.5):
+        pass
     drain(http, server, float(os.environ.get("DRAIN_SECONDS", "5")))
 
 

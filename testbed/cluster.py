@@ -1,52 +1,44 @@
-#!/usr/bin/env python3
-"""The local test bed: a real control plane on 127.0.0.1 with kwok-simulated nodes.
+"""The test bed's control plane: etcd, the Kubernetes control plane and kwok's fake nodes.
 
-`testbed.py up|down|status` starts etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler and kwok from the binaries `build.sh` caches, creates the fake nodes
-and writes `.cluster/kubeconfig`; `up --real-node` adds a real node beside them
-(localcluster/realnode.py). Standard library only, so it runs before any venv.
+`up` starts etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok
+from the binaries `build.sh` caches, creates three fake nodes and writes the
+kubeconfig (processes.KUBECONFIG); `up(real_node=True)` adds the real node beside
+them (realnode.py); `down` stops all of it. Standard library only.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # the localcluster package beside this script
-    sys.path.insert(0, str(HERE))
-
-from localcluster import realnode  # noqa: E402
-from localcluster.processes import (  # noqa: E402
+from testbed import realnode
+from testbed.processes import (
     KUBECONFIG,
+    ROOT,
     START_TIMEOUT_S,
     STATE,
     TOKEN,
     TestbedError,
     api,
     api_ready,
-    free_port,
     http_ok,
     log,
-    log_file,
-    log_tail,
     running_pid,
     start,
     stop,
-    wait_for,
+    wait_for_component,
     write_kubeconfig,
 )
+from testbed.support import free_port, wait_for
 
+HERE = Path(__file__).resolve().parent
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
-# Re-exported for the e2e tests, the demo and the benchmarks.
-__all__ = ["KUBECONFIG", "STATE", "free_port", "log_file", "log_tail", "running_pid"]
 
 
 def ensure_binaries() -> Path:
@@ -109,7 +101,7 @@ def start_control_plane(bin_dir: Path) -> None:
             "--log-level=warn",
         ],
     )
-    wait_for("etcd", lambda: http_ok(f"http://127.0.0.1:{etcd_port}/health"), "etcd", 30)
+    wait_for_component("etcd", lambda: http_ok(f"http://127.0.0.1:{etcd_port}/health"), "etcd", 30)
 
     start(
         "kube-apiserver",
@@ -134,7 +126,7 @@ def start_control_plane(bin_dir: Path) -> None:
             "--kubelet-preferred-address-types=InternalIP",
         ],
     )
-    wait_for("kube-apiserver /readyz", api_ready, "kube-apiserver", START_TIMEOUT_S)
+    wait_for_component("kube-apiserver /readyz", api_ready, "kube-apiserver", START_TIMEOUT_S)
     write_kubeconfig(KUBECONFIG, "testbed-admin", TOKEN)
 
     start(
@@ -182,7 +174,7 @@ def start_control_plane(bin_dir: Path) -> None:
     )
 
 
-def fake_node(index: int) -> dict[str, object]:
+def fake_node(index: int) -> dict[str, Any]:
     name = f"kwok-node-{index}"
     resources: dict[str, str] = {"cpu": "32", "memory": "128Gi", "pods": "110"}
     if index == 0:
@@ -218,9 +210,42 @@ def nodes_ready(expected: int) -> bool:
     return len(ready) >= expected
 
 
-def default_service_account_exists() -> bool:
-    api("GET", "/api/v1/namespaces/default/serviceaccounts/default")
+def default_service_account_exists(namespace: str = "default") -> bool:
+    api("GET", f"/api/v1/namespaces/{namespace}/serviceaccounts/default")
     return True
+
+
+def namespace_exists(name: str) -> bool:
+    try:
+        api("GET", f"/api/v1/namespaces/{name}")
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            return False
+        raise
+    return True
+
+
+def create_namespace(name: str) -> None:
+    """Create namespace `name` and wait for its default ServiceAccount: pods need it."""
+    api("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
+    wait_for(
+        lambda: default_service_account_exists(name),
+        30,
+        f"namespace {name}'s default ServiceAccount",
+        tolerate=(urllib.error.HTTPError,),
+    )
+
+
+def install_crd() -> None:
+    """modeldeploy's CRD applied (server-side, so it updates in place) and Established."""
+    kubectl = ("kubectl", f"--kubeconfig={KUBECONFIG}")
+    crd = ROOT / "crds" / "modeldeployment.yaml"
+    apply = ("apply", "--server-side", "--force-conflicts", f"--filename={crd}")
+    established = ("wait", "--for=condition=Established", "--timeout=60s", f"--filename={crd}")
+    for command in (apply, established):
+        result = subprocess.run([*kubectl, *command], capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise TestbedError(f"kubectl {command[0]} of the CRD failed: {result.stderr.strip()}")
 
 
 def is_up() -> bool:
@@ -256,8 +281,8 @@ def start_cluster(bin_dir: Path) -> None:
         start_control_plane(bin_dir)
         for index in range(3):
             api("POST", "/api/v1/nodes", fake_node(index))
-        wait_for("3 Ready nodes", lambda: nodes_ready(3), "kwok", START_TIMEOUT_S)
-        wait_for(
+        wait_for_component("3 Ready nodes", lambda: nodes_ready(3), "kwok", START_TIMEOUT_S)
+        wait_for_component(
             "the default ServiceAccount",
             default_service_account_exists,
             "kube-controller-manager",
@@ -287,31 +312,3 @@ def status() -> int:
         return 0
     print("test bed is not (fully) up")
     return 1
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status", "build"])
-    parser.add_argument(
-        "--real-node",
-        action="store_true",
-        help="up: also start a real node (kubelet, containerd, kube-proxy; needs root)",
-    )
-    args = parser.parse_args()
-    try:
-        if args.command == "up":
-            up(real_node=args.real_node)
-        elif args.command == "down":
-            down()
-        elif args.command == "build":
-            ensure_binaries()
-        else:
-            return status()
-    except TestbedError as error:
-        log(str(error))
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,12 +1,10 @@
-"""The reference model server (deploy/examples/model-server), run for real on loopback."""
+"""The reference model server (testbed/modelserver), run for real on loopback."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -14,33 +12,31 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-from tests.e2e.helpers import wait_for
+from testbed.modelserver import server
+from testbed.support import free_port, wait_for
 
-HERE = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "model-server"
-
-
-def module(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"model_server_{name}", HERE / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    loaded = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = loaded  # dataclasses look their module up
-    spec.loader.exec_module(loaded)
-    return loaded
+ROOT = Path(__file__).resolve().parents[2]
 
 
-server, train = module("server"), module("train")
+def run_module(module: str, *args: str, **popen: Any) -> subprocess.Popen[str]:
+    """`python -m testbed.modelserver.MODULE ARGS` from the repository root."""
+    command = [sys.executable, "-m", f"testbed.modelserver.{module}", *args]
+    return subprocess.Popen(command, cwd=ROOT, text=True, **popen)
+
+
+def train(out: Path) -> None:
+    with run_module("train", str(out)) as process:
+        assert process.wait(timeout=120) == 0
 
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("model") / "fraud.json"
-    subprocess.run([sys.executable, str(HERE / "train.py"), str(path)], check=True, timeout=120)
+    train(path)
     return path
 
 
@@ -75,7 +71,7 @@ FEATURES = {"name": "features", "datatype": "FP64"}
 
 def test_training_is_repeatable_and_learns(model_file: Path, tmp_path: Path) -> None:
     again = tmp_path / "again.json"
-    subprocess.run([sys.executable, str(HERE / "train.py"), str(again)], check=True, timeout=120)
+    train(again)
     assert again.read_text() == model_file.read_text()
     assert json.loads(model_file.read_text())["accuracy"] > 0.75
 
@@ -157,27 +153,19 @@ def test_slow_loading_model_is_live_but_not_ready_until_loaded(
 def test_a_corrupt_model_file_crashes_the_server_with_exit_1(tmp_path: Path, content: str) -> None:
     broken = tmp_path / "broken.json"
     broken.write_text(content)
-    result = subprocess.run(
-        [sys.executable, str(HERE / "server.py")],
-        env={**os.environ, "MODEL_URI": str(broken), "PORT": "0"},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert result.returncode == 1
-    assert f"cannot load model {broken}" in result.stderr
-    assert "Traceback" not in result.stderr
+    env = {**os.environ, "MODEL_URI": str(broken), "PORT": "0"}
+    with run_module("server", env=env, stderr=subprocess.PIPE) as process:
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 1
+    assert f"cannot load model {broken}" in stderr
+    assert "Traceback" not in stderr
 
 
 def test_sigterm_drains_answering_but_not_ready_then_exits_0(model_file: Path) -> None:
     port = free_port()
     env = {"MODEL_URI": str(model_file), "MODEL_NAME": "fraud", "PORT": str(port)}
-    with subprocess.Popen(
-        [sys.executable, str(HERE / "server.py")],
-        env={**os.environ, **env, "DRAIN_SECONDS": "2"},
-        stderr=subprocess.PIPE,
-        text=True,
+    with run_module(
+        "server", env={**os.environ, **env, "DRAIN_SECONDS": "2"}, stderr=subprocess.PIPE
     ) as process:
         try:
             wait_for(lambda: ready_status(port) == 200, 30, "the server to be ready")
@@ -197,9 +185,3 @@ def ready_status(port: int) -> int | None:
         return call(port, "/v2/health/ready")[0]
     except OSError:  # not listening yet
         return None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -21,22 +21,22 @@ import time
 import urllib.error
 from pathlib import Path
 
-from localcluster import images
-from localcluster.processes import (
+from testbed import images, packages
+from testbed.processes import (
     START_TIMEOUT_S,
     STATE,
     TestbedError,
     alive,
     api,
-    free_port,
     http_ok,
     log,
     running_pid,
     start,
     stop,
-    wait_for,
+    wait_for_component,
     write_kubeconfig,
 )
+from testbed.support import free_port
 
 NODE = "modeldeploy-real-node"
 LABEL_KEY, LABEL_VALUE = "modeldeploy.io/node", "real"
@@ -63,14 +63,6 @@ DIR = STATE / "real-node"
 # Sockets need a short path (108 bytes), whatever the checkout's path is.
 RUN = Path("/run") / f"modeldeploy-{hashlib.sha256(str(STATE).encode()).hexdigest()[:8]}"
 SOCKET = RUN / "containerd.sock"
-NEEDED = {
-    "containerd": "containerd",
-    "ctr": "containerd",
-    "runc": "runc",
-    "iptables": "iptables",
-    "ip": "iproute2",
-    "debootstrap": "debootstrap",
-}
 
 
 def token_lines() -> str:
@@ -83,9 +75,7 @@ def token_lines() -> str:
 
 def preflight() -> None:
     """Everything the real node needs from the machine, named, before anything starts."""
-    missing = sorted({pkg for cmd, pkg in NEEDED.items() if shutil.which(cmd) is None})
-    if not all((CNI_BIN / plugin).exists() for plugin in ("bridge", "host-local", "loopback")):
-        missing.append("containernetworking-plugins")
+    missing = packages.missing("real-node")
     if missing:
         raise TestbedError(
             f"the real node needs Debian packages that are missing: {' '.join(missing)}"
@@ -228,7 +218,9 @@ def start_containerd() -> None:
     config = DIR / "containerd.toml"
     config.write_text(containerd_config())
     start("containerd", ["containerd", "--config", str(config), "--log-level", "warn"])
-    wait_for("containerd's socket", lambda: ctr("version").returncode == 0, "containerd", 30)
+    wait_for_component(
+        "containerd's socket", lambda: ctr("version").returncode == 0, "containerd", 30
+    )
 
 
 def ctr(*args: str) -> subprocess.CompletedProcess[str]:
@@ -316,7 +308,7 @@ def start_kubelet(bin_dir: Path) -> None:
             "--v=1",
         ],
     )
-    wait_for(f"Node {NODE} Ready", node_ready, "kubelet", START_TIMEOUT_S)
+    wait_for_component(f"Node {NODE} Ready", node_ready, "kubelet", START_TIMEOUT_S)
 
 
 def node_ready() -> bool:
@@ -346,7 +338,7 @@ def start_kube_proxy(bin_dir: Path) -> None:
     }
     (DIR / "kube-proxy.json").write_text(json.dumps(config, indent=2))
     start("kube-proxy", [str(bin_dir / "kube-proxy"), f"--config={DIR / 'kube-proxy.json'}"])
-    wait_for("kube-proxy", lambda: http_ok(f"http://{health}/healthz"), "kube-proxy", 60)
+    wait_for_component("kube-proxy", lambda: http_ok(f"http://{health}/healthz"), "kube-proxy", 60)
 
 
 # ------------------------------------------------------------------------------ down

@@ -1,0 +1,56 @@
+"""Inference requests to the reference model server, as the demo and the tests send them.
+
+`InferenceLoad` sends one request after another through a Service while a version
+rolls out: every answer names the version that served it, so its counts per version
+and its failures say whether serving stayed whole. Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from testbed.support import Background
+
+# A large night-time purchase far from home: the model's self-check, scored as fraud.
+PROBE = {"inputs": [{"name": "features", "datatype": "FP64", "shape": [1, 3], "data": [3, 1, 2.5]}]}
+
+
+def infer(url: str, timeout: float = 3) -> tuple[int, dict[str, Any]]:
+    """One inference request with PROBE: the HTTP status (0 if none came) and the answer."""
+    request = urllib.request.Request(url, data=json.dumps(PROBE).encode())
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return int(response.status), dict(json.loads(response.read()))
+    except urllib.error.HTTPError as error:
+        return error.code, {}
+    except (urllib.error.URLError, OSError):
+        return 0, {}
+
+
+class InferenceLoad(Background):
+    """Inference requests to `url`, one after another, for the length of a `with` block."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+        self.answered: dict[str, int] = {}  # model version -> requests it answered
+        self.failures: list[str] = []
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            status, answer = infer(self.url)
+            if status == 200:
+                version = answer["model_version"]
+                self.answered[version] = self.answered.get(version, 0) + 1
+            else:
+                self.failures.append(f"{time.monotonic() - started:.2f}s: status {status}")
+            self._stopping.wait(0.02)
+
+    @property
+    def requests(self) -> int:
+        return sum(self.answered.values()) + len(self.failures)
