@@ -50,6 +50,10 @@ OUTCOME_SUCCEEDED: Final = "Succeeded"
 OUTCOME_FAILED: Final = "Failed"
 OUTCOME_SUPERSEDED: Final = "Superseded"
 
+# What a failed rollout does to the spec (spec.rollout.onFailure).
+ON_FAILURE_REVERT_SPEC: Final = "RevertSpec"  # set spec.activeVersion back to the last good
+ON_FAILURE_KEEP_SPEC: Final = "KeepSpec"  # serve the last good, leave the spec as written
+
 # Version states in the ledger.
 STATE_PROGRESSING: Final = "Progressing"
 STATE_AVAILABLE: Final = "Available"

@@ -108,7 +108,7 @@ def test_metrics_count_the_failed_rollout_and_the_revert(
         metric(
             text,
             f'modeldeploy_resource_info{{last_good="v1",name="metered",'
-            f'namespace="{namespace}",phase="Available",serving="v1"}}',
+            f'namespace="{namespace}",phase="Degraded",serving="v1"}}',  # reverted: Stalled
         )
         == 1
     )

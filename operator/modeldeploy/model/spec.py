@@ -54,6 +54,12 @@ class RolloutPolicy:
     unschedulable_grace_s: int = 60
     max_surge: int = 1
     history_limit: int = 20
+    on_failure: str = c.ON_FAILURE_REVERT_SPEC  # or ON_FAILURE_KEEP_SPEC
+
+    @property
+    def keeps_spec(self) -> bool:
+        """KeepSpec: a failure puts the Deployment back, never rewrites the spec."""
+        return self.on_failure == c.ON_FAILURE_KEEP_SPEC
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,7 @@ ROLLOUT_KEYS: Keys = {
     "unschedulableGraceSeconds": ("unschedulable_grace_s", int),
     "maxSurge": ("max_surge", int),
     "historyLimit": ("history_limit", int),
+    "onFailure": ("on_failure", str),
 }
 CHECK_KEYS: Keys = {
     "name": ("name", str),
