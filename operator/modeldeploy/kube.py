@@ -7,6 +7,7 @@ posts Events. Every call here is synchronous; callers run it off the event loop.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -248,6 +249,21 @@ class KubeCluster:
                 return False
             raise
         return True
+
+    def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
+        """One value of a Secret, decoded; None when the Secret or key is missing. Only
+        `get` by name: the operator never lists or watches Secrets (docs/security.md)."""
+        try:
+            with refusals():
+                secret = self.core.read_namespaced_secret(
+                    name, namespace, _request_timeout=DEADLINE
+                )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        value = (secret.data or {}).get(key)
+        return base64.b64decode(value).decode().strip() if value else None
 
     def post_event(self, resource: Resource, event: Event) -> bool:
         """An Event about `resource`; True once it exists. Its name comes from the event's

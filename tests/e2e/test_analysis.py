@@ -125,6 +125,14 @@ def prometheus(exporter: Exporter, tmp_path_factory: pytest.TempPathFactory) -> 
     server.stop()
 
 
+@pytest.fixture
+def operator(stopped_operator: OperatorProcess, prometheus: str) -> OperatorProcess:
+    """The operator, allowed to query the test's Prometheus (docs/security.md: only
+    URLs an admin allowed are contacted)."""
+    stopped_operator.start(f"--allowed-url-prefix={prometheus}/")
+    return stopped_operator
+
+
 def analysed(name: str, bad: dict[str, float] | None = None, **analysis: Any) -> dict[str, Any]:
     body = model_deployment(name, {"v1": GOOD, "v2": "registry.example/m:2"}, "v1")
     body["spec"]["analysis"] = {
@@ -237,10 +245,15 @@ def test_brief_spike_within_the_failure_limit_is_tolerated(
 
 
 def test_unreachable_prometheus_is_inconclusive_then_passes_when_it_returns(
-    kube: Kube, namespace: str, operator: OperatorProcess, exporter: Exporter, tmp_path: Path
+    kube: Kube,
+    namespace: str,
+    stopped_operator: OperatorProcess,
+    exporter: Exporter,
+    tmp_path: Path,
 ) -> None:
     name = "blind"
     late = Prometheus(tmp_path / "late-prometheus", exporter.address, free_port())
+    stopped_operator.start(f"--allowed-url-prefix={late.url}/")
     exporter.serve(namespace, name, "v1", errors=0.01, accuracy=0.95)
     kube.create(namespace, analysed(name, prometheus=late.url, bakeSeconds=1))
 

@@ -13,18 +13,22 @@ from datetime import datetime
 
 from modeldeploy import constants as c
 from modeldeploy.core import analysis, ledger, outbox, quarantine, retry, summary
+from modeldeploy.core.conditions import get_condition
 from modeldeploy.core.ledger import Target
 from modeldeploy.core.plan import Decision, Event, Problem, SpecChange
 from modeldeploy.core.render import covers, render_deployment, render_service, template_hash
 from modeldeploy.core.signals import Verdict, baseline, evaluate, owned_pods
 from modeldeploy.model.observed import ChildState, Observed, Refusal
 from modeldeploy.model.resource import Resource
+from modeldeploy.model.settings import Settings
 from modeldeploy.model.spec import JSON, Spec, SpecError
 from modeldeploy.model.status import Status, to_json
 from modeldeploy.model.text import shorten
 
 APPLY = {"Deployment": "apply Deployment", "Service": "apply Service"}
 REVERT = "revert"
+WEBHOOK = "webhook"  # the webhook's URL could not be had (its Secret) or was refused
+DEFAULTS = Settings()
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,9 @@ class Draft:
         return replace(self, status=outcome.status, events=self.events + outcome.events)
 
 
-def decide(resource: Resource, observed: Observed, now: datetime) -> Decision:
+def decide(
+    resource: Resource, observed: Observed, now: datetime, settings: Settings = DEFAULTS
+) -> Decision:
     """Everything the operator should do about one ModelDeployment, now."""
     before = resource.status
     status = replace(
@@ -74,6 +80,7 @@ def decide(resource: Resource, observed: Observed, now: datetime) -> Decision:
 
     draft = _requests(Draft(status), resource, spec, now)
     draft = _rollout(draft, resource, spec, observed, now)
+    draft = _egress(draft, resource, spec, observed, settings, now)
     children, draft = _children(draft, resource, spec, observed, now)
     digest = template_hash(resource.name, spec, spec.active)
     stall = draft.stall or quarantine.reverted(draft.status, resource, spec)
@@ -140,6 +147,42 @@ def _rollout(
         )
         draft = replace(draft, status=reverted, events=(*draft.events, said))
     return draft
+
+
+def _egress(
+    draft: Draft,
+    resource: Resource,
+    spec: Spec,
+    observed: Observed,
+    settings: Settings,
+    now: datetime,
+) -> Draft:
+    """Only URLs an admin allowed are ever contacted (docs/security.md): a refused
+    Prometheus stalls the analysis (nothing is queried); a refused webhook is said in
+    WebhookReady and no payload goes out, while rollouts and reverts go on."""
+    prometheus = spec.analysis.prometheus if spec.analysis else None
+    refused = settings.egress.why_not(prometheus) if prometheus else None
+    if refused is not None:
+        problem = Problem(c.REASON_INVALID_SPEC, f"spec.analysis.prometheus: {refused}")
+        draft = replace(draft, stall=draft.stall or problem, queries=())
+    if spec.webhook is None:
+        kept = tuple(k for k in draft.status.conditions if k.type != c.WEBHOOK_READY)
+        return replace(draft, status=replace(draft.status, conditions=kept))
+    why = settings.egress.why_not(spec.webhook.url) if spec.webhook.url else None
+    if why is not None:
+        why = f"spec.notifications.webhook.url: {why}"
+    elif (failed := _refusal(observed, resource, WEBHOOK)) is not None:
+        why = failed.message
+    message = why or "webhook notifications are allowed"
+    reason = c.REASON_WEBHOOK_REFUSED if why else c.REASON_WEBHOOK_READY
+    status = ledger.set_status_condition(
+        draft.status, resource, c.WEBHOOK_READY, why is None, reason, message, now
+    )
+    events = draft.events
+    previous = get_condition(resource.status.conditions, c.WEBHOOK_READY)
+    if why and (previous is None or previous.status != "False" or previous.message != why):
+        events = (*events, Event("Warning", c.REASON_WEBHOOK_REFUSED, why))
+    return replace(draft, status=status, events=events)
 
 
 def _stepped(draft: Draft, step: Step, target: Target) -> Draft:
