@@ -53,6 +53,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--prometheus", default=None, help="default Prometheus URL for spec.analysis"
     )
     parser.add_argument(
+        "--webhook-deadline",
+        type=positive,
+        default=3,
+        metavar="SECONDS",
+        help="how long one webhook request may take, start to end (each of up to 3 "
+        "attempts); default 3",
+    )
+    parser.add_argument(
         "--metrics-address",
         default="127.0.0.1",
         help="address /metrics binds to (it names every resource); default 127.0.0.1",
@@ -116,6 +124,7 @@ def options_of(args: argparse.Namespace) -> Options:
         prometheus_for=per_namespace,
         prometheus_namespace_param=args.prometheus_namespace_param,
         allowed_url_prefixes=tuple(args.allowed_url_prefix),
+        webhook_deadline_s=float(args.webhook_deadline),
     )
 
 

@@ -1,4 +1,5 @@
-"""Work in lanes: one queue per peer (a Prometheus, a webhook receiver), few workers.
+"""Work in lanes: one queue per peer (a Prometheus, a webhook receiver: host and port),
+served by a few workers.
 
 Beside the kube layer, below the handlers. A lane is served by at most one worker
 at a time, so a peer that answers slowly (or trickles bytes until its deadline)

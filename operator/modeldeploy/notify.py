@@ -150,7 +150,8 @@ class Notifier:
 
 
 def _host(url: str) -> str:
-    return urllib.parse.urlsplit(url).hostname or "?"
+    """The receiver (host:port): its lane, and all a log line says of where it went."""
+    return urllib.parse.urlsplit(url).netloc.rpartition("@")[2] or "?"
 
 
 def _where(body: JSON) -> str:

@@ -72,7 +72,7 @@ def measure(query: Query, sources: Sources, deadline_s: float = 5.0) -> Measurem
 class Analyzer:
     """Runs due queries per resource off the reconcile path and hands back the answers.
 
-    One lane per Prometheus host: a slow one holds a single worker, never the others.
+    One lane per Prometheus (host:port): a slow one holds a single worker, never others.
     """
 
     def __init__(self, sources: Sources, wake: Callable[[Key], object]) -> None:
@@ -88,8 +88,8 @@ class Analyzer:
             if not queries or key in self._inflight:
                 return
             self._inflight.add(key)
-        host = urllib.parse.urlsplit(self.sources.base_for(queries[0]) or "").hostname or ""
-        self._lanes.submit(host, functools.partial(self._run, key, queries))
+        peer = urllib.parse.urlsplit(self.sources.base_for(queries[0]) or "").netloc
+        self._lanes.submit(peer, functools.partial(self._run, key, queries))
 
     def take(self, key: Key) -> tuple[Measurement, ...]:
         with self._lock:

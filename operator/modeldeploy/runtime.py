@@ -42,6 +42,7 @@ class Options:
     prometheus_for: Mapping[str, str] = field(default_factory=dict)  # namespace -> URL
     prometheus_namespace_param: str | None = None
     allowed_url_prefixes: tuple[str, ...] = ()
+    webhook_deadline_s: float = 3.0
 
     def egress(self) -> EgressPolicy:
         """The allow-list, with the admin's own endpoints always on it."""
@@ -89,7 +90,7 @@ class Runtime:
         loop = asyncio.get_running_loop()
         self.caches = caches
         policy = options.egress()
-        self.notifier = Notifier(policy)
+        self.notifier = Notifier(policy, deadline_s=options.webhook_deadline_s)
         sources = Sources(
             default_url=options.prometheus_url,
             per_namespace=options.prometheus_for,

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from modeldeploy import outbound
+from modeldeploy.lanes import Lanes
 from modeldeploy.model.egress import EgressPolicy
 
 TRICKLE_S = 20  # how long the trickling receiver keeps sending
@@ -83,3 +84,21 @@ def test_a_name_resolving_to_loopback_is_refused_unless_its_address_is_allowed(
         outbound.request("GET", f"http://localhost:{port}/redirect", 5.0, by_name)
     both = EgressPolicy((f"http://localhost:{port}/", f"http://127.0.0.1:{port}/"))
     assert outbound.request("GET", f"http://localhost:{port}/redirect", 5.0, both).status == 302
+
+
+def test_a_lane_held_by_a_slow_peer_never_holds_the_others() -> None:
+    lanes = Lanes(workers=2, name="test")
+    release, fast_done = threading.Event(), threading.Event()
+
+    def slow() -> None:
+        release.wait(30)
+
+    try:
+        for _ in range(5):  # more slow jobs than workers, all in one lane
+            lanes.submit("slow:80", slow)
+        lanes.submit("fast:80", fast_done.set)
+        assert fast_done.wait(10)  # a second worker was free for the other lane
+        assert lanes.pending() == 4  # the slow lane's jobs wait their turn, one at a time
+    finally:
+        release.set()
+        lanes.close()
