@@ -57,11 +57,16 @@ fmt: venv
 unit: venv
 	$(BIN)/pytest tests/unit -q
 
+# The tools the tests run (Helm 4, the kstatus checker) are built from Go modules here,
+# once and cached, for the same reason.
 integration: packages-integration venv
+	testbed/build-tool.sh kstatus >/dev/null
 	$(BIN)/pytest tests/integration -q
 
 e2e: packages-e2e venv
 	$(TESTBED) build --real-node
+	testbed/build-tool.sh helm >/dev/null
+	testbed/build-tool.sh kstatus >/dev/null
 	$(BIN)/pytest tests/e2e -q --e2e
 
 test: packages-e2e lint unit integration e2e
