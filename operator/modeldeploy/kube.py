@@ -23,7 +23,7 @@ from kubernetes.client.exceptions import ApiException
 from modeldeploy import constants as c
 from modeldeploy.core.plan import Event, SpecChange, event_id
 from modeldeploy.model.observed import ChildState, parse_child
-from modeldeploy.model.resource import Resource
+from modeldeploy.model.resource import Resource, released
 from modeldeploy.model.spec import JSON
 from modeldeploy.model.times import format_time
 from modeldeploy.reconcile import Refused
@@ -212,6 +212,27 @@ class KubeCluster:
                 and c.ANNOTATION_RETRY not in (body["metadata"].get("annotations") or {})
             )
         )
+
+    def release_active_version(self, resource: Resource) -> None:
+        """Take spec.activeVersion out of our managedFields entries, so a later writer
+        (Helm, Flux, kubectl apply --server-side) never conflicts with a revert that is
+        over. Guarded by resourceVersion; a stale view leaves it for the next look."""
+        raw = self.custom.get_namespaced_custom_object(
+            c.GROUP,
+            c.VERSION,
+            resource.namespace,
+            c.PLURAL,
+            resource.name,
+            _request_timeout=DEADLINE,
+        )
+        meta = dict(raw["metadata"])  # type: ignore[index]
+        fields = released(meta.get("managedFields") or [], c.MANAGER)
+        patch: list[JSON] = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
+            {"op": "replace", "path": "/metadata/managedFields", "value": fields},
+        ]
+        if self.patch(resource.namespace, resource.name, patch):
+            logger.info("released spec.activeVersion of %s/%s", resource.namespace, resource.name)
 
     def get(self, namespace: str, name: str) -> JSON:
         """A ModelDeployment; LookupError when there is none of that name."""

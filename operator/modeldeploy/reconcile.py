@@ -69,6 +69,9 @@ class Cluster(Protocol):
     def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
         """One value of a Secret (decoded); None when the Secret or the key is missing."""
 
+    def release_active_version(self, resource: Resource) -> None:
+        """Drop our field manager's ownership of spec.activeVersion (managedFields)."""
+
 
 class Notifier(Protocol):
     def notify(
@@ -172,6 +175,8 @@ def reconcile_once(
         )
     _apply_children(cluster, resource, decision, memory, now)
     _change_spec(cluster, resource, decision.spec_change, memory, now)
+    if decision.release_active_version:
+        cluster.release_active_version(resource)
     requeue = _min(requeue, _deliver(services, resource, decision.notices, memory, wake, now))
     requeue = _min(requeue, _recheck_webhook(services, resource, memory, now))
     services.measurer.request((resource.namespace, resource.name), decision.queries)

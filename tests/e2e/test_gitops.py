@@ -307,25 +307,27 @@ def test_helm_reupgrade_after_a_failed_release(
     record_run(record_property, f"helm upgrade --wait back to v1 ({mode})", fixed)
     if mode == "KeepSpec":
         assert fixed.code == 0, fixed.said()
-        assert condition(kube, namespace, "Stalled")[0] == "False"
-        assert (judges.now().kstatus, judges.now().argocd) == ("Current", "Healthy")
-        return
-    # RevertSpec: the spec already names v1, so this apply writes nothing and the
-    # generation stays the operator's: the revert is still reported, Helm fails at once.
-    assert fixed.code == 1, fixed.said()
-    assert "status: Failed, message: v2 failed and spec.activeVersion was reverted" in (
-        fixed.stderr
-    )
-    # A release that changes the spec clears it; taking .spec.activeVersion back from
-    # the operator needs --force-conflicts.
-    forced = helm.upgrade(mode, "v3", "--force-conflicts", "--wait", "--timeout", HELM_TIMEOUT)
-    record_run(record_property, "helm upgrade --force-conflicts --wait to v3 (RevertSpec)", forced)
-    assert forced.code == 0, forced.said()
-    body = kube.get(namespace, NAME)
-    assert body["status"]["servingVersion"] == "v3"
-    assert condition(kube, namespace, "Stalled")[0] == "False"
+    # RevertSpec: the spec already names v1, so the apply changes no generation and
+    # Helm's watcher may read the status before the operator looked again (then it fails
+    # at once; recorded, not asserted). The apply makes Helm a manager of
+    # .spec.activeVersion again: the revert is acknowledged, the stall clears, and the
+    # operator lets go of the field.
+    wait_for(lambda: condition(kube, namespace, "Stalled")[0] == "False", 30, "the stall to clear")
     assert (judges.now().kstatus, judges.now().argocd) == ("Current", "Healthy")
-    assert MANAGER not in spec_managers(body, "f:activeVersion")
+    body = wait_for(
+        lambda: (
+            (b := kube.get(namespace, NAME))
+            and MANAGER not in spec_managers(b, "f:activeVersion")
+            and b
+        ),
+        30,
+        "the operator to let go of .spec.activeVersion",
+    )
+    assert body["spec"]["activeVersion"] == "v1"
+    later = helm.upgrade(mode, "v3", "--wait", "--timeout", HELM_TIMEOUT)
+    record_run(record_property, f"helm upgrade --wait to v3 afterwards ({mode})", later)
+    assert later.code == 0, later.said()  # no conflict left behind
+    assert kube.get(namespace, NAME)["status"]["servingVersion"] == "v3"
 
 
 # ------------------------------------------------------- helm --rollback-on-failure
@@ -341,30 +343,27 @@ def test_helm_rollback_on_failure(
     mode: str,
     record_property: RecordProperty,
 ) -> None:
-    """Helm's rollback re-applies revision 1 (v1). KeepSpec: that is a spec write, the
-    stall clears and Helm's history and the cluster agree. RevertSpec: the operator
-    already wrote v1, the re-apply changes nothing, the stall stays and the rollback's
-    own wait fails too."""
+    """Helm's rollback re-applies revision 1 (v1). KeepSpec: that is a spec write.
+    RevertSpec: the operator already wrote v1, and Helm's server-side apply of it makes
+    Helm a manager of .spec.activeVersion again: the revert is acknowledged. Either way
+    the stall clears, the rollback's own wait passes, and Helm and the cluster agree."""
     installed(helm, kube, namespace, mode)
     upgrade = helm.upgrade(mode, "v2", "--rollback-on-failure", "--timeout", HELM_TIMEOUT)
     record_run(record_property, f"helm upgrade --rollback-on-failure ({mode})", upgrade)
     assert upgrade.code == 1, upgrade.said()
     history = helm.history()
-    body = settled(kube, namespace, "v1")
+    settled(kube, namespace, "v1")
     assert serving_image(kube, namespace) == GOOD
+    assert len(history) == 3  # install, the failed upgrade, the rollback to 1 (v1)
     if mode == "KeepSpec":
         assert "has been rolled back due to rollback-on-failure being set" in upgrade.stderr
-        assert history[-1][1:] == ("deployed", "Rollback to 1")
         assert [s for _, s, _ in history] == ["superseded", "failed", "deployed"]
-        assert condition(kube, namespace, "Stalled")[0] == "False"
-        assert ready(kube, namespace, NAME)
-        assert (judges.now().kstatus, judges.now().argocd) == ("Current", "Healthy")
-    else:
-        assert "an error occurred while rolling back the release" in upgrade.stderr
-        assert [s for _, s, _ in history] == ["deployed", "failed", "failed"]
-        assert body["metadata"]["generation"] == 3  # install, v2, the operator's revert
-        assert condition(kube, namespace, "Stalled") == ("True", "RolledBack")
-        assert (judges.now().kstatus, judges.now().argocd) == ("Failed", "Degraded")
+    # RevertSpec: the rollback re-applies the v1 the operator wrote already; its wait may
+    # read the stale status first (recorded above). Helm's apply acknowledges the revert
+    # either way, and the cluster ends where Helm's history says: v1, not stalled.
+    wait_for(lambda: condition(kube, namespace, "Stalled")[0] == "False", 30, "the stall to clear")
+    assert ready(kube, namespace, NAME)
+    assert (judges.now().kstatus, judges.now().argocd) == ("Current", "Healthy")
 
 
 # --------------------------------------------------- kubectl wait and the plugin
@@ -501,9 +500,10 @@ def test_argocd_ignore_differences_recipe_premise(
     helm: Helm,
 ) -> None:
     """deploy/argocd/application-revertspec.yaml ignores what manager modeldeploy owns.
-    After a revert that is .spec.activeVersion and nothing else of the spec; the
-    operator stays a manager of it after another manager re-applies the same value,
-    and is dropped only when another manager forces a different value."""
+    After a revert that is .spec.activeVersion and nothing else of the spec, and only
+    until the revert is acknowledged: once Git (here Helm) applies the reverted value
+    too, the operator lets go of the field, so later Git changes to it are diffed again
+    and apply without a conflict."""
     recipe = (ARGOCD / "application-revertspec.yaml").read_text()
     assert f"managedFieldsManagers: [{MANAGER}]" in recipe
     assert "RespectIgnoreDifferences=true" in recipe
@@ -519,10 +519,14 @@ def test_argocd_ignore_differences_recipe_premise(
     assert operator_spec == {"f:activeVersion": {}}
     assert spec_managers(body, "f:activeVersion") == {MANAGER}
 
-    # Git (here: Helm) says v1 too: a shared field; a trusted manager still owns it.
+    # Git (here: Helm) says v1 too: acknowledged; the operator lets go of the field.
     assert helm.upgrade("RevertSpec", "v1").code == 0
-    assert spec_managers(kube.get(namespace, NAME), "f:activeVersion") == {MANAGER, "helm"}
+    wait_for(
+        lambda: spec_managers(kube.get(namespace, NAME), "f:activeVersion") == {"helm"},
+        30,
+        "the operator to let go of .spec.activeVersion",
+    )
 
-    # Another manager forcing another value takes the field away from the operator.
+    # A later change from Git applies without forcing anything.
     gitops_apply(helm, namespace, "RevertSpec", "v3")
-    assert spec_managers(kube.get(namespace, NAME), "f:activeVersion") == {"kustomize-controller"}
+    assert "kustomize-controller" in spec_managers(kube.get(namespace, NAME), "f:activeVersion")

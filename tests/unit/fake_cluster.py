@@ -103,6 +103,9 @@ class RecordingCluster:
     def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
         return self.secrets.get((name, key))
 
+    def release_active_version(self, resource: Resource) -> None:
+        self.writes.append(("release", "activeVersion"))
+
     def post_event(self, resource: Resource, event: Event) -> bool:
         self.events.append(event)
         self.writes.append(("event", event.reason))

@@ -437,3 +437,21 @@ def test_keep_spec_with_a_failing_last_good_version_stalls_as_target_unhealthy()
     res, decision = step(res, Observed(deployment=deployment(res, "v1", ready=0)), 7)
     assert condition(res, c.STALLED) == ("True", "RollbackTargetUnhealthy")
     assert decision.deployment is None
+
+
+def test_a_reverted_release_stays_failed_until_the_reverted_value_is_applied_by_its_writer() -> (
+    None
+):
+    res, _ = fail_v2()
+    back = replace(select(res, "v1"), active_version_managers=("modeldeploy",))
+    back, _ = step(back, Observed(deployment=deployment(back, "v2", ready=0, old=2)), 6)
+    back, _ = step(back, Observed(deployment=deployment(back)), 7)
+    stalled = next(k for k in back.status.conditions if k.type == c.STALLED)
+    assert (stalled.status, stalled.reason) == ("True", "RolledBack")
+    assert "v2 failed (CrashLoopBackOff: pod" in stalled.message
+    # Helm's rollback (server-side apply of v1) makes Helm a manager of the field again.
+    acknowledged = replace(back, active_version_managers=("helm", "modeldeploy"))
+    acknowledged, decision = step(acknowledged, Observed(deployment=deployment(back)), 8)
+    assert condition(acknowledged, c.STALLED) == ("False", "NotStalled")
+    assert decision.release_active_version  # and the operator lets go of the field
+    assert acknowledged.status.phase == "Available"

@@ -83,7 +83,8 @@ def decide(
     draft = _egress(draft, resource, spec, observed, settings, now)
     children, draft = _children(draft, resource, spec, observed, now)
     digest = template_hash(resource.name, spec, spec.active)
-    stall = draft.stall or quarantine.reverted(draft.status, resource, spec)
+    after_revert = quarantine.reverted(draft.status, resource, spec)
+    stall = draft.stall or after_revert
     status = summary.summarise(
         draft.status, resource, spec, observed, digest, draft.quarantined, stall, now
     )
@@ -98,6 +99,12 @@ def decide(
         requeue_after=draft.requeue,
         queries=draft.queries,
         events=events,
+        release_active_version=(
+            c.MANAGER in resource.active_version_managers
+            and after_revert is None
+            and draft.spec_change is None
+            and status.intent is None
+        ),
     )
 
 

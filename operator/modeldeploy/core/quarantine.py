@@ -126,17 +126,25 @@ def _kept(resource: Resource, version: str, target: str, record: VersionRecord) 
 
 
 def reverted(status: Status, resource: Resource, spec: Spec) -> Problem | None:
-    """RevertSpec: after an automatic revert, until a user writes the spec again, the
-    release that was reverted still shows as failed (Stalled), so kstatus-based tools
-    (Helm 4 --wait, Flux, kpt) and Argo CD see it failed, not succeeded."""
+    """RevertSpec: after an automatic revert the release that was reverted still shows as
+    failed (Stalled), so kstatus-based tools (Helm 4 --wait, Flux, kpt) and Argo CD see
+    it failed, not succeeded; until someone writes the spec again, or applies
+    activeVersion with the reverted value (server-side apply: Helm's rollback, Flux,
+    `kubectl apply --server-side`), which makes them a manager of the field again."""
     latest = status.reverts[-1] if status.reverts else None
     if spec.rollout.keeps_spec or latest is None or latest.generation != resource.generation:
         return None
+    if set(resource.active_version_managers) - {c.MANAGER}:
+        return None  # acknowledged: the writer of the spec now states the reverted value
+    record = status.version_record(latest.from_version)
+    why = f" ({record.reason}: {record.message})" if record and record.reason else ""
     return Problem(
         c.REASON_ROLLED_BACK,
-        f"{latest.from_version} failed and spec.activeVersion was reverted to "
-        f"{latest.to_version} at {format_time(latest.at)}; this stays until the spec is "
-        f"written again",
+        shorten(
+            f"{latest.from_version} failed{why} and spec.activeVersion was reverted to "
+            f"{latest.to_version} at {format_time(latest.at)}; this stays until the spec is "
+            f"written again or {latest.to_version} is applied"
+        ),
     )
 
 
