@@ -108,19 +108,30 @@ class KubeCluster:
             )
         logger.info("applied %s %s/%s", kind, meta["namespace"], meta["name"])
 
-    def read_child(self, kind: str, resource: Resource) -> ChildState | None:
-        """The Deployment or Service named after `resource`, whoever made it."""
+    def read_child(self, kind: str, resource: Resource, name: str) -> ChildState | None:
+        """The Deployment or Service `name` in `resource`'s namespace, whoever made it."""
         read = {
             "Deployment": self.apps.read_namespaced_deployment,
             "Service": self.core.read_namespaced_service,
         }[kind]
         try:
-            child = read(resource.name, resource.namespace, _request_timeout=DEADLINE)
+            child = read(name, resource.namespace, _request_timeout=DEADLINE)
         except ApiException as error:
             if error.status == 404:
                 return None
             raise
         return parse_child(self.api.sanitize_for_serialization(child))
+
+    def delete_child(self, kind: str, resource: Resource, name: str) -> None:
+        """Delete a child we own; one already gone is fine."""
+        delete = {"Deployment": self.apps.delete_namespaced_deployment}[kind]
+        try:
+            with refusals():
+                delete(name, resource.namespace, _request_timeout=DEADLINE)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+        logger.info("deleted %s %s/%s", kind, resource.namespace, name)
 
     # ------------------------------------------------------------------ the CR
 

@@ -12,11 +12,26 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from modeldeploy import constants as c
-from modeldeploy.core import analysis, ledger, outbox, quarantine, retry, summary
+from modeldeploy.core import (
+    analysis,
+    guard,
+    ledger,
+    outbox,
+    quarantine,
+    retry,
+    standby,
+    summary,
+)
 from modeldeploy.core.conditions import get_condition
 from modeldeploy.core.ledger import Target
 from modeldeploy.core.plan import Decision, Event, Problem, SpecChange
-from modeldeploy.core.render import covers, render_deployment, render_service, template_hash
+from modeldeploy.core.render import (
+    covers,
+    render_deployment,
+    render_service,
+    render_standby,
+    template_hash,
+)
 from modeldeploy.core.signals import Verdict, baseline, evaluate, owned_pods
 from modeldeploy.model.observed import ChildState, Observed, Refusal
 from modeldeploy.model.resource import Resource
@@ -25,7 +40,11 @@ from modeldeploy.model.spec import JSON, Spec, SpecError
 from modeldeploy.model.status import Status, to_json
 from modeldeploy.model.text import shorten
 
-APPLY = {"Deployment": "apply Deployment", "Service": "apply Service"}
+APPLY = {
+    "Deployment": "apply Deployment",
+    "Service": "apply Service",
+    "Standby": "apply standby Deployment",
+}
 REVERT = "revert"
 WEBHOOK = "webhook"  # the webhook's URL could not be had (its Secret) or was refused
 DEFAULTS = Settings()
@@ -55,6 +74,7 @@ class Draft:
     queries: tuple[analysis.Query, ...] = ()
     target: Target | None = None  # what the Deployment should run; None: leave it alone
     quarantined: bool = False  # the version the spec names is quarantined
+    standby: standby.Plan | None = None
 
     def then(self, outcome: Step | quarantine.Outcome | retry.Outcome) -> Draft:
         return replace(self, status=outcome.status, events=self.events + outcome.events)
@@ -81,6 +101,10 @@ def decide(
     draft = _requests(Draft(status), resource, spec, now)
     draft = _rollout(draft, resource, spec, observed, now)
     draft = _egress(draft, resource, spec, observed, settings, now)
+    kept = standby.plan(draft.status, resource, spec, observed.standby, now)
+    draft = replace(
+        draft, status=kept.status, standby=kept, requeue=_sooner(draft.requeue, kept.wake_in_s)
+    )
     children, draft = _children(draft, resource, spec, observed, now)
     digest = template_hash(resource.name, spec, spec.active)
     after_revert = quarantine.reverted(draft.status, resource, spec)
@@ -95,6 +119,8 @@ def decide(
         status_changed=to_json(status) != to_json(before),
         deployment=_if_needed(children["Deployment"], observed.deployment),
         service=_if_needed(children["Service"], observed.service),
+        standby=_if_needed(children["Standby"], observed.standby),
+        remove_standby=kept.remove and observed.standby is not None,
         spec_change=draft.spec_change,
         requeue_after=draft.requeue,
         queries=draft.queries,
@@ -213,8 +239,28 @@ def _children(
         if target is not None
         else None
     )
-    service = render_service(resource, spec) if spec.service.enabled else None
-    children: dict[str, JSON | None] = {"Deployment": deployment, "Service": service}
+    kept = draft.standby
+    record = kept.status.standby if kept else None
+    serving_standby = record is not None and record.serving
+    service = render_service(resource, spec, serving_standby) if spec.service.enabled else None
+    warm = None
+    foreign = observed.standby is not None and observed.standby.controller_uid != resource.uid
+    if (
+        kept is not None
+        and kept.keep
+        and record is not None
+        and record.version in spec.versions
+        and not foreign  # a <name>-standby someone else made is never taken over
+    ):
+        config = spec.rollout.standby
+        replicas = (config.replicas if config and config.replicas else None) or spec.replicas
+        version = spec.versions[record.version]
+        warm = render_standby(resource, spec, version, record.template_hash, replicas)
+    children: dict[str, JSON | None] = {
+        "Deployment": deployment,
+        "Service": service,
+        "Standby": warm,
+    }
     for kind, manifest in children.items():
         refused = _refusal(observed, resource, APPLY[kind])
         if manifest is None or refused is None:
@@ -254,7 +300,7 @@ def _progress(
     rollout = status.rollout
     assert rollout is not None
     if rollout.outcome != c.OUTCOME_PROGRESSING:
-        return Step(status, events)
+        return _guard(status, resource, spec, target, observed, now, events)
     verdict = evaluate(resource.name, spec, observed, rollout, now)
     queries: tuple[analysis.Query, ...] = ()
     stall: Problem | None = None
@@ -266,9 +312,48 @@ def _progress(
         status, failed = ledger.fail(status, spec, verdict.failure, now)
         return Step(status, (*events, failed), failed=True)
     if verdict.complete:
+        promoted_from = status
         status, succeeded = ledger.succeed(status, spec, now)
+        if spec.analysis and spec.analysis.guard_s and status.analysis:
+            record = guard.begin(status.analysis, promoted_from, spec.analysis, now)
+            requeue = guard.next_wake_s(record, spec.analysis, now)
+            return Step(replace(status, analysis=record), (*events, succeeded), requeue=requeue)
         return Step(status, (*events, succeeded))
     return Step(status, events, requeue=verdict.wake_in_s, queries=queries, stall=stall)
+
+
+def _guard(
+    status: Status,
+    resource: Resource,
+    spec: Spec,
+    target: Target,
+    observed: Observed,
+    now: datetime,
+    events: tuple[Event, ...],
+) -> Step:
+    """A promoted version in its guard window: measure on, and fail it if it degrades."""
+    rollout = status.rollout
+    if (
+        spec.analysis is None
+        or rollout is None
+        or rollout.outcome != c.OUTCOME_SUCCEEDED
+        or not guard.guarding(status, target.digest)
+    ):
+        return Step(status, events)
+    assert status.analysis is not None
+    record = analysis.fold(status.analysis, spec.analysis, observed.measurements)
+    phase, message = guard.verdict(record, spec.analysis, now)
+    status = replace(status, analysis=replace(record, phase=phase))
+    if phase == analysis.FAILED:
+        problem = Problem(c.REASON_ANALYSIS_FAILED, message)
+        status, failed = ledger.fail_in_guard(status, spec, problem, now)
+        return Step(status, (*events, failed), failed=True)
+    if phase == analysis.PASSED:
+        return Step(status, events)
+    stall = Problem(c.REASON_INVALID_QUERY, message) if phase == analysis.INVALID else None
+    due = analysis.queries(record, spec.analysis, now, resource.name, resource.namespace)
+    wake = guard.next_wake_s(record, spec.analysis, now)
+    return Step(status, events, requeue=wake, queries=due, stall=stall)
 
 
 def _superseded(status: Status, spec: Spec, digest: str | None, now: datetime) -> Status:

@@ -112,6 +112,7 @@ class Measurement:
 class Observed:
     deployment: ChildState | None = None
     service: ChildState | None = None
+    standby: ChildState | None = None  # the standby Deployment, `<name>-standby`
     pods: tuple[PodState, ...] = ()
     replica_sets: tuple[ReplicaSetState, ...] = ()
     measurements: tuple[Measurement, ...] = ()
