@@ -20,7 +20,8 @@ from typing import Any, Protocol
 from modeldeploy import constants as c
 from modeldeploy import faults, metrics
 from modeldeploy.core.analysis import Query
-from modeldeploy.core.decide import APPLY, REVERT, WEBHOOK, decide
+from modeldeploy.core.decide import APPLY, REVERT, decide
+from modeldeploy.core.endpoints import WEBHOOK
 from modeldeploy.core.plan import Decision, Event, SpecChange
 from modeldeploy.core.quarantine import retry_delay_s, retry_due
 from modeldeploy.core.render import standby_name

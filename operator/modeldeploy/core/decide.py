@@ -14,7 +14,7 @@ from datetime import datetime
 from modeldeploy import constants as c
 from modeldeploy.core import (
     analysis,
-    guard,
+    endpoints,
     ledger,
     outbox,
     quarantine,
@@ -22,9 +22,10 @@ from modeldeploy.core import (
     standby,
     summary,
 )
-from modeldeploy.core.conditions import get_condition
+from modeldeploy.core.endpoints import WEBHOOK
 from modeldeploy.core.ledger import Target
 from modeldeploy.core.plan import Decision, Event, Problem, SpecChange
+from modeldeploy.core.progress import Step, progress, superseded
 from modeldeploy.core.render import (
     covers,
     render_deployment,
@@ -32,7 +33,6 @@ from modeldeploy.core.render import (
     render_standby,
     template_hash,
 )
-from modeldeploy.core.signals import Verdict, baseline, evaluate, owned_pods
 from modeldeploy.model.observed import ChildState, Observed, Refusal
 from modeldeploy.model.resource import Resource
 from modeldeploy.model.settings import Settings
@@ -46,20 +46,7 @@ APPLY = {
     "Standby": "apply standby Deployment",
 }
 REVERT = "revert"
-WEBHOOK = "webhook"  # the webhook's URL could not be had (its Secret) or was refused
 DEFAULTS = Settings()
-
-
-@dataclass(frozen=True)
-class Step:
-    """What one look at a rollout found."""
-
-    status: Status
-    events: tuple[Event, ...] = ()
-    failed: bool = False  # it failed just now
-    requeue: float | None = None
-    queries: tuple[analysis.Query, ...] = ()
-    stall: Problem | None = None  # it cannot progress without a human (an invalid query)
 
 
 @dataclass(frozen=True)
@@ -100,7 +87,16 @@ def decide(
 
     draft = _requests(Draft(status), resource, spec, now)
     draft = _rollout(draft, resource, spec, observed, now)
-    draft = _egress(draft, resource, spec, observed, settings, now)
+    checked = endpoints.check(
+        draft.status, resource, spec, _refusal(observed, resource, WEBHOOK), settings, now
+    )
+    draft = replace(
+        draft,
+        status=checked.status,
+        stall=draft.stall or checked.analysis_refused,
+        queries=() if checked.analysis_refused else draft.queries,
+        events=draft.events + checked.events,
+    )
     kept = standby.plan(draft.status, resource, spec, observed.standby, now)
     draft = replace(
         draft, status=kept.status, standby=kept, requeue=_sooner(draft.requeue, kept.wake_in_s)
@@ -151,7 +147,7 @@ def _rollout(
     status = draft.status
     just_failed = False
     if not quarantine.is_quarantined(status, active.version, active.digest):
-        step = _progress(status, resource, spec, active, observed, now)
+        step = progress(status, resource, spec, active, observed, now)
         draft = _stepped(draft.then(step), step, active)
         if not step.failed:
             return draft
@@ -165,13 +161,13 @@ def _rollout(
     if refused and handled.stall:
         draft = replace(draft, requeue=_sooner(draft.requeue, _retry_in(refused, now)))
     if handled.fallback is None:
-        return replace(draft, status=_superseded(draft.status, spec, None, now))
+        return replace(draft, status=superseded(draft.status, spec, None, now))
     # KeepSpec: the Deployment goes back to the last good version; the spec stays.
     version = spec.versions[handled.fallback]
     fallback = Target(
         version.name, template_hash(resource.name, spec, version), c.TRIGGER_AUTOMATIC
     )
-    step = _progress(draft.status, resource, spec, fallback, observed, now)
+    step = progress(draft.status, resource, spec, fallback, observed, now)
     draft = replace(_stepped(draft.then(step), step, fallback), stall=handled.stall)
     rollout = draft.status.rollout
     if rollout is not None and rollout.started_at == now and rollout.version == version.name:
@@ -180,42 +176,6 @@ def _rollout(
         )
         draft = replace(draft, status=reverted, events=(*draft.events, said))
     return draft
-
-
-def _egress(
-    draft: Draft,
-    resource: Resource,
-    spec: Spec,
-    observed: Observed,
-    settings: Settings,
-    now: datetime,
-) -> Draft:
-    """Only URLs an admin allowed are ever contacted (docs/security.md): a refused
-    Prometheus stalls the analysis (nothing is queried); a refused webhook is said in
-    WebhookReady and no payload goes out, while rollouts and reverts go on."""
-    prometheus = spec.analysis.prometheus if spec.analysis else None
-    refused = settings.egress.why_not(prometheus) if prometheus else None
-    if refused is not None:
-        problem = Problem(c.REASON_INVALID_SPEC, f"spec.analysis.prometheus: {refused}")
-        draft = replace(draft, stall=draft.stall or problem, queries=())
-    if spec.webhook is None:
-        kept = tuple(k for k in draft.status.conditions if k.type != c.WEBHOOK_READY)
-        return replace(draft, status=replace(draft.status, conditions=kept))
-    why = settings.egress.why_not(spec.webhook.url) if spec.webhook.url else None
-    if why is not None:
-        why = f"spec.notifications.webhook.url: {why}"
-    elif (failed := _refusal(observed, resource, WEBHOOK)) is not None:
-        why = failed.message
-    message = why or "webhook notifications are allowed"
-    reason = c.REASON_WEBHOOK_REFUSED if why else c.REASON_WEBHOOK_READY
-    status = ledger.set_status_condition(
-        draft.status, resource, c.WEBHOOK_READY, why is None, reason, message, now
-    )
-    events = draft.events
-    previous = get_condition(resource.status.conditions, c.WEBHOOK_READY)
-    if why and (previous is None or previous.status != "False" or previous.message != why):
-        events = (*events, Event("Warning", c.REASON_WEBHOOK_REFUSED, why))
-    return replace(draft, status=status, events=events)
 
 
 def _stepped(draft: Draft, step: Step, target: Target) -> Draft:
@@ -271,123 +231,6 @@ def _children(
             children[kind] = None
             draft = replace(draft, requeue=_sooner(draft.requeue, _retry_in(refused, now)))
     return children, draft
-
-
-def _progress(
-    status: Status,
-    resource: Resource,
-    spec: Spec,
-    target: Target,
-    observed: Observed,
-    now: datetime,
-) -> Step:
-    """Start the rollout of `target` if it is new, then judge it: failed, done or waiting."""
-    digest = target.digest
-    events: tuple[Event, ...] = ()
-    status = _superseded(status, spec, digest, now)
-    rollout = status.rollout
-    current = (
-        rollout is not None
-        and rollout.template_hash == digest
-        and rollout.outcome in (c.OUTCOME_PROGRESSING, c.OUTCOME_SUCCEEDED)
-    )
-    if not current:
-        before = baseline(owned_pods(observed, digest))
-        status, started = ledger.start_rollout(status, resource, spec, target, before, now)
-        events = (started,)
-    elif status.intent is not None and status.intent.applied:
-        status = replace(status, intent=None)  # a revert to what already serves: no rollout
-    rollout = status.rollout
-    assert rollout is not None
-    if rollout.outcome != c.OUTCOME_PROGRESSING:
-        return _guard(status, resource, spec, target, observed, now, events)
-    verdict = evaluate(resource.name, spec, observed, rollout, now)
-    queries: tuple[analysis.Query, ...] = ()
-    stall: Problem | None = None
-    analysing = status.analysis is not None and status.analysis.template_hash == digest
-    if verdict.failure is None and spec.analysis and (verdict.complete or analysing):
-        # Ready is not enough: judge what the version serves (AnalysisFailed).
-        status, verdict, queries, stall = _analyse(status, resource, spec, target, observed, now)
-    if verdict.failure is not None:
-        status, failed = ledger.fail(status, spec, verdict.failure, now)
-        return Step(status, (*events, failed), failed=True)
-    if verdict.complete:
-        promoted_from = status
-        status, succeeded = ledger.succeed(status, spec, now)
-        if spec.analysis and spec.analysis.guard_s and status.analysis:
-            record = guard.begin(status.analysis, promoted_from, spec.analysis, now)
-            requeue = guard.next_wake_s(record, spec.analysis, now)
-            return Step(replace(status, analysis=record), (*events, succeeded), requeue=requeue)
-        return Step(status, (*events, succeeded))
-    return Step(status, events, requeue=verdict.wake_in_s, queries=queries, stall=stall)
-
-
-def _guard(
-    status: Status,
-    resource: Resource,
-    spec: Spec,
-    target: Target,
-    observed: Observed,
-    now: datetime,
-    events: tuple[Event, ...],
-) -> Step:
-    """A promoted version in its guard window: measure on, and fail it if it degrades."""
-    rollout = status.rollout
-    if (
-        spec.analysis is None
-        or rollout is None
-        or rollout.outcome != c.OUTCOME_SUCCEEDED
-        or not guard.guarding(status, target.digest)
-    ):
-        return Step(status, events)
-    assert status.analysis is not None
-    record = analysis.fold(status.analysis, spec.analysis, observed.measurements)
-    phase, message = guard.verdict(record, spec.analysis, now)
-    status = replace(status, analysis=replace(record, phase=phase))
-    if phase == analysis.FAILED:
-        problem = Problem(c.REASON_ANALYSIS_FAILED, message)
-        status, failed = ledger.fail_in_guard(status, spec, problem, now)
-        return Step(status, (*events, failed), failed=True)
-    if phase == analysis.PASSED:
-        return Step(status, events)
-    stall = Problem(c.REASON_INVALID_QUERY, message) if phase == analysis.INVALID else None
-    due = analysis.queries(record, spec.analysis, now, resource.name, resource.namespace)
-    wake = guard.next_wake_s(record, spec.analysis, now)
-    return Step(status, events, requeue=wake, queries=due, stall=stall)
-
-
-def _superseded(status: Status, spec: Spec, digest: str | None, now: datetime) -> Status:
-    """A rollout in progress of another template than the one wanted now is superseded."""
-    rollout = status.rollout
-    if rollout and rollout.outcome == c.OUTCOME_PROGRESSING and rollout.template_hash != digest:
-        return ledger.supersede(status, spec, now)
-    return status
-
-
-def _analyse(
-    status: Status,
-    resource: Resource,
-    spec: Spec,
-    target: Target,
-    observed: Observed,
-    now: datetime,
-) -> tuple[Status, Verdict, tuple[analysis.Query, ...], Problem | None]:
-    """Start or continue the analysis of `target`; its verdict stands in for success."""
-    assert spec.analysis is not None
-    record = status.analysis
-    if record is None or record.template_hash != target.digest:
-        record = analysis.start(target.version, target.digest, spec.analysis, now)
-    record = analysis.fold(record, spec.analysis, observed.measurements)
-    phase, message = analysis.verdict(record, spec.analysis, now)
-    status = replace(status, analysis=replace(record, phase=phase))
-    if phase == analysis.FAILED:
-        return status, Verdict(failure=Problem(c.REASON_ANALYSIS_FAILED, message)), (), None
-    if phase == analysis.PASSED:
-        return status, Verdict(complete=True), (), None
-    stall = Problem(c.REASON_INVALID_QUERY, message) if phase == analysis.INVALID else None
-    due = analysis.queries(record, spec.analysis, now, resource.name, resource.namespace)
-    wake = Verdict(wake_in_s=analysis.next_wake_s(record, spec.analysis, now))
-    return status, wake, due, stall
 
 
 def _refusal(observed: Observed, resource: Resource, action: str) -> Refusal | None:
