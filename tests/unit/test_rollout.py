@@ -1,4 +1,4 @@
-"""The rollout rules (DESIGN.md B2-B9) as table-driven tests of the pure `decide`."""
+"""The rollout rules (docs/behaviour.md B2-B9) as table-driven tests of the pure `decide`."""
 
 from __future__ import annotations
 
