@@ -28,12 +28,13 @@ ROLLBACKS = Counter(
 DETECT = Histogram(
     "modeldeploy_time_to_detect_seconds",
     "From a rollout's start to its failure being recorded",
-    buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
+    # status times keep milliseconds (model/times.py): the low buckets are real
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
 )
 RECOVER = Histogram(
     "modeldeploy_time_to_recover_seconds",
     "From a failed rollout's start to the last good version serving again",
-    buckets=(1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
+    buckets=(0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
 )
 GUARD_FAILURES = Counter(
     "modeldeploy_guard_failures_total",
