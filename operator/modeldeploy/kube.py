@@ -194,11 +194,15 @@ class KubeCluster:
                 applied = False
             else:
                 raise
+        where = f"{resource.namespace}/{resource.name}"
         if not applied:
+            logger.info("spec change of %s not applied: the spec moved on", where)
+        elif change.set_version is not None:
             logger.info(
-                "spec change of %s/%s not applied: the spec moved on",
-                resource.namespace,
-                resource.name,
+                "set spec.activeVersion of %s: %s -> %s",
+                where,
+                change.expect_version,
+                change.set_version,
             )
         return applied
 
