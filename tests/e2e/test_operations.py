@@ -111,7 +111,7 @@ def test_metrics_count_the_failed_rollout_and_the_revert(
             and 'modeldeploy_rollouts_total{outcome="Succeeded",trigger="Automatic"}' in t
             and t
         ),
-        15,
+        60,
         "the revert's metrics",
     )
     assert metric(text, 'modeldeploy_rollouts_total{outcome="Failed",trigger="Manual"}') == 1
@@ -155,7 +155,7 @@ def test_webhook_receives_failed_revert_and_success(
             {"RolloutFailed", "RolledBack"} <= set(receiver.events())
             and receiver.events().count("RolloutSucceeded") >= 2
         ),
-        15,
+        60,
         "the notifications",
     )
     failed = next(p for p in receiver.payloads if p["event"] == "RolloutFailed")

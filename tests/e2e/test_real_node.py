@@ -230,7 +230,7 @@ def test_slow_loading_version_succeeds_within_its_ready_timeout(
     body = real_model("fraud", {"v1": "good", "v2": "slowload"}, "v1", readyTimeoutSeconds=90)
     url = serve(kube, namespace, body)
     with InferenceLoad(url) as load:
-        wait_for(lambda: load.requests > 0, 10, "the first request")
+        wait_for(lambda: load.requests > 0, 60, "the first request")
         selected = time.monotonic()
         kube.select(namespace, "fraud", "v2")
         wait_for(

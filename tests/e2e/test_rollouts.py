@@ -114,7 +114,7 @@ def test_crashloop_reverts_to_last_good(
     assert kube.condition(namespace, name, "RolledBack")["status"] == "True"
     reasons = wait_for(
         lambda: (r := kube.event_reasons(namespace, name)) and "RolledBack" in r and r,
-        10,
+        60,
         "the RolledBack event",
     )
     assert "RolloutFailed" in reasons
@@ -223,7 +223,7 @@ def test_quarantined_version_is_refused_and_retry_rolls_it_out(
     )
     messages = wait_for(
         lambda: [m for _, r, m in kube.events(namespace, name) if r == "VersionQuarantined"],
-        10,
+        60,
         "the VersionQuarantined event",
     )
     assert "modeldeploy.io/retry=v2" in messages[0]
@@ -248,7 +248,7 @@ def test_quarantined_version_is_refused_and_retry_rolls_it_out(
         lambda: (
             ANNOTATION_RETRY not in (kube.get(namespace, name)["metadata"].get("annotations") or {})
         ),
-        10,
+        60,
         "the retry annotation to be consumed",
     )
 
@@ -333,7 +333,7 @@ def test_operator_killed_after_bad_version_reverts_exactly_once(
             ]
             == "v2"
         ),
-        10,
+        60,
         "the operator to roll v2 out",
     )
     operator.stop(kill=True)  # before it sees v2 crash (the first crash takes ~1 s)
