@@ -1,9 +1,9 @@
 """What the test bed, the tests, the demo and the benchmarks share: waits, ports, threads.
 
-Polling with a deadline, a free loopback port, a thread for the length of a `with`
-block, and the operator as a real process (`python -m modeldeploy`). Standard library
-only, like the rest of the test bed: callers that talk to the cluster pass in what
-they need (a watch to stop, the API errors to tolerate while polling).
+Polling with a deadline, a free loopback port, the Go tools (helm...), a thread for
+the length of a `with` block, and the operator as a real process (`python -m
+modeldeploy`). Standard library only, like the rest of the test bed: callers that talk
+to the cluster pass in what they need (a watch to stop, the API errors to tolerate).
 """
 
 from __future__ import annotations
@@ -64,6 +64,14 @@ def wait_for(
         if time.monotonic() >= deadline:
             raise WaitTimeout(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
         time.sleep(interval)
+
+
+def go_tool(name: str) -> Path:
+    """A tool built from its pinned Go module by testbed/build-tool.sh (helm, kstatus,
+    prom-label-proxy): its path. The first call builds it (minutes), later ones find it."""
+    script = Path(__file__).resolve().parent / "build-tool.sh"
+    built = subprocess.run([str(script), name], stdout=subprocess.PIPE, text=True, check=True)
+    return Path(built.stdout.strip().splitlines()[-1])
 
 
 def end_process(process: subprocess.Popen[bytes], kill: bool = False, grace_s: float = 20) -> None:
