@@ -1,9 +1,10 @@
 """What the test bed, the tests, the demo and the benchmarks share: waits, ports, threads.
 
-Polling with a deadline, a free loopback port, the Go tools (helm...), a thread for
-the length of a `with` block, and the operator as a real process (`python -m
-modeldeploy`). Standard library only, like the rest of the test bed: callers that talk
-to the cluster pass in what they need (a watch to stop, the API errors to tolerate).
+Polling with a deadline, a free loopback port, a thread for the length of a `with`
+block, the operator as a real process (`python -m modeldeploy`), and the tools built
+from Go modules (build-tool.sh). Standard library
+only, like the rest of the test bed: callers that talk to the cluster pass in what
+they need (a watch to stop, the API errors to tolerate while polling).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ T = TypeVar("T")
 
 # kopf logs this once its startup handlers ran: from here on the operator acts on events.
 OPERATOR_STARTED = b"Activity 'configure' succeeded"
+TESTBED = Path(__file__).resolve().parent
 
 
 class WaitTimeout(Exception):
@@ -34,6 +36,15 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def build_tool(name: str) -> Path:
+    """The path of a tool (helm, kstatus, prom-label-proxy) built from its pinned Go module
+    by build-tool.sh: cached, so a no-op once built; the build's log goes to stderr."""
+    built = subprocess.run(
+        [str(TESTBED / "build-tool.sh"), name], stdout=subprocess.PIPE, text=True, check=True
+    )
+    return Path(built.stdout.strip())
 
 
 def wait_for(
@@ -64,14 +75,6 @@ def wait_for(
         if time.monotonic() >= deadline:
             raise WaitTimeout(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
         time.sleep(interval)
-
-
-def go_tool(name: str) -> Path:
-    """A tool built from its pinned Go module by testbed/build-tool.sh (helm, kstatus,
-    prom-label-proxy): its path. The first call builds it (minutes), later ones find it."""
-    script = Path(__file__).resolve().parent / "build-tool.sh"
-    built = subprocess.run([str(script), name], stdout=subprocess.PIPE, text=True, check=True)
-    return Path(built.stdout.strip().splitlines()[-1])
 
 
 def end_process(process: subprocess.Popen[bytes], kill: bool = False, grace_s: float = 20) -> None:

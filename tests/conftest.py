@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from testbed.support import go_tool
-
 HERE = Path(__file__).resolve().parent
 
 
@@ -43,10 +41,3 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     if config.getoption("--e2e"):
         return None
     return "e2e tests: deselected (run them with --e2e, or `make e2e`)"
-
-
-@pytest.fixture(scope="session")
-def helm() -> Path:
-    """Helm 4, built from its pinned Go module (`make integration` and `make e2e` build it
-    first, so a cold build happens in sight rather than inside a test's timeout)."""
-    return go_tool("helm")

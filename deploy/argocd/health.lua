@@ -1,4 +1,6 @@
--- Argo CD health check for ModelDeployment, read from the kstatus conditions.
+-- Argo CD health check for ModelDeployment, read from the kstatus conditions in the
+-- order kstatus (Helm 4, Flux) reads them, so Argo CD and Flux agree: Progressing when
+-- kstatus says InProgress, Degraded when Failed, Healthy when Current.
 -- Install: argocd-cm, key resource.customizations.health.modeldeploy.io_ModelDeployment
 -- (see deploy/argocd/argocd-cm-patch.yaml).
 local hs = {status = "Progressing", message = "Waiting for the operator"}
@@ -9,17 +11,27 @@ if obj.metadata.generation ~= nil and obj.status.observedGeneration ~= obj.metad
   hs.message = "Waiting for the operator to observe the latest spec"
   return hs
 end
-local byType = {}
+-- The first Reconciling=True or Stalled=True in list order decides, as in kstatus; the
+-- operator lists Reconciling first, so a revert or fallback still rolling out is
+-- Progressing, and Degraded once it is done. Both modes end Degraded after a failed
+-- release: RevertSpec (Stalled, reason RolledBack, until the spec is written again) and
+-- KeepSpec (Stalled, reason RolledBack, while the spec names the failed version).
+local ready = nil
 for _, condition in ipairs(obj.status.conditions) do
-  byType[condition.type] = condition
+  if condition.type == "Reconciling" and condition.status == "True" then
+    hs.message = condition.message
+    return hs
+  end
+  if condition.type == "Stalled" and condition.status == "True" then
+    hs.status = "Degraded"
+    hs.message = condition.reason .. ": " .. condition.message
+    return hs
+  end
+  if condition.type == "Ready" and ready == nil then
+    ready = condition
+  end
 end
-local stalled, ready, reconciling = byType["Stalled"], byType["Ready"], byType["Reconciling"]
-if stalled ~= nil and stalled.status == "True" then
-  hs.status = "Degraded"
-  hs.message = stalled.reason .. ": " .. stalled.message
-elseif reconciling ~= nil and reconciling.status == "True" then
-  hs.message = reconciling.message
-elseif ready ~= nil and ready.status == "True" then
+if ready ~= nil and ready.status == "True" then
   hs.status = "Healthy"
   hs.message = ready.message
 elseif ready ~= nil then

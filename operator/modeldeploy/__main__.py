@@ -14,6 +14,7 @@ import kopf
 
 from modeldeploy import handlers
 from modeldeploy.kube import ConfigError, load_config
+from modeldeploy.model.egress import endpoint
 from modeldeploy.runtime import DEFAULT_WORKERS, Options
 
 
@@ -52,6 +53,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--prometheus", default=None, help="default Prometheus URL for spec.analysis"
     )
     parser.add_argument(
+        "--webhook-deadline",
+        type=positive,
+        default=3,
+        metavar="SECONDS",
+        help="how long one webhook request may take, start to end (each of up to 3 "
+        "attempts); default 3",
+    )
+    parser.add_argument(
+        "--metrics-address",
+        default="127.0.0.1",
+        help="address /metrics binds to (it names every resource); default 127.0.0.1",
+    )
+    parser.add_argument(
+        "--allowed-url-prefix",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="a URL prefix tenants may name in spec.analysis.prometheus or a webhook "
+        "(repeatable); --prometheus, --prometheus-for and --webhook are always allowed",
+    )
+    parser.add_argument(
+        "--prometheus-for",
+        action="append",
+        default=[],
+        metavar="NAMESPACE=URL",
+        help="the Prometheus for one namespace's analysis (repeatable)",
+    )
+    parser.add_argument(
+        "--prometheus-namespace-param",
+        default=None,
+        metavar="NAME",
+        help="send the resource's namespace as this query parameter (a tenancy proxy "
+        "such as prom-label-proxy forces every query to it)",
+    )
+    parser.add_argument(
         "--workers",
         type=positive,
         default=DEFAULT_WORKERS,
@@ -62,10 +98,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def options_of(args: argparse.Namespace) -> Options:
+    """The runtime's options, or SystemExit with one sentence naming the bad flag."""
+    per_namespace = {}
+    for entry in args.prometheus_for:
+        namespace, _, url = entry.partition("=")
+        if not namespace or not url:
+            raise SystemExit(f"--prometheus-for wants NAMESPACE=URL, not {entry!r}")
+        per_namespace[namespace] = url
+    urls = [
+        ("--webhook", args.webhook),
+        ("--prometheus", args.prometheus),
+        *(("--prometheus-for", url) for url in per_namespace.values()),
+        *(("--allowed-url-prefix", url) for url in args.allowed_url_prefix),
+    ]
+    for flag, url in urls:
+        if url and isinstance(why := endpoint(url), str):
+            raise SystemExit(f"{flag} must be an http:// or https:// URL: {why}")
+    return Options(
+        workers=args.workers,
+        metrics_port=args.metrics_port,
+        metrics_address=args.metrics_address,
+        webhook_url=args.webhook,
+        prometheus_url=args.prometheus,
+        prometheus_for=per_namespace,
+        prometheus_namespace_param=args.prometheus_namespace_param,
+        allowed_url_prefixes=tuple(args.allowed_url_prefix),
+        webhook_deadline_s=float(args.webhook_deadline),
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.webhook and not args.webhook.startswith(("http://", "https://")):
-        raise SystemExit("--webhook must be an http:// or https:// URL")
+    options = options_of(args)
     try:
         # Here, once: a sentence on failure, not a startup handler's traceback; one
         # pooled connection per reconcile worker.
@@ -83,14 +148,7 @@ def main(argv: list[str] | None = None) -> None:
             clusterwide=not args.namespace,
             namespaces=list(args.namespace),
             liveness_endpoint=args.liveness or None,
-            memo=kopf.Memo(
-                options=Options(
-                    workers=args.workers,
-                    metrics_port=args.metrics_port,
-                    webhook_url=args.webhook,
-                    prometheus_url=args.prometheus,
-                )
-            ),
+            memo=kopf.Memo(options=options),
         )
     )
 

@@ -32,7 +32,8 @@ READY: Final = "Ready"
 RECONCILING: Final = "Reconciling"
 STALLED: Final = "Stalled"
 ROLLED_BACK: Final = "RolledBack"
-CONDITION_TYPES: Final = (READY, RECONCILING, STALLED, ROLLED_BACK)
+WEBHOOK_READY: Final = "WebhookReady"  # only with spec.notifications.webhook; not kstatus
+CONDITION_TYPES: Final = (READY, RECONCILING, STALLED, ROLLED_BACK, WEBHOOK_READY)
 
 # Phases, derived from the conditions for humans and printer columns.
 PHASE_PENDING: Final = "Pending"
@@ -49,6 +50,10 @@ OUTCOME_PROGRESSING: Final = "Progressing"
 OUTCOME_SUCCEEDED: Final = "Succeeded"
 OUTCOME_FAILED: Final = "Failed"
 OUTCOME_SUPERSEDED: Final = "Superseded"
+
+# What a failed rollout does to the spec (spec.rollout.onFailure).
+ON_FAILURE_REVERT_SPEC: Final = "RevertSpec"  # set spec.activeVersion back to the last good
+ON_FAILURE_KEEP_SPEC: Final = "KeepSpec"  # serve the last good, leave the spec as written
 
 # Version states in the ledger.
 STATE_PROGRESSING: Final = "Progressing"
@@ -92,6 +97,8 @@ REASON_NO_TARGET: Final = "NoRollbackTarget"
 REASON_REVERT_LOOP: Final = "RevertLoop"
 REASON_AUTO_ROLLBACK_DISABLED: Final = "AutoRollbackDisabled"
 REASON_REVERT_DENIED: Final = "RevertDenied"  # admission refused the revert
+REASON_WEBHOOK_READY: Final = "WebhookAllowed"
+REASON_WEBHOOK_REFUSED: Final = "WebhookRefused"  # not allowed, or its Secret is unusable
 
 # Event reasons.
 EVENT_ROLLOUT_STARTED: Final = "RolloutStarted"
@@ -110,6 +117,11 @@ ANALYSIS_INCONCLUSIVE: Final = "Inconclusive"
 ANALYSIS_INVALID: Final = "Invalid"  # a check's query is one Prometheus refuses
 NO_DATA_INCONCLUSIVE: Final = "Inconclusive"
 NO_DATA_FAIL: Final = "Fail"
+
+# Events a webhook receives (the rest are Kubernetes Events only).
+WEBHOOK_EVENTS: Final = frozenset(
+    {EVENT_ROLLOUT_FAILED, EVENT_ROLLED_BACK, EVENT_ROLLOUT_SUCCEEDED}
+)
 
 # Loop guard (B9): this many automatic reverts away from one version within the
 # window means something (a GitOps tool, a script) keeps re-applying it.

@@ -24,6 +24,7 @@ from modeldeploy.model.observed import (
     parse_pod,
     parse_replica_set,
 )
+from modeldeploy.model.resource import ACTIVE_VERSION_MANAGERS, active_version_managers
 from modeldeploy.reconcile import Key
 from modeldeploy.runtime import Caches, Options, Runtime
 
@@ -80,7 +81,9 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
 async def resource_index(body: kopf.Body, **_: Any) -> dict[Key, Mapping[str, Any]]:
     return {
         (body.metadata.namespace or "", body.metadata.name or ""): {
-            # managedFields can outweigh the rest of the object; decisions never need them.
+            # managedFields can outweigh the rest of the object; decisions need only who
+            # owns spec.activeVersion.
+            ACTIVE_VERSION_MANAGERS: active_version_managers(body.metadata),
             "metadata": {k: v for k, v in body.metadata.items() if k != "managedFields"},
             "spec": dict(body.spec),
             "status": dict(body.status),

@@ -7,6 +7,7 @@ posts Events. Every call here is synchronous; callers run it off the event loop.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -22,7 +23,7 @@ from kubernetes.client.exceptions import ApiException
 from modeldeploy import constants as c
 from modeldeploy.core.plan import Event, SpecChange, event_id
 from modeldeploy.model.observed import ChildState, parse_child
-from modeldeploy.model.resource import Resource
+from modeldeploy.model.resource import Resource, released
 from modeldeploy.model.spec import JSON
 from modeldeploy.model.times import format_time
 from modeldeploy.reconcile import Refused
@@ -212,6 +213,27 @@ class KubeCluster:
             )
         )
 
+    def release_active_version(self, resource: Resource) -> None:
+        """Take spec.activeVersion out of our managedFields entries, so a later writer
+        (Helm, Flux, kubectl apply --server-side) never conflicts with a revert that is
+        over. Guarded by resourceVersion; a stale view leaves it for the next look."""
+        raw = self.custom.get_namespaced_custom_object(
+            c.GROUP,
+            c.VERSION,
+            resource.namespace,
+            c.PLURAL,
+            resource.name,
+            _request_timeout=DEADLINE,
+        )
+        meta = dict(raw["metadata"])  # type: ignore[index]
+        fields = released(meta.get("managedFields") or [], c.MANAGER)
+        patch: list[JSON] = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
+            {"op": "replace", "path": "/metadata/managedFields", "value": fields},
+        ]
+        if self.patch(resource.namespace, resource.name, patch):
+            logger.info("released spec.activeVersion of %s/%s", resource.namespace, resource.name)
+
     def get(self, namespace: str, name: str) -> JSON:
         """A ModelDeployment; LookupError when there is none of that name."""
         try:
@@ -248,6 +270,21 @@ class KubeCluster:
                 return False
             raise
         return True
+
+    def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
+        """One value of a Secret, decoded; None when the Secret or key is missing. Only
+        `get` by name: the operator never lists or watches Secrets (docs/security.md)."""
+        try:
+            with refusals():
+                secret = self.core.read_namespaced_secret(
+                    name, namespace, _request_timeout=DEADLINE
+                )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        value = (secret.data or {}).get(key)
+        return base64.b64decode(value).decode().strip() if value else None
 
     def post_event(self, resource: Resource, event: Event) -> bool:
         """An Event about `resource`; True once it exists. Its name comes from the event's

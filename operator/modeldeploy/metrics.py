@@ -48,8 +48,10 @@ INFO = Gauge(
 _info_labels: dict[tuple[str, str], tuple[str, ...]] = {}
 
 
-def serve(port: int) -> None:
-    start_http_server(port)
+def serve(port: int, address: str = "127.0.0.1") -> None:
+    """/metrics on `address`:`port`; it names every resource, so not on 0.0.0.0 unless
+    asked (--metrics-address, set in deploy/ with a NetworkPolicy in front)."""
+    start_http_server(port, addr=address)
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:

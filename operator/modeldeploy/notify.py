@@ -8,24 +8,27 @@ logged, and the Event stays owed in status until it was sent or given up.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from modeldeploy import constants as c
 from modeldeploy import faults, metrics, outbound
 from modeldeploy.core.plan import Event, event_id
+from modeldeploy.lanes import Lanes
+from modeldeploy.model.egress import EgressPolicy
 from modeldeploy.model.resource import Resource
 from modeldeploy.model.spec import JSON, Spec
 from modeldeploy.model.times import format_time
 
 logger = logging.getLogger(__name__)
 
-NOTIFIED = frozenset({c.EVENT_ROLLOUT_FAILED, c.EVENT_ROLLED_BACK, c.EVENT_ROLLOUT_SUCCEEDED})
+NOTIFIED = c.WEBHOOK_EVENTS
 ICONS = {
     c.EVENT_ROLLOUT_FAILED: ":x:",
     c.EVENT_ROLLED_BACK: ":rewind:",
@@ -62,37 +65,36 @@ class Notifier:
 
     def __init__(
         self,
-        default_url: str | None = None,
+        policy: EgressPolicy,
         deadline_s: float = 3.0,
         attempts: int = 3,
         max_pending: int = 1000,
     ) -> None:
-        self.default_url = default_url
+        self.policy = policy
         self.deadline_s = deadline_s
         self.attempts = attempts
         self.max_pending = max_pending
         self._pending = 0
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="webhook")
+        # One lane per receiver host: a slow or hostile one holds one worker, never all.
+        self._lanes = Lanes(workers=4, name="webhook")
 
-    def notify(self, resource: Resource, event: Event, done: Callable[[], None]) -> bool:
-        """Queue `event` for the resource's webhook (or the operator-wide one); never
-        blocks. `done` runs once every URL was sent or given up; False: none applies."""
-        if event.reason not in NOTIFIED:
-            return False
-        spec_url = resource.spec.webhook_url if isinstance(resource.spec, Spec) else None
-        urls = sorted({u for u in (spec_url, self.default_url) if u})
-        if not urls:
+    def notify(
+        self, resource: Resource, event: Event, urls: tuple[str, ...], done: Callable[[], None]
+    ) -> bool:
+        """Queue `event` for each of `urls` (already allowed and resolved); never blocks.
+        `done` runs once every URL was sent or given up; False: nothing to send."""
+        if event.reason not in NOTIFIED or not urls:
             return False
         body = payload(resource, event, datetime.now(UTC))
         countdown = _Countdown(len(urls), done)
         for url in urls:
             if not self._reserve():
                 metrics.WEBHOOKS_DROPPED.inc()
-                logger.error("webhook queue full: dropped %s for %s", event.reason, url)
+                logger.error("webhook queue full: dropped %s for %s", event.reason, _where(body))
                 countdown.tick()
                 continue
-            self._pool.submit(self._send, url, body, countdown)
+            self._lanes.submit(_host(url), functools.partial(self._send, url, body, countdown))
         return True
 
     def _reserve(self) -> bool:
@@ -122,7 +124,12 @@ class Notifier:
         for attempt in range(1, self.attempts + 1):
             try:
                 answer = outbound.request(
-                    "POST", url, self.deadline_s, data, {"Content-Type": "application/json"}
+                    "POST",
+                    url,
+                    self.deadline_s,
+                    self.policy,
+                    data,
+                    {"Content-Type": "application/json"},
                 )
             except outbound.OutboundError as error:
                 why = str(error)
@@ -130,13 +137,25 @@ class Notifier:
                 if 200 <= answer.status < 300:
                     return True
                 why = f"HTTP {answer.status}"
-            logger.warning("webhook attempt %d/%d failed: %s", attempt, self.attempts, why)
+            # Never the URL: it may be a credential (a Slack webhook).
+            logger.warning(
+                "webhook to %s attempt %d/%d failed: %s", _host(url), attempt, self.attempts, why
+            )
             if attempt < self.attempts:
                 time.sleep(0.5 * 2 ** (attempt - 1))
         return False
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._lanes.close()
+
+
+def _host(url: str) -> str:
+    """The receiver (host:port): its lane, and all a log line says of where it went."""
+    return urllib.parse.urlsplit(url).netloc.rpartition("@")[2] or "?"
+
+
+def _where(body: JSON) -> str:
+    return f"{body['namespace']}/{body['name']}"
 
 
 class _Countdown:

@@ -1,25 +1,33 @@
-"""Outbound HTTP for analysis queries and webhooks: one whole-request deadline, no redirects.
+"""Outbound HTTP for analysis queries and webhooks: allowed peers only, one deadline.
 
-Beside the kube layer, below the handlers. `urllib`'s timeout bounds each socket
-read, so a receiver trickling one byte a second holds a thread for ever; here the
-deadline bounds the whole request (connect, send, every read), the body read is
-capped, and a redirect is returned as an answer, never followed.
+Beside the kube layer, below the handlers. Every request is checked against the
+admin's egress policy, its host resolved once and refused if it resolves to a
+loopback, link-local or cloud-metadata address the admin did not name, and then sent
+to exactly that address (no second lookup to rebind). `urllib`'s timeout bounds each
+socket read, so a peer trickling one byte a second would hold a thread for ever;
+here one deadline bounds the whole request, the answer's size is capped, and a
+redirect is returned as an answer, never followed.
 """
 
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import socket
 import ssl
 import time
 import urllib.parse
 from dataclasses import dataclass
 
+from modeldeploy.model.egress import EgressPolicy
+
 MAX_BODY = 1 << 20  # bytes read of an answer; more is cut off (an analysis answer is small)
+# Cloud metadata services that are not link-local (169.254.0.0/16 is refused anyway).
+METADATA = {ipaddress.ip_address(a) for a in ("fd00:ec2::254", "100.100.100.200")}
 
 
 class OutboundError(Exception):
-    """The request did not complete: unreachable, timed out, or not http(s)."""
+    """The request was refused here, or did not complete: unreachable, timed out."""
 
 
 @dataclass(frozen=True)
@@ -32,18 +40,20 @@ def request(
     method: str,
     url: str,
     deadline_s: float,
+    policy: EgressPolicy,
     body: bytes | None = None,
     headers: dict[str, str] | None = None,
 ) -> Answer:
-    """One HTTP request that ends within `deadline_s` seconds, whatever the peer does."""
+    """One HTTP request to an allowed peer that ends within `deadline_s` seconds."""
     ends = time.monotonic() + deadline_s
+    refused = policy.why_not(url)
+    if refused is not None:
+        raise OutboundError(refused)
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise OutboundError(f"not an http(s) URL: {parts.scheme}://{parts.hostname or ''}")
-    connection = _connection(parts, _left(ends))
-    target = parts.path or "/"
-    if parts.query:
-        target += "?" + parts.query
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    address = _address(host, port, policy)
+    connection = _connection(parts.scheme, host, address, port, ends)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
         connection.request(method, target, body=body, headers=headers or {})
         sock = connection.sock  # kept: getresponse() may let go of it for Connection: close
@@ -56,13 +66,41 @@ def request(
         connection.close()
 
 
-def _connection(parts: urllib.parse.SplitResult, timeout: float) -> http.client.HTTPConnection:
-    host, port = parts.hostname or "", parts.port
-    if parts.scheme == "https":
-        return http.client.HTTPSConnection(
-            host, port, timeout=timeout, context=ssl.create_default_context()
-        )
-    return http.client.HTTPConnection(host, port, timeout=timeout)
+def _address(host: str, port: int, policy: EgressPolicy) -> str:
+    """The one address the request goes to, after checking what it is."""
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as error:
+        raise OutboundError(f"{host} does not resolve ({error})") from None
+    addresses = [ipaddress.ip_address(info[4][0]) for info in found]
+    for address in addresses:
+        special = address.is_loopback or address.is_link_local or address in METADATA
+        if special and not policy.names_address(str(address)):
+            raise OutboundError(
+                f"{host} resolves to {address}, a loopback, link-local or metadata address "
+                "(allowed only when an allowed URL prefix names that address itself)"
+            )
+    return str(addresses[0])
+
+
+def _connection(
+    scheme: str, host: str, address: str, port: int, ends: float
+) -> http.client.HTTPConnection:
+    """A connection to `address` that speaks to `host` (Host header, TLS name)."""
+    try:
+        sock = socket.create_connection((address, port), timeout=_left(ends))
+    except OSError as error:
+        raise OutboundError(_why(error)) from None
+    if scheme == "https":
+        context = ssl.create_default_context()
+        try:
+            sock = context.wrap_socket(sock, server_hostname=host)
+        except (OSError, ssl.SSLError) as error:
+            sock.close()
+            raise OutboundError(_why(error)) from None
+    connection = http.client.HTTPConnection(host, port, timeout=_left(ends))
+    connection.sock = sock  # already connected to the checked address: never looked up again
+    return connection
 
 
 def _read(response: http.client.HTTPResponse, sock: socket.socket, ends: float) -> bytes:

@@ -1,33 +1,58 @@
 """Takes analysis measurements: PromQL instant queries against Prometheus' HTTP API.
 
-Sits beside the kube layer, below the handlers. Queries run on their own small
-thread pool with a timeout, never on the reconcile workers, so a slow or dead
-Prometheus delays no other resource; answers wait in an inbox until the
-resource's next reconcile folds them into its status.
+Sits beside the kube layer, below the handlers. Queries run in lanes of their own,
+one per Prometheus, each within a whole-request deadline, never on the reconcile
+workers, so a slow or dead Prometheus delays no other resource; answers wait in an
+inbox until the resource's next reconcile folds them into its status.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import urllib.parse
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from modeldeploy import outbound
 from modeldeploy.core.analysis import Query
 from modeldeploy.core.answer import read_answer
+from modeldeploy.lanes import Lanes
+from modeldeploy.model.egress import EgressPolicy
 from modeldeploy.model.observed import Measurement
 from modeldeploy.reconcile import Key
 
 logger = logging.getLogger(__name__)
 
 
-def measure(query: Query, default_url: str | None, deadline_s: float = 5.0) -> Measurement:
+@dataclass(frozen=True)
+class Sources:
+    """Where a namespace's queries go, as the admin configured it (docs/security.md):
+    the operator-wide --prometheus, a Prometheus per namespace (--prometheus-for), and,
+    behind a tenancy proxy such as prom-label-proxy, the query parameter that carries
+    the resource's namespace (--prometheus-namespace-param)."""
+
+    default_url: str | None = None
+    per_namespace: Mapping[str, str] = field(default_factory=dict)
+    namespace_param: str | None = None
+    policy: EgressPolicy = field(default_factory=EgressPolicy)
+
+    def base_for(self, query: Query) -> str | None:
+        return query.prometheus or self.per_namespace.get(query.namespace) or self.default_url
+
+    def url_for(self, query: Query, base: str) -> str:
+        params = {"query": query.promql}
+        if self.namespace_param:
+            params[self.namespace_param] = query.namespace
+        return f"{base.rstrip('/')}/api/v1/query?{urllib.parse.urlencode(params)}"
+
+
+def measure(query: Query, sources: Sources, deadline_s: float = 5.0) -> Measurement:
     """One instant query, answered within `deadline_s`; what its answer means is the core's."""
     now = datetime.now(UTC)
-    base = query.prometheus or default_url
+    base = sources.base_for(query)
     if not base:
         return Measurement(
             query.check,
@@ -35,9 +60,8 @@ def measure(query: Query, default_url: str | None, deadline_s: float = 5.0) -> M
             now,
             error="no Prometheus address (spec.analysis.prometheus or --prometheus)",
         )
-    url = f"{base.rstrip('/')}/api/v1/query?{urllib.parse.urlencode({'query': query.promql})}"
     try:
-        answer = outbound.request("GET", url, deadline_s)
+        answer = outbound.request("GET", sources.url_for(query, base), deadline_s, sources.policy)
     except outbound.OutboundError as error:
         return Measurement(
             query.check, query.template_hash, now, error=f"Prometheus unreachable ({error})"
@@ -46,12 +70,15 @@ def measure(query: Query, default_url: str | None, deadline_s: float = 5.0) -> M
 
 
 class Analyzer:
-    """Runs due queries per resource off the reconcile path and hands back the answers."""
+    """Runs due queries per resource off the reconcile path and hands back the answers.
 
-    def __init__(self, default_url: str | None, wake: Callable[[Key], object]) -> None:
-        self.default_url = default_url
+    One lane per Prometheus (host:port): a slow one holds a single worker, never others.
+    """
+
+    def __init__(self, sources: Sources, wake: Callable[[Key], object]) -> None:
+        self.sources = sources
         self._wake = wake  # thread-safe: schedules a reconcile of the key
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="analysis")
+        self._lanes = Lanes(workers=4, name="analysis")
         self._lock = threading.Lock()
         self._inflight: set[Key] = set()
         self._inbox: dict[Key, list[Measurement]] = {}
@@ -61,7 +88,8 @@ class Analyzer:
             if not queries or key in self._inflight:
                 return
             self._inflight.add(key)
-        self._pool.submit(self._run, key, queries)
+        peer = urllib.parse.urlsplit(self.sources.base_for(queries[0]) or "").netloc
+        self._lanes.submit(peer, functools.partial(self._run, key, queries))
 
     def take(self, key: Key) -> tuple[Measurement, ...]:
         with self._lock:
@@ -79,7 +107,7 @@ class Analyzer:
 
     def _measure(self, query: Query) -> Measurement:
         try:
-            return measure(query, self.default_url)
+            return measure(query, self.sources)
         except Exception as error:  # a bug here must cost one measurement, not the analysis
             logger.exception("measuring %s failed", query.check)
             return Measurement(
@@ -90,4 +118,4 @@ class Analyzer:
             )
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._lanes.close()

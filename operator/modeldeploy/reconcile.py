@@ -17,13 +17,16 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
+from modeldeploy import constants as c
 from modeldeploy import faults, metrics
 from modeldeploy.core.analysis import Query
-from modeldeploy.core.decide import APPLY, REVERT, decide
+from modeldeploy.core.decide import APPLY, REVERT, WEBHOOK, decide
 from modeldeploy.core.plan import Decision, Event, SpecChange
+from modeldeploy.core.quarantine import retry_delay_s, retry_due
 from modeldeploy.model.observed import ChildState, Observed, Refusal
 from modeldeploy.model.resource import Resource, parse_resource
-from modeldeploy.model.spec import JSON
+from modeldeploy.model.settings import Settings
+from modeldeploy.model.spec import JSON, Spec
 from modeldeploy.model.status import Notice, Status, to_json
 from modeldeploy.model.times import format_time
 
@@ -63,11 +66,19 @@ class Cluster(Protocol):
     def post_event(self, resource: Resource, event: Event) -> bool:
         """A Kubernetes Event about `resource`; False if it could not be posted."""
 
+    def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
+        """One value of a Secret (decoded); None when the Secret or the key is missing."""
+
+    def release_active_version(self, resource: Resource) -> None:
+        """Drop our field manager's ownership of spec.activeVersion (managedFields)."""
+
 
 class Notifier(Protocol):
-    def notify(self, resource: Resource, event: Event, done: Callable[[], None]) -> bool:
-        """Queue `event` for the resource's webhooks; call `done` when each was sent or
-        given up. False when no webhook applies (nothing to wait for)."""
+    def notify(
+        self, resource: Resource, event: Event, urls: tuple[str, ...], done: Callable[[], None]
+    ) -> bool:
+        """Queue `event` for `urls`; call `done` once each was sent or given up. False
+        when nothing is sent (no URL, or an event no webhook receives)."""
 
 
 class Measurer(Protocol):
@@ -77,11 +88,14 @@ class Measurer(Protocol):
 
 @dataclass(frozen=True)
 class Services:
-    """Where a reconcile's decisions go: the API, webhooks, the analysis queries."""
+    """Where a reconcile's decisions go: the API, webhooks, the analysis queries; and
+    what the admin configured (the egress policy, the operator-wide webhook)."""
 
     cluster: Cluster
     notifier: Notifier
     measurer: Measurer
+    settings: Settings = field(default_factory=Settings)
+    webhook_url: str | None = None  # --webhook: every resource's notifications
 
 
 @dataclass
@@ -130,7 +144,7 @@ def reconcile_once(
     cluster = services.cluster
     resource = parse_resource(body)
     observed = memory.observe(observed)
-    decision = decide(resource, observed, now)
+    decision = decide(resource, observed, now, services.settings)
     if (decision.deployment and observed.deployment is None) or (
         decision.service and observed.service is None
     ):
@@ -141,7 +155,7 @@ def reconcile_once(
             deployment=observed.deployment or cluster.read_child("Deployment", resource),
             service=observed.service or cluster.read_child("Service", resource),
         )
-        decision = decide(resource, observed, now)
+        decision = decide(resource, observed, now, services.settings)
     if decision.status_changed:
         version = str(body["metadata"]["resourceVersion"])
         try:
@@ -161,7 +175,10 @@ def reconcile_once(
         )
     _apply_children(cluster, resource, decision, memory, now)
     _change_spec(cluster, resource, decision.spec_change, memory, now)
-    requeue = _min(requeue, _deliver(services, resource, decision.notices, memory, wake))
+    if decision.release_active_version:
+        cluster.release_active_version(resource)
+    requeue = _min(requeue, _deliver(services, resource, decision.notices, memory, wake, now))
+    requeue = _min(requeue, _recheck_webhook(services, resource, memory, now))
     services.measurer.request((resource.namespace, resource.name), decision.queries)
     return requeue
 
@@ -212,9 +229,11 @@ def _deliver(
     notices: tuple[Notice, ...],
     memory: Memory,
     wake: Callable[[], None],
+    now: datetime,
 ) -> float | None:
     """Post each owed Event and hand it to the webhooks; the next reconcile clears them."""
     requeue: float | None = None
+    urls: tuple[str, ...] | None = None  # looked up once, and only if a notice needs them
     for notice in notices:
         with memory.lock:
             if notice.key in memory.delivered or notice.key in memory.sending:
@@ -231,10 +250,60 @@ def _deliver(
             memory.sent(key)
             wake()
 
-        if not services.notifier.notify(resource, event, done):
+        if urls is None and notice.reason in c.WEBHOOK_EVENTS:
+            urls = webhook_urls(services, resource, memory, now)
+        if not services.notifier.notify(resource, event, urls or (), done):
             memory.sent(notice.key)
         requeue = _min(requeue, DRAIN_S)
     return requeue
+
+
+def webhook_urls(
+    services: Services, resource: Resource, memory: Memory, now: datetime
+) -> tuple[str, ...]:
+    """Where this resource's notifications go: its webhook (its URL, or the URL in its
+    Secret), if the admin allows it, and the operator-wide one. A Secret that cannot be
+    read or holds a refused URL is remembered, so the next decision says it."""
+    urls = [services.webhook_url] if services.webhook_url else []
+    hook = resource.spec.webhook if isinstance(resource.spec, Spec) else None
+    if hook is None:
+        return tuple(urls)
+    if hook.url is not None:
+        allowed = services.settings.egress.why_not(hook.url) is None
+        return tuple([hook.url, *urls] if allowed else urls)
+    name, key = hook.secret_name or "", hook.secret_key or ""
+    where = f"the webhook URL in Secret {name}, key {key}"
+    try:
+        url = services.cluster.read_secret_key(resource.namespace, name, key)
+    except Refused as error:
+        memory.refused(
+            WEBHOOK, resource.generation, Refused(error.code, f"{where}: {error.message}"), now
+        )
+        return tuple(urls)
+    why = "no such Secret or key" if url is None else services.settings.egress.why_not(url)
+    if why is not None:
+        memory.refused(WEBHOOK, resource.generation, Refused(0, f"{where}: {why}"), now)
+        return tuple(urls)
+    memory.refusals.pop(WEBHOOK, None)
+    assert url is not None
+    return (url, *urls)
+
+
+def _recheck_webhook(
+    services: Services, resource: Resource, memory: Memory, now: datetime
+) -> float | None:
+    """A webhook Secret that could not be used is looked at again, backing off, so a
+    fixed Secret clears WebhookReady=False without waiting for the next rollout."""
+    refusal = memory.refusals.get(WEBHOOK)
+    if refusal is None:
+        return None
+    if retry_due(refusal, now):
+        webhook_urls(services, resource, memory, now)
+        if WEBHOOK not in memory.refusals:
+            return DRAIN_S  # say it in status
+        refusal = memory.refusals[WEBHOOK]
+    left = retry_delay_s(refusal) - (now - refusal.at).total_seconds()
+    return max(left, 0.05)
 
 
 def _status_refused(

@@ -11,7 +11,7 @@ import asyncio
 import functools
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,9 +19,11 @@ import kopf
 
 from modeldeploy import metrics
 from modeldeploy.kube import KubeCluster
+from modeldeploy.model.egress import EgressPolicy
 from modeldeploy.model.observed import ChildState, Observed, PodState, ReplicaSetState
+from modeldeploy.model.settings import Settings
 from modeldeploy.notify import Notifier
-from modeldeploy.prometheus import Analyzer
+from modeldeploy.prometheus import Analyzer, Sources
 from modeldeploy.reconcile import Key, Memory, Services, reconcile_once
 from modeldeploy.workqueue import WorkQueue
 
@@ -34,8 +36,22 @@ class Options:
 
     workers: int = DEFAULT_WORKERS
     metrics_port: int = 0
+    metrics_address: str = "127.0.0.1"
     webhook_url: str | None = None
     prometheus_url: str | None = None
+    prometheus_for: Mapping[str, str] = field(default_factory=dict)  # namespace -> URL
+    prometheus_namespace_param: str | None = None
+    allowed_url_prefixes: tuple[str, ...] = ()
+    webhook_deadline_s: float = 3.0
+
+    def egress(self) -> EgressPolicy:
+        """The allow-list, with the admin's own endpoints always on it."""
+        return EgressPolicy.of(
+            self.allowed_url_prefixes,
+            self.webhook_url,
+            self.prometheus_url,
+            *self.prometheus_for.values(),
+        )
 
 
 @dataclass(frozen=True)
@@ -73,12 +89,23 @@ class Runtime:
     def __init__(self, options: Options, caches: Caches) -> None:
         loop = asyncio.get_running_loop()
         self.caches = caches
-        self.notifier = Notifier(options.webhook_url)
+        policy = options.egress()
+        self.notifier = Notifier(policy, deadline_s=options.webhook_deadline_s)
+        sources = Sources(
+            default_url=options.prometheus_url,
+            per_namespace=options.prometheus_for,
+            namespace_param=options.prometheus_namespace_param,
+            policy=policy,
+        )
         self.analyzer = Analyzer(
-            options.prometheus_url, wake=lambda key: loop.call_soon_threadsafe(self.queue.add, key)
+            sources, wake=lambda key: loop.call_soon_threadsafe(self.queue.add, key)
         )
         self.services = Services(
-            cluster=KubeCluster(), notifier=self.notifier, measurer=self.analyzer
+            cluster=KubeCluster(),
+            notifier=self.notifier,
+            measurer=self.analyzer,
+            settings=Settings(egress=policy),
+            webhook_url=options.webhook_url,
         )
         # Reconciles wait on the API server, not the CPU: a pool of their own, as wide as
         # the queue, so a burst of failures is reverted side by side, not four at a time.
@@ -86,7 +113,7 @@ class Runtime:
         self.queue: WorkQueue[Key] = WorkQueue(self.reconcile, workers=options.workers)
         self.memory: dict[Key, Memory] = {}
         if options.metrics_port:
-            metrics.serve(options.metrics_port)
+            metrics.serve(options.metrics_port, options.metrics_address)
 
     async def reconcile(self, key: Key) -> float | None:
         snapshot = self.caches.read(key)

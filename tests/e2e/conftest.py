@@ -19,8 +19,9 @@ import pytest
 import testbed.cluster
 from testbed import realnode
 from testbed.processes import KUBECONFIG, TestbedError, log_file, log_tail
-from testbed.support import OperatorProcess
+from testbed.support import OperatorProcess, free_port
 from tests.e2e.helpers import Kube
+from tests.e2e.metrics_bed import Exporter, Prometheus
 
 
 @pytest.fixture(scope="session")
@@ -128,3 +129,19 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("measured")
         for test, name, value in figures:
             terminalreporter.write_line(f"{test}: {name} = {value}")
+
+
+@pytest.fixture(scope="session")
+def exporter() -> Iterator[Exporter]:
+    running = Exporter()
+    yield running
+    running.server.shutdown()
+    running.server.server_close()
+
+
+@pytest.fixture(scope="session")
+def prometheus(exporter: Exporter, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = Prometheus(tmp_path_factory.mktemp("prometheus"), exporter.address, free_port())
+    server.start()
+    yield server.url
+    server.stop()

@@ -7,122 +7,27 @@ AnalysisFailed; a healthy one becomes last good only after its analysis passes.
 from __future__ import annotations
 
 import math
-import shutil
-import subprocess
-import threading
-import urllib.request
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from modeldeploy.constants import GROUP, PLURAL, VERSION
-from testbed.support import OperatorProcess, end_process, free_port
+from testbed.support import OperatorProcess, free_port
 from tests.e2e.helpers import Kube, model_deployment, wait_for
+from tests.e2e.metrics_bed import Exporter, Prometheus
 
 GOOD = "registry.example/m:1"
 ERRORS = 'max(model_error_ratio{namespace="{{namespace}}",model="{{name}}",version="{{version}}"})'
 ACCURACY = 'min(model_accuracy{namespace="{{namespace}}",model="{{name}}",version="{{version}}"})'
 
 
-def sample(value: float) -> str:
-    """A value in the exposition format: +Inf, -Inf and NaN are words there."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(value)
-
-
-class Exporter:
-    """Serves /metrics on 127.0.0.1 with per-version gauges the test sets."""
-
-    def __init__(self) -> None:
-        self.values: dict[tuple[str, str, str, str], float] = {}
-        exporter = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                lines = [
-                    f'{metric}{{namespace="{ns}",model="{model}",version="{version}"}} '
-                    f"{sample(value)}"
-                    for (metric, ns, model, version), value in sorted(exporter.values.items())
-                ]
-                body = ("\n".join(lines) + "\n").encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.address = f"127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def serve(self, ns: str, model: str, version: str, errors: float, accuracy: float) -> None:
-        self.values[("model_error_ratio", ns, model, version)] = errors
-        self.values[("model_accuracy", ns, model, version)] = accuracy
-
-
-class Prometheus:
-    """A real Prometheus server (Debian's package) on 127.0.0.1, scraping every second."""
-
-    def __init__(self, workdir: Path, target: str, port: int) -> None:
-        binary = shutil.which("prometheus")
-        assert binary, "prometheus is not installed (make e2e installs Debian's package as root)"
-        workdir.mkdir(parents=True, exist_ok=True)
-        config = workdir / "prometheus.yml"
-        config.write_text(
-            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-            "scrape_configs:\n"
-            f"  - job_name: models\n    static_configs: [{{targets: ['{target}']}}]\n"
-        )
-        self.url = f"http://127.0.0.1:{port}"
-        self.command = [
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={workdir}/data",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ]
-        self.log = workdir / "prometheus.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT)
-        wait_for(self.ready, 30, "Prometheus to be ready")
-
-    def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.process is not None:
-            end_process(self.process)
-        self.process = None
-
-
-@pytest.fixture(scope="session")
-def exporter() -> Iterator[Exporter]:
-    running = Exporter()
-    yield running
-    running.server.shutdown()
-    running.server.server_close()
-
-
-@pytest.fixture(scope="session")
-def prometheus(exporter: Exporter, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = Prometheus(tmp_path_factory.mktemp("prometheus"), exporter.address, free_port())
-    server.start()
-    yield server.url
-    server.stop()
+@pytest.fixture
+def operator(stopped_operator: OperatorProcess, prometheus: str) -> OperatorProcess:
+    """The operator, allowed to query the test's Prometheus (docs/security.md: only
+    URLs an admin allowed are contacted)."""
+    stopped_operator.start(f"--allowed-url-prefix={prometheus}/")
+    return stopped_operator
 
 
 def analysed(name: str, bad: dict[str, float] | None = None, **analysis: Any) -> dict[str, Any]:
@@ -237,10 +142,15 @@ def test_brief_spike_within_the_failure_limit_is_tolerated(
 
 
 def test_unreachable_prometheus_is_inconclusive_then_passes_when_it_returns(
-    kube: Kube, namespace: str, operator: OperatorProcess, exporter: Exporter, tmp_path: Path
+    kube: Kube,
+    namespace: str,
+    stopped_operator: OperatorProcess,
+    exporter: Exporter,
+    tmp_path: Path,
 ) -> None:
     name = "blind"
     late = Prometheus(tmp_path / "late-prometheus", exporter.address, free_port())
+    stopped_operator.start(f"--allowed-url-prefix={late.url}/")
     exporter.serve(namespace, name, "v1", errors=0.01, accuracy=0.95)
     kube.create(namespace, analysed(name, prometheus=late.url, bakeSeconds=1))
 

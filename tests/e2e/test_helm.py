@@ -23,13 +23,19 @@ import yaml
 import testbed.cluster
 from testbed import operator_image, realnode
 from testbed.processes import ROOT
-from testbed.support import OPERATOR_STARTED
+from testbed.support import OPERATOR_STARTED, build_tool
 from tests.e2e.helpers import Kube, model_deployment, release_and_await_revert, wait_for
 
 CHART = ROOT / "deploy" / "helm" / "modeldeploy"
 RELEASE, FULLNAME = "md", "md-modeldeploy"
 CRD = "modeldeployments.modeldeploy.io"
 RecordProperty = Callable[[str, object], None]
+
+
+@pytest.fixture(scope="module")
+def helm() -> Path:
+    """Helm 4 from its pinned Go module (make integration and make e2e build it first)."""
+    return build_tool("helm")
 
 
 def run(*command: str | Path) -> subprocess.CompletedProcess[str]:

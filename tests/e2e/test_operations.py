@@ -28,11 +28,13 @@ class Receiver:
 
     def __init__(self, hang: bool = False) -> None:
         self.payloads: list[dict[str, Any]] = []
+        self.requests = 0
         self.release = threading.Event()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
+                receiver.requests += 1
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if hang:
                     receiver.release.wait(30)
@@ -108,15 +110,21 @@ def test_metrics_count_the_failed_rollout_and_the_revert(
         metric(
             text,
             f'modeldeploy_resource_info{{last_good="v1",name="metered",'
-            f'namespace="{namespace}",phase="Available",serving="v1"}}',
+            f'namespace="{namespace}",phase="Degraded",serving="v1"}}',  # reverted: Stalled
         )
         == 1
     )
 
 
+def allowing(operator: OperatorProcess, receiver: Receiver) -> None:
+    """Start the operator with the receiver on its egress allow-list (docs/security.md)."""
+    operator.start(f"--allowed-url-prefix={receiver.url.rsplit('/', 1)[0]}/")
+
+
 def test_webhook_receives_failed_revert_and_success(
-    kube: Kube, namespace: str, operator: OperatorProcess, receiver: Receiver
+    kube: Kube, namespace: str, stopped_operator: OperatorProcess, receiver: Receiver
 ) -> None:
+    allowing(stopped_operator, receiver)
     revert_scenario(kube, namespace, "hooked", notifications={"webhook": {"url": receiver.url}})
     wait_for(
         lambda: (
@@ -134,11 +142,13 @@ def test_webhook_receives_failed_revert_and_success(
 
 
 def test_dead_webhook_does_not_delay_the_revert(
-    kube: Kube, namespace: str, operator: OperatorProcess, dead_receiver: Receiver
+    kube: Kube, namespace: str, stopped_operator: OperatorProcess, dead_receiver: Receiver
 ) -> None:
+    allowing(stopped_operator, dead_receiver)
     # The receiver never answers while the scenario runs; the revert must not wait for it.
     revert_scenario(kube, namespace, "deaf", notifications={"webhook": {"url": dead_receiver.url}})
     assert dead_receiver.payloads == []
+    assert dead_receiver.requests > 0  # it was called, and held: the revert did not wait
 
 
 def plugin(*args: str) -> subprocess.CompletedProcess[str]:

@@ -16,11 +16,18 @@ import pytest
 import yaml
 
 from testbed.processes import ROOT
+from testbed.support import build_tool
 
 CHART = ROOT / "deploy" / "helm" / "modeldeploy"
 RELEASE, NAMESPACE = "md", "ops"
 FULLNAME = "md-modeldeploy"
 Objects = list[dict[str, Any]]
+
+
+@pytest.fixture(scope="module")
+def helm() -> Path:
+    """Helm 4 from its pinned Go module (make integration and make e2e build it first)."""
+    return build_tool("helm")
 
 
 def run(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -78,6 +85,7 @@ def test_default_values_install_a_cluster_wide_operator(helm: Path) -> None:
         "--liveness=http://0.0.0.0:8080/healthz",
         "--log-format=json",
         "--metrics-port=9090",
+        "--metrics-address=0.0.0.0",  # the pod's address, for scraping
     ]
     deployment = the(objects, "Deployment")["spec"]
     assert deployment["replicas"] == 1

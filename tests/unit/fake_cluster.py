@@ -98,6 +98,14 @@ class RecordingCluster:
         self.writes.append(("spec", change))
         return True
 
+    secrets: dict[tuple[str, str], str] = field(default_factory=dict)  # (name, key) -> value
+
+    def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
+        return self.secrets.get((name, key))
+
+    def release_active_version(self, resource: Resource) -> None:
+        self.writes.append(("release", "activeVersion"))
+
     def post_event(self, resource: Resource, event: Event) -> bool:
         self.events.append(event)
         self.writes.append(("event", event.reason))
@@ -122,8 +130,15 @@ class RecordingCluster:
 class RecordingNotifier:
     sent: list[tuple[str, str]] = field(default_factory=list)
 
-    def notify(self, resource: Resource, event: Event, done: Callable[[], None]) -> bool:
+    urls: list[tuple[str, ...]] = field(default_factory=list)
+
+    def notify(
+        self, resource: Resource, event: Event, urls: tuple[str, ...], done: Callable[[], None]
+    ) -> bool:
+        if not urls:
+            return False
         self.sent.append((resource.name, event.reason))
+        self.urls.append(urls)
         done()
         return True
 

@@ -17,7 +17,7 @@ Key = tuple[str, str]
 def test_an_error_while_measuring_one_resource_never_stops_its_analysis_or_others(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def measure(query: Query, default_url: str | None, deadline_s: float = 5.0) -> Measurement:
+    def measure(query: Query, sources: prometheus.Sources, deadline_s: float = 5.0) -> Measurement:
         if query.check == "broken":
             raise RuntimeError("a bug in the operator")
         return Measurement(query.check, query.template_hash, datetime.now(UTC), value=1.0)
@@ -28,7 +28,7 @@ def test_an_error_while_measuring_one_resource_never_stops_its_analysis_or_other
     def wake(key: Key) -> None:
         answered[key].set()
 
-    analyzer = prometheus.Analyzer(None, wake)
+    analyzer = prometheus.Analyzer(prometheus.Sources(), wake)
     a, b = ("ns", "a"), ("ns", "b")
     try:
         for key, check in ((a, "broken"), (b, "fine")):

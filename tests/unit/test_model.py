@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from modeldeploy.model.observed import parse_child, parse_pod
-from modeldeploy.model.resource import parse_resource
+from modeldeploy.model.resource import active_version_managers, parse_resource, released
 from modeldeploy.model.spec import SpecError, parse_spec
 from modeldeploy.model.status import (
     AnalysisRecord,
@@ -216,3 +216,35 @@ def test_child_knows_its_controller_and_a_stuck_rollout() -> None:
     )
     assert (child.controller_uid, child.template_hash, child.generation) == ("uid-1", "h1", 4)
     assert child.progress_deadline_exceeded is True
+
+
+MANAGED = [
+    {"manager": "helm", "operation": "Apply", "fieldsV1": {"f:spec": {"f:versions": {}}}},
+    {
+        "manager": "modeldeploy",
+        "operation": "Update",
+        "fieldsV1": {"f:spec": {"f:activeVersion": {}}},
+    },
+    {
+        "manager": "modeldeploy",
+        "operation": "Update",
+        "subresource": "status",
+        "fieldsV1": {"f:status": {}},
+    },
+    {
+        "manager": "ci",
+        "operation": "Update",
+        "fieldsV1": {"f:metadata": {"f:labels": {}}, "f:spec": {"f:activeVersion": {}}},
+    },
+]
+
+
+def test_who_owns_the_active_version_is_read_from_managed_fields() -> None:
+    assert active_version_managers({"managedFields": MANAGED}) == ("ci", "modeldeploy")
+
+
+def test_releasing_the_active_version_keeps_everything_else() -> None:
+    kept = released(MANAGED, "modeldeploy")
+    assert active_version_managers({"managedFields": kept}) == ("ci",)
+    assert [e["manager"] for e in kept] == ["helm", "modeldeploy", "ci"]  # status entry stays
+    assert kept[1]["subresource"] == "status"

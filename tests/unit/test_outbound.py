@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 
 from modeldeploy import outbound
+from modeldeploy.lanes import Lanes
+from modeldeploy.model.egress import EgressPolicy
 
 TRICKLE_S = 20  # how long the trickling receiver keeps sending
 
@@ -48,17 +50,55 @@ def server() -> Iterator[str]:
     running.server_close()
 
 
+def allowing(server: str) -> EgressPolicy:
+    return EgressPolicy((server + "/",))
+
+
 def test_a_trickling_receiver_is_cut_off_at_the_whole_request_deadline(server: str) -> None:
     with pytest.raises(outbound.OutboundError, match="no answer within the deadline"):
-        outbound.request("GET", f"{server}/trickle", deadline_s=1.0)
+        outbound.request("GET", f"{server}/trickle", 1.0, allowing(server))
 
 
 def test_a_redirect_is_returned_never_followed(server: str) -> None:
-    answer = outbound.request("GET", f"{server}/redirect", deadline_s=5.0)
+    answer = outbound.request("GET", f"{server}/redirect", 5.0, allowing(server))
     assert answer.status == 302
 
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "gopher://x", "http://"])
 def test_only_http_urls_are_requested(url: str) -> None:
     with pytest.raises(outbound.OutboundError, match="not an http"):
-        outbound.request("GET", url, deadline_s=1.0)
+        outbound.request("GET", url, 1.0, EgressPolicy(("http://x/",)))
+
+
+def test_nothing_is_sent_to_a_url_the_admin_did_not_allow(server: str) -> None:
+    with pytest.raises(outbound.OutboundError, match="is not an allowed endpoint"):
+        outbound.request("GET", f"{server}/trickle", 1.0, EgressPolicy(("http://prom:9090/",)))
+
+
+def test_a_name_resolving_to_loopback_is_refused_unless_its_address_is_allowed(
+    server: str,
+) -> None:
+    port = server.rsplit(":", 1)[1]
+    by_name = EgressPolicy((f"http://localhost:{port}/",))  # allowed, but resolves to 127.0.0.1
+    with pytest.raises(outbound.OutboundError, match="a loopback, link-local or metadata"):
+        outbound.request("GET", f"http://localhost:{port}/redirect", 5.0, by_name)
+    both = EgressPolicy((f"http://localhost:{port}/", f"http://127.0.0.1:{port}/"))
+    assert outbound.request("GET", f"http://localhost:{port}/redirect", 5.0, both).status == 302
+
+
+def test_a_lane_held_by_a_slow_peer_never_holds_the_others() -> None:
+    lanes = Lanes(workers=2, name="test")
+    release, fast_done = threading.Event(), threading.Event()
+
+    def slow() -> None:
+        release.wait(30)
+
+    try:
+        for _ in range(5):  # more slow jobs than workers, all in one lane
+            lanes.submit("slow:80", slow)
+        lanes.submit("fast:80", fast_done.set)
+        assert fast_done.wait(10)  # a second worker was free for the other lane
+        assert lanes.pending() == 4  # the slow lane's jobs wait their turn, one at a time
+    finally:
+        release.set()
+        lanes.close()

@@ -50,9 +50,12 @@ class Simulation:
     reverts_since_user_change: int = 0
     deployed_failed_version: list[str] = field(default_factory=list)
 
+    keeps_spec: bool = False
+
     @classmethod
-    def start(cls) -> Simulation:
-        return cls(RecordingCluster.holding(body(versions=IMAGES, replicas=REPLICAS)))
+    def start(cls, on_failure: str = "RevertSpec") -> Simulation:
+        raw = body(versions=IMAGES, replicas=REPLICAS, onFailure=on_failure)
+        return cls(RecordingCluster.holding(raw), keeps_spec=on_failure == "KeepSpec")
 
     def observed(self) -> Observed:
         manifest = self.api.children.get("Deployment")
@@ -83,6 +86,12 @@ class Simulation:
         )
         return Observed(deployment=child, pods=(crashing,))
 
+    def deployed(self) -> str | None:
+        manifest = self.api.children.get("Deployment")
+        if manifest is None:
+            return None
+        return str(manifest["spec"]["template"]["metadata"]["labels"][c.LABEL_VERSION])
+
     def user_selects(self, version: str) -> None:
         self.api.edit_spec(activeVersion=version)
         self.reverts_since_user_change = 0
@@ -110,6 +119,7 @@ class Simulation:
             if kind == "status":
                 status, status_written = parse_status(what), True
             elif kind == "spec" and isinstance(what, SpecChange) and what.expect_version:
+                assert not self.keeps_spec  # KeepSpec never rewrites the spec
                 # status first: the failure and the intent were written before the revert
                 assert status_written
                 failed = status.version_record(what.expect_version)
@@ -141,10 +151,13 @@ class Simulation:
         self.settle()
 
 
+MODES = st.sampled_from(["RevertSpec", "KeepSpec"])
+
+
 @settings(max_examples=150, deadline=None)
-@given(actions)
-def test_rollout_invariants_hold_whatever_users_do(steps: list[tuple[str, str]]) -> None:
-    sim = Simulation.start()
+@given(actions, MODES)
+def test_rollout_invariants_hold_whatever_users_do(steps: list[tuple[str, str]], mode: str) -> None:
+    sim = Simulation.start(mode)
     sim.settle()
     for action, version in steps:
         sim.play(action, version)
@@ -155,6 +168,10 @@ def test_rollout_invariants_hold_whatever_users_do(steps: list[tuple[str, str]])
         assert status.last_good_version is None or status.last_good_version in sim.completed
         # a bad version never becomes last good
         assert status.last_good_version not in BAD
+        # KeepSpec: a quarantined spec is served by the last good version, untouched
+        active = sim.api.body["spec"]["activeVersion"]
+        if sim.keeps_spec and sim.quarantined(status, active) and status.last_good_version:
+            assert sim.deployed() == status.last_good_version
     # settled: deciding again writes nothing
     resource = parse_resource(sim.api.body)
     final = decide(resource, sim.observed(), at(sim.now + 0.5))
@@ -164,9 +181,11 @@ def test_rollout_invariants_hold_whatever_users_do(steps: list[tuple[str, str]])
 
 
 @settings(max_examples=100, deadline=None)
-@given(actions)
-def test_a_failed_version_is_never_redeployed_without_a_retry(steps: list[tuple[str, str]]) -> None:
-    sim = Simulation.start()
+@given(actions, MODES)
+def test_a_failed_version_is_never_redeployed_without_a_retry(
+    steps: list[tuple[str, str]], mode: str
+) -> None:
+    sim = Simulation.start(mode)
     sim.settle()
     for action, version in steps:
         if action != "retry":

@@ -6,9 +6,14 @@ pinned on its own: status first, the outbox, what a refusal leaves in status.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 from modeldeploy import constants as c
+from modeldeploy.model.egress import EgressPolicy
 from modeldeploy.model.observed import ContainerState, Observed, PodState
 from modeldeploy.model.resource import parse_resource
+from modeldeploy.model.settings import Settings
 from modeldeploy.reconcile import Memory, Refused, Services, reconcile_once
 from tests.unit.builders import OURS, RS_UID, at, body, deployment, digest, service
 from tests.unit.fake_cluster import RecordingCluster, RecordingMeasurer, RecordingNotifier
@@ -21,7 +26,9 @@ class Bed:
         versions = {"v1": "registry.example/m:1", "v2": "registry.example/m:2", "v3": "r/m:3"}
         self.api = RecordingCluster.holding(body(versions=versions))
         self.notifier = RecordingNotifier()
-        self.services = Services(self.api, self.notifier, RecordingMeasurer())
+        self.services = Services(
+            self.api, self.notifier, RecordingMeasurer(), webhook_url="http://hooks.example/x"
+        )
         self.memory = Memory()
 
     def reconcile(self, observed: Observed, seconds: float) -> float | None:
@@ -40,8 +47,11 @@ class Bed:
         return self
 
     def v1(self) -> Observed:
+        return self.serving("v1")
+
+    def serving(self, version: str) -> Observed:
         resource = parse_resource(self.api.body)
-        return Observed(deployment=deployment(resource, "v1"), service=service(resource))
+        return Observed(deployment=deployment(resource, version), service=service(resource))
 
     def crashing_v2(self) -> Observed:
         resource = parse_resource(self.api.body)
@@ -190,3 +200,44 @@ def test_a_stale_view_writes_nothing_else() -> None:
     reconcile_once(bed.services, stale, bed.crashing_v2(), at(10), bed.memory)
     assert bed.api.writes == []
     assert bed.api.body["spec"]["activeVersion"] == "v2"
+
+
+def with_webhook(bed: Bed, webhook: dict[str, Any], allowed: tuple[str, ...] = ()) -> Bed:
+    bed.api.body["spec"]["notifications"] = {"webhook": webhook}
+    policy = EgressPolicy.of(allowed, bed.services.webhook_url)
+    bed.services = replace(bed.services, settings=Settings(egress=policy))
+    return bed
+
+
+def test_a_webhook_url_the_admin_did_not_allow_gets_nothing_and_is_said() -> None:
+    bed = with_webhook(Bed(), {"url": "http://169.254.169.254/latest/meta-data/"})
+    bed.reconcile(Observed(), 0)
+    bed.reconcile(bed.v1(), 1)
+    assert bed.condition(c.WEBHOOK_READY) == ("False", "WebhookRefused")
+    assert all("169.254.169.254" not in url for urls in bed.notifier.urls for url in urls)
+    assert [e.reason for e in bed.api.events].count("WebhookRefused") == 1
+
+
+def test_a_webhook_url_from_a_secret_is_used_when_allowed_and_said_when_missing() -> None:
+    secret = {"urlFrom": {"secretKeyRef": {"name": "slack", "key": "url"}}}
+    bed = with_webhook(Bed(), secret, allowed=("https://hooks.slack.com/services/",))
+    bed.reconcile(Observed(), 0)
+    bed.reconcile(bed.v1(), 1)  # RolloutSucceeded is owed: the Secret is read, and missing
+    bed.reconcile(bed.v1(), 1.5)
+    assert bed.condition(c.WEBHOOK_READY) == ("False", "WebhookRefused")
+    message = next(
+        k["message"] for k in bed.api.body["status"]["conditions"] if k["type"] == "WebhookReady"
+    )
+    assert "Secret slack, key url: no such Secret or key" in message
+    bed.api.secrets[("slack", "url")] = "https://hooks.slack.com/services/T1/B2/secret"
+    bed.reconcile(bed.v1(), 2)  # within the backoff: not read again yet
+    assert bed.condition(c.WEBHOOK_READY)[0] == "False"
+    bed.reconcile(bed.v1(), 8)  # read again, and now usable
+    bed.reconcile(bed.v1(), 8.5)
+    assert bed.condition(c.WEBHOOK_READY) == ("True", "WebhookAllowed")
+    bed.api.edit_spec(activeVersion="v3")
+    bed.reconcile(bed.v1(), 9)
+    bed.reconcile(bed.serving("v3"), 10)  # RolloutSucceeded goes to both webhooks
+    assert ("https://hooks.slack.com/services/T1/B2/secret", "http://hooks.example/x") in (
+        bed.notifier.urls
+    )

@@ -97,3 +97,39 @@ def test_covers_ignores_server_defaults_and_sees_our_fields_changed() -> None:
     assert covers(observed, desired)
     container["image"] = "someone/else:1"
     assert not covers(observed, desired)
+
+
+def test_pods_meet_the_restricted_pod_security_standard_by_default() -> None:
+    pod = rendered()["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert pod["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def test_a_template_owns_its_security_settings_when_it_sets_them() -> None:
+    res = resource()
+    spec = spec_of(res)
+    own = replace(
+        spec,
+        template=replace(
+            spec.template,
+            pod_security_context={"runAsUser": 1000, "runAsNonRoot": True},
+            security_context={"readOnlyRootFilesystem": True},
+            service_account_name="model-reader",
+            automount_service_account_token=True,
+        ),
+    )
+    pod = render_deployment(res, own, own.active, digest(res))["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {"runAsUser": 1000, "runAsNonRoot": True}
+    assert pod["containers"][0]["securityContext"] == {"readOnlyRootFilesystem": True}
+    assert (pod["serviceAccountName"], pod["automountServiceAccountToken"]) == (
+        "model-reader",
+        True,
+    )

@@ -131,7 +131,14 @@ def test_the_revert_rollout_is_automatic_and_ends_rolled_back() -> None:
     back, _ = step(back, Observed(deployment=deployment(back)), 7)
     assert back.status.history[0].reason == "RolledBack"
     assert condition(back, c.READY) == ("True", "RolledBack")
-    assert back.status.phase == "Available"
+    # The release the user made failed: kstatus tools must see that (Stalled wins), on
+    # the generation the operator wrote, until a user writes the spec again.
+    assert condition(back, c.STALLED) == ("True", "RolledBack")
+    assert back.status.phase == "Degraded"
+    written = replace(back, generation=back.generation + 1)  # e.g. a new version listed
+    written, _ = step(written, Observed(deployment=deployment(back)), 8)
+    assert condition(written, c.STALLED) == ("False", "NotStalled")
+    assert written.status.phase == "Available"
 
 
 def test_revert_target_failing_too_stalls_with_rollback_target_unhealthy() -> None:
@@ -379,3 +386,72 @@ def test_status_is_bounded_whatever_the_ledger_holds() -> None:
     assert sum(1 for v in bounded.versions if v.message) == 20
     assert sum(1 for v in bounded.versions if v.reason) == 20
     assert {v.name for v in bounded.versions if v.message} == {f"v{i}" for i in range(80, 100)}
+
+
+# ----------------------------------------------------------- onFailure: KeepSpec
+
+
+def keep_spec_failed() -> tuple[Resource, Decision]:
+    return fail_v2(onFailure="KeepSpec")
+
+
+def test_keep_spec_puts_the_deployment_back_and_leaves_the_spec_alone() -> None:
+    res, decision = keep_spec_failed()
+    assert decision.spec_change is None
+    assert decision.deployment is not None
+    labels = decision.deployment["spec"]["template"]["metadata"]["labels"]
+    assert labels["modeldeploy.io/version"] == "v1"
+    assert [e.reason for e in decision.events] == ["RolloutFailed", "RolloutStarted", "RolledBack"]
+    rollout = present(res.status.rollout)
+    assert (rollout.version, rollout.trigger, rollout.from_version) == ("v1", "Automatic", "v2")
+    assert condition(res, c.STALLED) == ("True", "RolledBack")
+    assert condition(res, c.ROLLED_BACK)[0] == "True"
+    assert condition(res, c.READY)[0] == "False"
+    stalled = next(k for k in res.status.conditions if k.type == c.STALLED)
+    assert "the spec still names v2 (onFailure: KeepSpec)" in stalled.message
+
+
+def test_keep_spec_serves_the_last_good_version_and_stays_stalled_until_the_spec_changes() -> None:
+    res, _ = keep_spec_failed()
+    res, decision = step(res, Observed(deployment=deployment(res, "v1")), 6)
+    assert (res.status.serving_version, res.status.last_good_version) == ("v1", "v1")
+    assert res.status.history[0].outcome == "Succeeded"
+    assert condition(res, c.STALLED) == ("True", "RolledBack")
+    assert res.status.phase == "Degraded"
+    assert decision.deployment is None
+    _, decision = step(res, Observed(deployment=deployment(res, "v1")), 7)
+    assert decision.status_changed is False
+    assert decision.events == ()
+    moved = select(res, "v1")  # the user (or Git) names a version that works
+    moved, decision = step(moved, Observed(deployment=deployment(res, "v1")), 8)
+    assert condition(moved, c.STALLED)[0] == "False"
+    assert condition(moved, c.READY) == ("True", "RolledBack")  # what serves came back
+
+
+def test_keep_spec_with_a_failing_last_good_version_stalls_as_target_unhealthy() -> None:
+    res, _ = keep_spec_failed()
+    crashing = pod(res, "v1", waiting_reason="CrashLoopBackOff", restart_count=1)
+    res, decision = step(
+        res, Observed(deployment=deployment(res, "v1", ready=0), pods=(crashing,)), 6
+    )
+    res, decision = step(res, Observed(deployment=deployment(res, "v1", ready=0)), 7)
+    assert condition(res, c.STALLED) == ("True", "RollbackTargetUnhealthy")
+    assert decision.deployment is None
+
+
+def test_a_reverted_release_stays_failed_until_the_reverted_value_is_applied_by_its_writer() -> (
+    None
+):
+    res, _ = fail_v2()
+    back = replace(select(res, "v1"), active_version_managers=("modeldeploy",))
+    back, _ = step(back, Observed(deployment=deployment(back, "v2", ready=0, old=2)), 6)
+    back, _ = step(back, Observed(deployment=deployment(back)), 7)
+    stalled = next(k for k in back.status.conditions if k.type == c.STALLED)
+    assert (stalled.status, stalled.reason) == ("True", "RolledBack")
+    assert "v2 failed (CrashLoopBackOff: pod" in stalled.message
+    # Helm's rollback (server-side apply of v1) makes Helm a manager of the field again.
+    acknowledged = replace(back, active_version_managers=("helm", "modeldeploy"))
+    acknowledged, decision = step(acknowledged, Observed(deployment=deployment(back)), 8)
+    assert condition(acknowledged, c.STALLED) == ("False", "NotStalled")
+    assert decision.release_active_version  # and the operator lets go of the field
+    assert acknowledged.status.phase == "Available"

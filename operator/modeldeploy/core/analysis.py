@@ -28,8 +28,9 @@ class Query:
 
     check: str
     promql: str
-    prometheus: str | None
+    prometheus: str | None  # spec.analysis.prometheus; None: the operator's own
     template_hash: str
+    namespace: str = ""  # the resource's: a tenancy proxy forces queries to it
 
 
 def render_query(query: str, name: str, namespace: str, version: str) -> str:
@@ -74,6 +75,7 @@ def queries(
             promql=render_query(check.query, name, namespace, record.version),
             prometheus=spec.prometheus,
             template_hash=record.template_hash,
+            namespace=namespace,
         )
         for check in due(record, spec, now)
     )

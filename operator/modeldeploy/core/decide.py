@@ -13,22 +13,27 @@ from datetime import datetime
 
 from modeldeploy import constants as c
 from modeldeploy.core import analysis, ledger, outbox, quarantine, retry, summary
+from modeldeploy.core.conditions import get_condition
+from modeldeploy.core.ledger import Target
 from modeldeploy.core.plan import Decision, Event, Problem, SpecChange
 from modeldeploy.core.render import covers, render_deployment, render_service, template_hash
 from modeldeploy.core.signals import Verdict, baseline, evaluate, owned_pods
 from modeldeploy.model.observed import ChildState, Observed, Refusal
 from modeldeploy.model.resource import Resource
+from modeldeploy.model.settings import Settings
 from modeldeploy.model.spec import JSON, Spec, SpecError
 from modeldeploy.model.status import Status, to_json
 from modeldeploy.model.text import shorten
 
 APPLY = {"Deployment": "apply Deployment", "Service": "apply Service"}
 REVERT = "revert"
+WEBHOOK = "webhook"  # the webhook's URL could not be had (its Secret) or was refused
+DEFAULTS = Settings()
 
 
 @dataclass(frozen=True)
 class Step:
-    """What one look at the active version's rollout found."""
+    """What one look at a rollout found."""
 
     status: Status
     events: tuple[Event, ...] = ()
@@ -38,7 +43,26 @@ class Step:
     stall: Problem | None = None  # it cannot progress without a human (an invalid query)
 
 
-def decide(resource: Resource, observed: Observed, now: datetime) -> Decision:
+@dataclass(frozen=True)
+class Draft:
+    """The decision as it takes shape, one rule after the other."""
+
+    status: Status
+    events: tuple[Event, ...] = ()
+    spec_change: SpecChange | None = None
+    stall: Problem | None = None
+    requeue: float | None = None
+    queries: tuple[analysis.Query, ...] = ()
+    target: Target | None = None  # what the Deployment should run; None: leave it alone
+    quarantined: bool = False  # the version the spec names is quarantined
+
+    def then(self, outcome: Step | quarantine.Outcome | retry.Outcome) -> Draft:
+        return replace(self, status=outcome.status, events=self.events + outcome.events)
+
+
+def decide(
+    resource: Resource, observed: Observed, now: datetime, settings: Settings = DEFAULTS
+) -> Decision:
     """Everything the operator should do about one ModelDeployment, now."""
     before = resource.status
     status = replace(
@@ -54,80 +78,167 @@ def decide(resource: Resource, observed: Observed, now: datetime) -> Decision:
     if conflict:
         return _blocked(resource, before, status, Problem(c.REASON_NAME_CONFLICT, conflict), now)
 
-    events: list[Event] = []
-    settled = quarantine.settle_intent(status, resource, spec, now)
-    status = settled.status
-    events += settled.events
-    spec_change: SpecChange | None = None
-    if resource.retry_version is not None:
-        retried = retry.handle_retry(status, resource, spec, now)
-        status, spec_change = retried.status, retried.spec_change
-        events += retried.events
-
+    draft = _requests(Draft(status), resource, spec, now)
+    draft = _rollout(draft, resource, spec, observed, now)
+    draft = _egress(draft, resource, spec, observed, settings, now)
+    children, draft = _children(draft, resource, spec, observed, now)
     digest = template_hash(resource.name, spec, spec.active)
-    rollout = status.rollout
-    if rollout and rollout.outcome == c.OUTCOME_PROGRESSING and rollout.template_hash != digest:
-        status = ledger.supersede(status, spec, now)
-
-    quarantined = quarantine.is_quarantined(status, spec.active_version, digest)
-    step = Step(status)
-    if not quarantined:
-        step = _progress(status, resource, spec, digest, observed, now)
-        events += step.events
-        quarantined = step.failed
-    status = step.status
-
-    stall, requeue = step.stall, step.requeue
-    if quarantined and spec_change is None:
-        refused = _refusal(observed, resource, REVERT)
-        handled = quarantine.handle_quarantined(status, resource, spec, step.failed, refused, now)
-        status, stall, spec_change = handled.status, handled.stall, handled.spec_change
-        events += handled.events
-        if refused and handled.stall:
-            requeue = _sooner(requeue, _retry_in(refused, now))
-
-    deployment = None if quarantined else render_deployment(resource, spec, spec.active, digest)
-    service = render_service(resource, spec) if spec.service.enabled else None
-    children = {"Deployment": deployment, "Service": service}
-    for kind, manifest in children.items():
-        refused = _refusal(observed, resource, APPLY[kind])
-        if manifest is not None and refused is not None:
-            stall = stall or Problem(
-                c.REASON_INVALID_SPEC,
-                shorten(
-                    f"the API server refused the {kind} (HTTP {refused.code}): {refused.message}"
-                ),
-            )
-            if not quarantine.retry_due(refused, now):
-                children[kind] = None
-                requeue = _sooner(requeue, _retry_in(refused, now))
-
-    status = summary.summarise(status, resource, spec, observed, digest, quarantined, stall, now)
-    events += summary.stall_event(before, stall)
-    status = outbox.add(status, events, now)
-    status = ledger.bound(status, spec)
+    after_revert = quarantine.reverted(draft.status, resource, spec)
+    stall = draft.stall or after_revert
+    status = summary.summarise(
+        draft.status, resource, spec, observed, digest, draft.quarantined, stall, now
+    )
+    events = draft.events + summary.stall_event(before, stall)
+    status = ledger.bound(outbox.add(status, events, now), spec)
     return Decision(
         status=status,
         status_changed=to_json(status) != to_json(before),
         deployment=_if_needed(children["Deployment"], observed.deployment),
         service=_if_needed(children["Service"], observed.service),
-        spec_change=spec_change,
-        requeue_after=requeue,
-        queries=step.queries,
-        events=tuple(events),
+        spec_change=draft.spec_change,
+        requeue_after=draft.requeue,
+        queries=draft.queries,
+        events=events,
+        release_active_version=(
+            c.MANAGER in resource.active_version_managers
+            and after_revert is None
+            and draft.spec_change is None
+            and status.intent is None
+        ),
     )
+
+
+def _requests(draft: Draft, resource: Resource, spec: Spec, now: datetime) -> Draft:
+    """What happened to the operator's own spec writes, and a user's retry request."""
+    draft = draft.then(quarantine.settle_intent(draft.status, resource, spec, now))
+    if resource.retry_version is None:
+        return draft
+    retried = retry.handle_retry(draft.status, resource, spec, now)
+    return replace(draft.then(retried), spec_change=retried.spec_change)
+
+
+def _rollout(
+    draft: Draft, resource: Resource, spec: Spec, observed: Observed, now: datetime
+) -> Draft:
+    """Roll out what the spec names, or, when it is quarantined, revert or fall back."""
+    active = Target(spec.active_version, template_hash(resource.name, spec, spec.active))
+    status = draft.status
+    just_failed = False
+    if not quarantine.is_quarantined(status, active.version, active.digest):
+        step = _progress(status, resource, spec, active, observed, now)
+        draft = _stepped(draft.then(step), step, active)
+        if not step.failed:
+            return draft
+        just_failed = True
+    draft = replace(draft, quarantined=True, target=None)
+    if draft.spec_change is not None:
+        return draft  # a retry is being written; it decides the next rollout
+    refused = _refusal(observed, resource, REVERT)
+    handled = quarantine.handle_quarantined(draft.status, resource, spec, just_failed, refused, now)
+    draft = replace(draft.then(handled), stall=handled.stall, spec_change=handled.spec_change)
+    if refused and handled.stall:
+        draft = replace(draft, requeue=_sooner(draft.requeue, _retry_in(refused, now)))
+    if handled.fallback is None:
+        return replace(draft, status=_superseded(draft.status, spec, None, now))
+    # KeepSpec: the Deployment goes back to the last good version; the spec stays.
+    version = spec.versions[handled.fallback]
+    fallback = Target(
+        version.name, template_hash(resource.name, spec, version), c.TRIGGER_AUTOMATIC
+    )
+    step = _progress(draft.status, resource, spec, fallback, observed, now)
+    draft = replace(_stepped(draft.then(step), step, fallback), stall=handled.stall)
+    rollout = draft.status.rollout
+    if rollout is not None and rollout.started_at == now and rollout.version == version.name:
+        reverted, said = ledger.record_revert(
+            draft.status, resource, spec.active_version, version.name, now
+        )
+        draft = replace(draft, status=reverted, events=(*draft.events, said))
+    return draft
+
+
+def _egress(
+    draft: Draft,
+    resource: Resource,
+    spec: Spec,
+    observed: Observed,
+    settings: Settings,
+    now: datetime,
+) -> Draft:
+    """Only URLs an admin allowed are ever contacted (docs/security.md): a refused
+    Prometheus stalls the analysis (nothing is queried); a refused webhook is said in
+    WebhookReady and no payload goes out, while rollouts and reverts go on."""
+    prometheus = spec.analysis.prometheus if spec.analysis else None
+    refused = settings.egress.why_not(prometheus) if prometheus else None
+    if refused is not None:
+        problem = Problem(c.REASON_INVALID_SPEC, f"spec.analysis.prometheus: {refused}")
+        draft = replace(draft, stall=draft.stall or problem, queries=())
+    if spec.webhook is None:
+        kept = tuple(k for k in draft.status.conditions if k.type != c.WEBHOOK_READY)
+        return replace(draft, status=replace(draft.status, conditions=kept))
+    why = settings.egress.why_not(spec.webhook.url) if spec.webhook.url else None
+    if why is not None:
+        why = f"spec.notifications.webhook.url: {why}"
+    elif (failed := _refusal(observed, resource, WEBHOOK)) is not None:
+        why = failed.message
+    message = why or "webhook notifications are allowed"
+    reason = c.REASON_WEBHOOK_REFUSED if why else c.REASON_WEBHOOK_READY
+    status = ledger.set_status_condition(
+        draft.status, resource, c.WEBHOOK_READY, why is None, reason, message, now
+    )
+    events = draft.events
+    previous = get_condition(resource.status.conditions, c.WEBHOOK_READY)
+    if why and (previous is None or previous.status != "False" or previous.message != why):
+        events = (*events, Event("Warning", c.REASON_WEBHOOK_REFUSED, why))
+    return replace(draft, status=status, events=events)
+
+
+def _stepped(draft: Draft, step: Step, target: Target) -> Draft:
+    return replace(
+        draft,
+        stall=step.stall,
+        requeue=_sooner(draft.requeue, step.requeue),
+        queries=step.queries,
+        target=None if step.failed else target,
+    )
+
+
+def _children(
+    draft: Draft, resource: Resource, spec: Spec, observed: Observed, now: datetime
+) -> tuple[dict[str, JSON | None], Draft]:
+    """The Deployment (for the target) and Service to apply, unless the API refused
+    them for this spec and it is not yet time to try again (InvalidSpec)."""
+    target = draft.target
+    deployment = (
+        render_deployment(resource, spec, spec.versions[target.version], target.digest)
+        if target is not None
+        else None
+    )
+    service = render_service(resource, spec) if spec.service.enabled else None
+    children: dict[str, JSON | None] = {"Deployment": deployment, "Service": service}
+    for kind, manifest in children.items():
+        refused = _refusal(observed, resource, APPLY[kind])
+        if manifest is None or refused is None:
+            continue
+        said = f"the API server refused the {kind} (HTTP {refused.code}): {refused.message}"
+        draft = replace(draft, stall=draft.stall or Problem(c.REASON_INVALID_SPEC, shorten(said)))
+        if not quarantine.retry_due(refused, now):
+            children[kind] = None
+            draft = replace(draft, requeue=_sooner(draft.requeue, _retry_in(refused, now)))
+    return children, draft
 
 
 def _progress(
     status: Status,
     resource: Resource,
     spec: Spec,
-    digest: str,
+    target: Target,
     observed: Observed,
     now: datetime,
 ) -> Step:
-    """Start the rollout of `digest` if it is new, then judge it: failed, done or waiting."""
+    """Start the rollout of `target` if it is new, then judge it: failed, done or waiting."""
+    digest = target.digest
     events: tuple[Event, ...] = ()
+    status = _superseded(status, spec, digest, now)
     rollout = status.rollout
     current = (
         rollout is not None
@@ -136,7 +247,7 @@ def _progress(
     )
     if not current:
         before = baseline(owned_pods(observed, digest))
-        status, started = ledger.start_rollout(status, resource, spec, digest, before, now)
+        status, started = ledger.start_rollout(status, resource, spec, target, before, now)
         events = (started,)
     elif status.intent is not None and status.intent.applied:
         status = replace(status, intent=None)  # a revert to what already serves: no rollout
@@ -150,7 +261,7 @@ def _progress(
     analysing = status.analysis is not None and status.analysis.template_hash == digest
     if verdict.failure is None and spec.analysis and (verdict.complete or analysing):
         # Ready is not enough: judge what the version serves (AnalysisFailed).
-        status, verdict, queries, stall = _analyse(status, resource, spec, digest, observed, now)
+        status, verdict, queries, stall = _analyse(status, resource, spec, target, observed, now)
     if verdict.failure is not None:
         status, failed = ledger.fail(status, spec, verdict.failure, now)
         return Step(status, (*events, failed), failed=True)
@@ -160,19 +271,27 @@ def _progress(
     return Step(status, events, requeue=verdict.wake_in_s, queries=queries, stall=stall)
 
 
+def _superseded(status: Status, spec: Spec, digest: str | None, now: datetime) -> Status:
+    """A rollout in progress of another template than the one wanted now is superseded."""
+    rollout = status.rollout
+    if rollout and rollout.outcome == c.OUTCOME_PROGRESSING and rollout.template_hash != digest:
+        return ledger.supersede(status, spec, now)
+    return status
+
+
 def _analyse(
     status: Status,
     resource: Resource,
     spec: Spec,
-    digest: str,
+    target: Target,
     observed: Observed,
     now: datetime,
 ) -> tuple[Status, Verdict, tuple[analysis.Query, ...], Problem | None]:
-    """Start or continue the analysis of `digest`; its verdict stands in for success."""
+    """Start or continue the analysis of `target`; its verdict stands in for success."""
     assert spec.analysis is not None
     record = status.analysis
-    if record is None or record.template_hash != digest:
-        record = analysis.start(spec.active_version, digest, spec.analysis, now)
+    if record is None or record.template_hash != target.digest:
+        record = analysis.start(target.version, target.digest, spec.analysis, now)
     record = analysis.fold(record, spec.analysis, observed.measurements)
     phase, message = analysis.verdict(record, spec.analysis, now)
     status = replace(status, analysis=replace(record, phase=phase))

@@ -7,7 +7,7 @@ plus the Event that tells people about it.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from modeldeploy import constants as c
@@ -33,6 +33,16 @@ def set_status_condition(
         status.conditions, type_, value, reason, message, now, resource.generation
     )
     return replace(status, conditions=conditions)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the Deployment should run: a version, its template hash, and (when the
+    operator chose it, not the spec) the trigger to record."""
+
+    version: str
+    digest: str
+    trigger: str | None = None
 
 
 def upsert_version(status: Status, record: VersionRecord) -> Status:
@@ -62,13 +72,13 @@ def start_rollout(
     status: Status,
     resource: Resource,
     spec: Spec,
-    digest: str,
+    target: Target,
     baseline: tuple[Baseline, ...],
     now: datetime,
 ) -> tuple[Status, Event]:
-    """Record the rollout of `digest` as begun, with the restart counts its pods had then."""
-    version = spec.active_version
-    trigger = trigger_of(status, resource, version)
+    """Record the rollout of `target` as begun, with the restart counts its pods had then."""
+    version, digest = target.version, target.digest
+    trigger = target.trigger or trigger_of(status, resource, version)
     revision = max((h.revision for h in status.history), default=0) + 1
     rollout = RolloutRecord(
         revision=revision,
@@ -113,13 +123,12 @@ def start_rollout(
 def record_revert(
     status: Status, resource: Resource, failed: str, target: str, now: datetime
 ) -> tuple[Status, Event]:
-    """The revert is in the spec: loop-guard entry, RolledBack condition and Event."""
+    """The revert took effect: loop-guard entry, RolledBack condition and Event."""
     record = status.version_record(failed)
     reason = (record.reason if record else None) or c.REASON_ROLLED_BACK
     detail = f": {record.message}" if record and record.message else ""
-    status = replace(
-        status, reverts=(*status.reverts, Revert(from_version=failed, to_version=target, at=now))
-    )
+    revert = Revert(from_version=failed, to_version=target, at=now, generation=resource.generation)
+    status = replace(status, reverts=(*status.reverts, revert))
     status = set_status_condition(
         status,
         resource,

@@ -58,6 +58,9 @@ class Decision:
     requeue_after: float | None = None  # seconds until the next deadline to check
     queries: tuple[Query, ...] = ()  # analysis measurements due now
     events: tuple[Event, ...] = ()  # what this decision adds to the outbox
+    # Give up the field manager's hold on spec.activeVersion our revert took, once the
+    # revert is acknowledged or overtaken: later writers must not conflict with us.
+    release_active_version: bool = False
 
     @property
     def notices(self) -> tuple[Notice, ...]:

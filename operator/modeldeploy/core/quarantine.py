@@ -31,6 +31,7 @@ class Outcome:
     stall: Problem | None = None
     spec_change: SpecChange | None = None
     events: tuple[Event, ...] = ()
+    fallback: str | None = None  # KeepSpec: the version the Deployment should run instead
 
 
 def is_quarantined(status: Status, version: str, digest: str) -> bool:
@@ -39,19 +40,24 @@ def is_quarantined(status: Status, version: str, digest: str) -> bool:
     return bool(record and record.state == c.STATE_FAILED and record.template_hash == digest)
 
 
-def revert_target(status: Status, spec: Spec, name: str, failed: str) -> tuple[str | None, str]:
+def revert_target(status: Status, spec: Spec, name: str, failed: str) -> str | Problem:
     """The last good version if it still is what was observed good (B6.5), else why not."""
     last_good = status.last_good_version
     if last_good is None:
-        return None, "no version was ever observed Available"
+        return Problem(c.REASON_FIRST_VERSION_FAILED, "no version was ever observed Available")
+    changed = f"last good version {last_good} was changed since it was observed good"
     if last_good == failed:
-        return None, f"last good version {last_good} was changed since it was observed good"
+        return Problem(c.REASON_NO_TARGET, changed)
     if last_good not in spec.versions:
-        return None, f"last good version {last_good} was removed from spec.versions"
+        return Problem(
+            c.REASON_NO_TARGET, f"last good version {last_good} was removed from spec.versions"
+        )
     current = template_hash(name, spec, spec.versions[last_good])
     if current != status.last_good_template_hash:
-        return None, f"last good version {last_good} was changed since it was observed good"
-    return last_good, ""
+        return Problem(c.REASON_NO_TARGET, changed)
+    if is_quarantined(status, last_good, current):
+        return Problem(c.REASON_TARGET_UNHEALTHY, f"last good version {last_good} failed too since")
+    return last_good
 
 
 def recent_reverts(status: Status, now: datetime) -> tuple[Revert, ...]:
@@ -79,16 +85,12 @@ def handle_quarantined(
     stall = _no_revert(status, spec, version, record)
     if stall is not None:
         return Outcome(status, stall=stall)
-    target, why_not = revert_target(status, spec, resource.name, version)
-    if target is None:
-        reason = (
-            c.REASON_FIRST_VERSION_FAILED
-            if status.last_good_version is None
-            else c.REASON_NO_TARGET
-        )
-        return Outcome(
-            status, stall=Problem(reason, f"{version} failed ({_why(record)}); {why_not}")
-        )
+    target = revert_target(status, spec, resource.name, version)
+    if isinstance(target, Problem):
+        why = shorten(f"{version} failed ({_why(record)}); {target.message}")
+        return Outcome(status, stall=Problem(target.reason, why))
+    if spec.rollout.keeps_spec:
+        return Outcome(status, stall=_kept(resource, version, target, record), fallback=target)
     change = SpecChange(
         set_version=target, expect_version=version, expect_generation=resource.generation
     )
@@ -109,6 +111,41 @@ def handle_quarantined(
         at=now,
     )
     return Outcome(replace(status, intent=intent), None, change, events)
+
+
+def _kept(resource: Resource, version: str, target: str, record: VersionRecord) -> Problem:
+    """KeepSpec: the last good version serves while the spec keeps naming the failed one."""
+    return Problem(
+        c.REASON_ROLLED_BACK,
+        shorten(
+            f"{version} failed ({record.reason}) and the Deployment is back on the last good "
+            f"version {target}; the spec still names {version} (onFailure: KeepSpec): select "
+            f"another version, or retry it: kubectl modeldeploy retry {resource.name} {version}"
+        ),
+    )
+
+
+def reverted(status: Status, resource: Resource, spec: Spec) -> Problem | None:
+    """RevertSpec: after an automatic revert the release that was reverted still shows as
+    failed (Stalled), so kstatus-based tools (Helm 4 --wait, Flux, kpt) and Argo CD see
+    it failed, not succeeded; until someone writes the spec again, or applies
+    activeVersion with the reverted value (server-side apply: Helm's rollback, Flux,
+    `kubectl apply --server-side`), which makes them a manager of the field again."""
+    latest = status.reverts[-1] if status.reverts else None
+    if spec.rollout.keeps_spec or latest is None or latest.generation != resource.generation:
+        return None
+    if set(resource.active_version_managers) - {c.MANAGER}:
+        return None  # acknowledged: the writer of the spec now states the reverted value
+    record = status.version_record(latest.from_version)
+    why = f" ({record.reason}: {record.message})" if record and record.reason else ""
+    return Problem(
+        c.REASON_ROLLED_BACK,
+        shorten(
+            f"{latest.from_version} failed{why} and spec.activeVersion was reverted to "
+            f"{latest.to_version} at {format_time(latest.at)}; this stays until the spec is "
+            f"written again or {latest.to_version} is applied"
+        ),
+    )
 
 
 REVERT_BACKOFF_S = (5, 10, 20, 40, 80, 160, 300)

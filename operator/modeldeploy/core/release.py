@@ -33,18 +33,24 @@ class Judgement:
 
 
 def release_of(resource: Resource) -> Release:
-    """The release the spec stands for now: the user's, even if the operator reverted it."""
-    rollout = resource.status.rollout
-    if (
-        rollout is not None
-        and rollout.trigger == c.TRIGGER_AUTOMATIC
-        and rollout.generation == resource.generation
-        and rollout.from_version
-    ):
-        return Release(rollout.from_version, resource.generation - 1)
+    """The release the spec stands for now: the user's, even if the operator reverted it
+    (a revert seen in status, or one just written and not yet seen)."""
+    status, generation = resource.status, resource.generation
+    latest = status.reverts[-1] if status.reverts else None
+    if latest is not None and latest.generation == generation:
+        return Release(latest.from_version, generation - 1)
+    intent = status.intent
     spec = resource.spec
     active = "" if isinstance(spec, SpecError) else spec.active_version
-    return Release(active, resource.generation)
+    if (
+        intent is not None
+        and intent.trigger == c.TRIGGER_AUTOMATIC
+        and intent.generation + 1 == generation
+        and intent.version == active
+        and intent.from_version
+    ):
+        return Release(intent.from_version, intent.generation)
+    return Release(active, generation)
 
 
 def judge(resource: Resource, release: Release) -> Judgement | None:

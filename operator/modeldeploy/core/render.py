@@ -58,11 +58,30 @@ def _container(name: str, spec: Spec, version: VersionSpec) -> JSON:
         container["readinessProbe"] = spec.template.readiness_probe
     if spec.template.liveness_probe:
         container["livenessProbe"] = spec.template.liveness_probe
+    container["securityContext"] = spec.template.security_context or RESTRICTED_CONTAINER
     return container
 
 
+# The "restricted" Pod Security Standard, met by default (docs/security.md): the model
+# runs as a non-root user, cannot gain privileges, holds no capabilities, and has the
+# runtime's seccomp profile. A template's own securityContext replaces these.
+RESTRICTED_POD: JSON = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+RESTRICTED_CONTAINER: JSON = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
 def _pod_spec(name: str, spec: Spec, version: VersionSpec) -> JSON:
-    pod: JSON = {"containers": [_container(name, spec, version)]}
+    template = spec.template
+    pod: JSON = {
+        "containers": [_container(name, spec, version)],
+        "securityContext": template.pod_security_context or RESTRICTED_POD,
+        # A model server has no business with the API: no token unless asked for.
+        "automountServiceAccountToken": template.automount_service_account_token,
+    }
+    if template.service_account_name:
+        pod["serviceAccountName"] = template.service_account_name
     if spec.template.node_selector:
         pod["nodeSelector"] = spec.template.node_selector
     if spec.template.tolerations:

@@ -135,8 +135,8 @@ def with_phase(status: Status, resource: Resource, now: datetime) -> Status:
 
 def stall_event(before: Status, stall: Problem | None) -> tuple[Event, ...]:
     """A Warning Event when the resource newly stalls or stalls for a new reason."""
-    if stall is None:
-        return ()
+    if stall is None or stall.reason == c.REASON_ROLLED_BACK:
+        return ()  # a revert is announced by its own RolledBack Event
     previous = next((k for k in before.conditions if k.type == c.STALLED), None)
     if previous and previous.status == "True" and previous.reason == stall.reason:
         return ()

@@ -24,6 +24,9 @@ class Resource:
     spec: Spec | SpecError
     status: Status = field(default_factory=Status)
     retry_version: str | None = None  # the modeldeploy.io/retry annotation, if set
+    # Field managers that own spec.activeVersion (from managedFields): after a revert,
+    # another manager applying the reverted value acknowledges it.
+    active_version_managers: tuple[str, ...] = ()
 
 
 def parse_resource(body: Mapping[str, Any]) -> Resource:
@@ -43,4 +46,40 @@ def parse_resource(body: Mapping[str, Any]) -> Resource:
         spec=spec,
         status=parse_status(body.get("status")),
         retry_version=(meta.get("annotations") or {}).get(c.ANNOTATION_RETRY),
+        active_version_managers=tuple(body.get(ACTIVE_VERSION_MANAGERS) or ())
+        or active_version_managers(meta),
     )
+
+
+ACTIVE_VERSION_MANAGERS = "activeVersionManagers"  # kept beside a cached body (handlers)
+
+
+def active_version_managers(meta: Mapping[str, Any]) -> tuple[str, ...]:
+    """Who owns spec.activeVersion, read from managedFields."""
+    return tuple(
+        sorted(
+            {
+                str(entry.get("manager"))
+                for entry in meta.get("managedFields") or ()
+                if "f:activeVersion" in ((entry.get("fieldsV1") or {}).get("f:spec") or {})
+            }
+        )
+    )
+
+
+def released(entries: list[dict[str, Any]], manager: str) -> list[dict[str, Any]]:
+    """managedFields without `manager`'s hold on spec.activeVersion (an entry left
+    owning nothing is dropped)."""
+    out = []
+    for entry in entries:
+        spec = ((entry.get("fieldsV1") or {}).get("f:spec")) or {}
+        if entry.get("manager") != manager or "f:activeVersion" not in spec:
+            out.append(entry)
+            continue
+        rest = {k: v for k, v in spec.items() if k != "f:activeVersion"}
+        fields = {k: v for k, v in entry["fieldsV1"].items() if k != "f:spec"}
+        if rest:
+            fields["f:spec"] = rest
+        if fields:
+            out.append({**entry, "fieldsV1": fields})
+    return out

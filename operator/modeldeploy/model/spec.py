@@ -37,6 +37,11 @@ class TemplateSpec:
     resources: JSON | None = None
     node_selector: JSON | None = None
     tolerations: tuple[JSON, ...] = ()
+    # None: the "restricted" Pod Security Standard's settings (render.py); set to own them.
+    pod_security_context: JSON | None = None
+    security_context: JSON | None = None  # the model container's
+    service_account_name: str | None = None
+    automount_service_account_token: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,12 @@ class RolloutPolicy:
     unschedulable_grace_s: int = 60
     max_surge: int = 1
     history_limit: int = 20
+    on_failure: str = c.ON_FAILURE_REVERT_SPEC  # or ON_FAILURE_KEEP_SPEC
+
+    @property
+    def keeps_spec(self) -> bool:
+        """KeepSpec: a failure puts the Deployment back, never rewrites the spec."""
+        return self.on_failure == c.ON_FAILURE_KEEP_SPEC
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,15 @@ class AnalysisSpec:
 
 
 @dataclass(frozen=True)
+class Webhook:
+    """spec.notifications.webhook: a URL, or where in a Secret of the namespace it is."""
+
+    url: str | None = None
+    secret_name: str | None = None  # urlFrom.secretKeyRef: the URL is a credential
+    secret_key: str | None = None
+
+
+@dataclass(frozen=True)
 class Spec:
     active_version: str
     versions: Mapping[str, VersionSpec]  # by name, built once per parse (B12)
@@ -84,7 +104,7 @@ class Spec:
     template: TemplateSpec = TemplateSpec()
     service: ServiceSpec = ServiceSpec()
     rollout: RolloutPolicy = RolloutPolicy()
-    webhook_url: str | None = None  # spec.notifications.webhook.url
+    webhook: Webhook | None = None
     analysis: AnalysisSpec | None = None
 
     @property
@@ -102,6 +122,10 @@ TEMPLATE_KEYS: Keys = {
     "resources": ("resources", dict),
     "nodeSelector": ("node_selector", dict),
     "tolerations": ("tolerations", tuple),
+    "podSecurityContext": ("pod_security_context", dict),
+    "securityContext": ("security_context", dict),
+    "serviceAccountName": ("service_account_name", str),
+    "automountServiceAccountToken": ("automount_service_account_token", bool),
 }
 SERVICE_KEYS: Keys = {"enabled": ("enabled", bool), "port": ("port", int)}
 ROLLOUT_KEYS: Keys = {
@@ -112,6 +136,7 @@ ROLLOUT_KEYS: Keys = {
     "unschedulableGraceSeconds": ("unschedulable_grace_s", int),
     "maxSurge": ("max_surge", int),
     "historyLimit": ("history_limit", int),
+    "onFailure": ("on_failure", str),
 }
 CHECK_KEYS: Keys = {
     "name": ("name", str),
@@ -208,13 +233,25 @@ def parse_spec(raw: Mapping[str, Any]) -> Spec:
         template=TemplateSpec(**known(raw.get("template"), TEMPLATE_KEYS)),
         service=ServiceSpec(**known(raw.get("service"), SERVICE_KEYS)),
         rollout=RolloutPolicy(**known(raw.get("rollout"), ROLLOUT_KEYS)),
-        webhook_url=((raw.get("notifications") or {}).get("webhook") or {}).get("url"),
+        webhook=parse_webhook((raw.get("notifications") or {}).get("webhook")),
         analysis=parse_analysis(raw.get("analysis")),
         **known(raw, SPEC_KEYS),
     )
     if spec.replicas < 0:
         raise SpecError("spec.replicas must be >= 0")
     return spec
+
+
+def parse_webhook(raw: Mapping[str, Any] | None) -> Webhook | None:
+    if not raw:
+        return None
+    secret = (raw.get("urlFrom") or {}).get("secretKeyRef") or {}
+    webhook = Webhook(
+        url=raw.get("url"), secret_name=secret.get("name"), secret_key=secret.get("key")
+    )
+    if (webhook.url is None) == (webhook.secret_name is None):
+        raise SpecError("spec.notifications.webhook needs url or urlFrom.secretKeyRef, not both")
+    return webhook
 
 
 def parse_analysis(raw: Mapping[str, Any] | None) -> AnalysisSpec | None:

@@ -111,6 +111,7 @@ class Revert:
     from_version: str
     to_version: str
     at: datetime
+    generation: int | None = None  # the resource's generation once reverted
 
 
 @dataclass(frozen=True)

@@ -65,4 +65,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: ["", events.k8s.io]
   resources: [events]
   verbs: [create]
+# A webhook URL kept in a Secret (notifications.webhook.urlFrom): read by name only
+# when a notification is sent; never listed or watched, never logged.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
 {{- end -}}
