@@ -67,6 +67,7 @@ class Kube:
         self.apps: Any = kubernetes.client.AppsV1Api(self.api)
         self.custom: Any = kubernetes.client.CustomObjectsApi(self.api)
         self.rbac: Any = kubernetes.client.RbacAuthorizationV1Api(self.api)
+        self.discovery: Any = kubernetes.client.DiscoveryV1Api(self.api)
 
     def create(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         created: dict[str, Any] = self.custom.create_namespaced_custom_object(

@@ -249,7 +249,7 @@ def test_operator_runs_on_its_service_account_rbac_alone(
         ["kubectl", "create", "namespace", "modeldeploy-system"], capture_output=True, check=False
     )  # may exist from an earlier run
     subprocess.run(
-        ["kubectl", "apply", "-f", str(ROOT / "deploy" / "rbac.yaml")],
+        ["kubectl", "apply", "-f", str(ROOT / "deploy" / "base" / "rbac.yaml")],
         capture_output=True,
         check=True,
     )
