@@ -159,11 +159,27 @@ class KubeCluster:
                     _request_timeout=DEADLINE,
                 )
         except ApiException as error:
-            if _failed_precondition(error):
-                logger.debug("status of %s/%s is stale", resource.namespace, resource.name)
-                return False
-            raise
-        return True
+            if not _failed_precondition(error):
+                raise
+        except Refused as refusal:
+            if not self._moved_on(resource, resource_version, refusal):
+                raise
+        else:
+            return True
+        logger.debug("status of %s/%s is stale", resource.namespace, resource.name)
+        return False
+
+    def _moved_on(self, resource: Resource, resource_version: str, refusal: Refused) -> bool:
+        """Whether a 422 answering a patch guarded by `resource_version` was its `test`
+        failing: since 1.33 the API server says only "the server rejected our request due
+        to an error in our request" for that, so ask for the object's version instead."""
+        if refusal.code != 422:
+            return False
+        try:
+            current = self.get(resource.namespace, resource.name)
+        except LookupError:
+            return True
+        return bool(current["metadata"].get("resourceVersion") != resource_version)
 
     def change_spec(self, resource: Resource, change: SpecChange) -> bool:
         """The conditional spec write: JSON-patch `test`s let a user's edit win.
@@ -246,7 +262,13 @@ class KubeCluster:
             {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
             {"op": "replace", "path": "/metadata/managedFields", "value": fields},
         ]
-        if self.patch(resource.namespace, resource.name, patch):
+        try:
+            applied = self.patch(resource.namespace, resource.name, patch)
+        except Refused as refusal:
+            if not self._moved_on(resource, meta["resourceVersion"], refusal):
+                raise
+            applied = False
+        if applied:
             logger.info("released spec.activeVersion of %s/%s", resource.namespace, resource.name)
 
     def get(self, namespace: str, name: str) -> JSON:

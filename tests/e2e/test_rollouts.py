@@ -12,6 +12,7 @@ from modeldeploy.constants import ANNOTATION_RETRY, GROUP, PLURAL, VERSION
 from modeldeploy.core.plan import SpecChange
 from modeldeploy.kube import KubeCluster
 from modeldeploy.model.resource import parse_resource
+from modeldeploy.reconcile import Refused
 from testbed.support import OperatorProcess
 from tests.e2e.helpers import (
     Kube,
@@ -313,6 +314,23 @@ def test_revert_patch_applies_only_while_spec_names_the_failed_version(
     revert = SpecChange(set_version="v1", expect_version="v2")
     assert KubeCluster().change_spec(resource, revert) is False
     assert kube.get(namespace, name)["spec"]["activeVersion"] == "v3"
+
+
+def test_a_stale_status_write_is_stale_and_a_refused_one_is_refused(
+    kube: Kube, namespace: str
+) -> None:
+    # The API server answers a failed JSON-patch `test` with a bare 422, like a real
+    # refusal: only the first may be taken for staleness (no operator runs here).
+    kube.create(namespace, model_deployment("guarded", {"v1": GOOD}, "v1"))
+    resource = parse_resource(kube.get(namespace, "guarded"))
+    current = kube.get(namespace, "guarded")["metadata"]["resourceVersion"]
+    cluster = KubeCluster()
+    assert cluster.replace_status(resource, "1", {"phase": "Pending"}) is False
+    with pytest.raises(Refused) as refused:
+        cluster.replace_status(resource, current, {"phase": "Sideways"})
+    assert refused.value.code == 422
+    assert "Sideways" in refused.value.message  # the API server's own words
+    assert cluster.replace_status(resource, current, {"phase": "Pending"}) is True
 
 
 # ------------------------------------------------------------ B10 crash safety
