@@ -39,6 +39,7 @@ class PodState:
     containers: tuple[ContainerState, ...] = ()
     unschedulable_since: datetime | None = None
     unschedulable_message: str | None = None
+    uid: str = ""  # which object this is, for pruning the caches (runtime.py)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class ChildState:
     ready_replicas: int = 0
     available_replicas: int = 0
     progress_deadline_exceeded: bool = False
+    uid: str = ""  # which object this is, for pruning the caches (runtime.py)
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ def parse_child(body: Mapping[str, Any]) -> ChildState:
             k.get("type") == "Progressing" and k.get("reason") == c.REASON_PROGRESS_DEADLINE
             for k in conditions
         ),
+        uid=meta.get("uid", ""),
     )
 
 
@@ -143,6 +146,7 @@ def parse_pod(body: Mapping[str, Any]) -> PodState:
         if unschedulable
         else None,
         unschedulable_message=scheduled.get("message") if unschedulable else None,
+        uid=meta.get("uid", ""),
     )
 
 
