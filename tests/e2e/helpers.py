@@ -240,6 +240,14 @@ def release_and_await_revert(
     wait_for(lambda: reverted_to(kube, namespace, name, "v1"), 60, "the revert to v1")
 
 
+def rendered(kube: Kube, namespace: str, name: str, version: str) -> bool:
+    """The operator's Deployment runs `version`'s pod template."""
+    deployment = kube.deployment_or_none(namespace, name)
+    return bool(
+        deployment and deployment.spec.template.metadata.labels["modeldeploy.io/version"] == version
+    )
+
+
 def ready(kube: Kube, namespace: str, name: str) -> bool:
     return kube.condition(namespace, name, "Ready").get("status") == "True"
 

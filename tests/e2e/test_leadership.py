@@ -19,7 +19,14 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from tests.e2e.conftest import Operator
-from tests.e2e.helpers import Kube, model_deployment, revert_scenario, reverted_to, wait_for
+from tests.e2e.helpers import (
+    Kube,
+    model_deployment,
+    rendered,
+    revert_scenario,
+    reverted_to,
+    wait_for,
+)
 
 GOOD, CRASHING = "registry.example/m:1", "registry.example/m:2-crashloop"
 LEASE = "modeldeploy-operator"
@@ -83,13 +90,6 @@ def takeover_seconds(kube: Kube, namespace: str, since: datetime) -> float:
     """From the signal to the new holder's acquireTime (the Lease's own record of it)."""
     acquired = datetime.fromisoformat(str(lease(kube, namespace)["acquireTime"]))
     return round((acquired - since).total_seconds(), 2)
-
-
-def rendered(kube: Kube, namespace: str, name: str, version: str) -> bool:
-    deployment = kube.deployment_or_none(namespace, name)
-    return bool(
-        deployment and deployment.spec.template.metadata.labels["modeldeploy.io/version"] == version
-    )
 
 
 def assert_one_revert(kube: Kube, namespace: str, name: str) -> None:
