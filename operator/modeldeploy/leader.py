@@ -120,6 +120,14 @@ def release_spec(previous: JSON, now: datetime) -> JSON:
     }
 
 
+def brief(error: Exception) -> str:
+    """One line about a failed call: its HTTP status if it had one, else its first line."""
+    status = getattr(error, "status", None)
+    if status is not None:
+        return f"HTTP {status} {getattr(error, 'reason', '')}".rstrip()
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+
+
 class Elector:
     """Acquires, renews and releases the Lease; `may_write` fences every write."""
 
@@ -197,7 +205,9 @@ class Elector:
             try:
                 won = await loop.run_in_executor(self._pool, self.try_acquire_or_renew)
             except Exception as error:  # an unreachable or refusing API server: try again
-                logger.warning("leader election: lease %s failed: %s", self.identity, error)
+                logger.warning(
+                    "leader election: %s could not reach the lease: %s", self.identity, brief(error)
+                )
                 won = False
             if won and (not is_leader or failed):
                 if not is_leader:
