@@ -25,6 +25,7 @@ from modeldeploy.model.spec import JSON
 logger = logging.getLogger(__name__)
 
 DEFAULT_LEASE_NAME = "modeldeploy-operator"
+EXPIRY_MARGIN_S = 0.01  # try just after the expiry, not on it
 
 
 class Leases(Protocol):
@@ -219,7 +220,17 @@ class Elector:
                 logger.warning("leader election: %s lost the lease; following", self.identity)
                 following()
             failed = not won
-            await asyncio.sleep(max(0.0, began + self.timing.retry_period - self._clock()))
+            await asyncio.sleep(self.pause(began))
+
+    def pause(self, began: float) -> float:
+        """Until the next attempt: a retry period after the last one began, or sooner, right
+        after the Lease we watch expires, so a takeover waits the duration, not one tick more."""
+        now = self._clock()
+        pause = max(0.0, began + self.timing.retry_period - now)
+        seen = self._seen
+        if seen is not None and seen.held_by_another(self.identity, now):
+            pause = min(pause, seen.seen_at + seen.duration - now + EXPIRY_MARGIN_S)
+        return pause
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

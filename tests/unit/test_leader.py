@@ -128,6 +128,22 @@ def test_a_follower_waits_a_full_duration_from_the_last_change_it_saw() -> None:
     assert (lease.spec["holderIdentity"], lease.spec["leaseTransitions"]) == ("b", 1)
 
 
+def test_a_follower_tries_again_right_when_the_lease_it_watches_expires() -> None:
+    lease, clock = MemoryLease(), Clock()
+    a, b = elector(lease, clock, "a"), elector(lease, clock, "b")
+    a.try_acquire_or_renew()
+    began = clock.now
+    assert not b.try_acquire_or_renew()  # b sees a's Lease now: it expires in 15 s
+    assert b.pause(began) == pytest.approx(2.0)  # a retry period: sooner than the expiry
+    clock.now += 14.5
+    began = clock.now
+    assert not b.try_acquire_or_renew()
+    assert b.pause(began) == pytest.approx(0.51)  # not the full 2 s: just past the expiry
+    clock.now += b.pause(began)
+    assert b.try_acquire_or_renew()
+    assert a.pause(clock.now - 5) == 0.0  # its attempt is overdue: at once
+
+
 def test_expiry_is_judged_by_the_local_clock_not_the_lease_times() -> None:
     lease, clock = MemoryLease(), Clock()
     stale = claim("a", TIMING, None, datetime(2020, 1, 1, tzinfo=UTC))  # renewTime long ago
