@@ -30,6 +30,7 @@ _APPLY = "application/apply-patch+yaml"
 _JSON_PATCH = "application/json-patch+json"
 _STALE = (409, 422)  # resourceVersion moved on, or a JSON-patch `test` failed
 _METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+_LIST_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds: a hung LIST must not hold up a resync
 Identity = tuple[str, str, str]  # (namespace, name, uid) of one object
 _SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
@@ -261,7 +262,12 @@ class KubeCluster:
         scope = f"/namespaces/{namespace}" if namespace else ""
         query = [("labelSelector", selector)] if selector else []
         listed = request_json(
-            self.api, "GET", f"{api_path}{scope}/{plural}", query=query, accept=_METADATA_LIST
+            self.api,
+            "GET",
+            f"{api_path}{scope}/{plural}",
+            query=query,
+            accept=_METADATA_LIST,
+            timeout=_LIST_TIMEOUT,
         )
         return {
             (m.get("namespace", ""), m["name"], m["uid"])
@@ -274,12 +280,13 @@ def request_json(
     method: str,
     path: str,
     *,
+    timeout: tuple[float, float],
     query: list[tuple[str, str]] | None = None,
     body: JSON | None = None,
     accept: str = "application/json",
-    timeout: tuple[float, float] | None = None,
 ) -> JSON:
-    """One request with the client's credentials; the JSON answer, or ApiException if not 2xx."""
+    """One request with the client's credentials and a (connect, read) deadline in seconds;
+    the JSON answer, or ApiException if not 2xx."""
     headers = {"Accept": accept}
     if body is not None:
         headers["Content-Type"] = "application/json"
