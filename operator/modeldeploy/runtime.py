@@ -36,6 +36,7 @@ DEFAULT_STALL_TIMEOUT_S = 120.0  # --stall-timeout
 SELECTOR = f"{c.LABEL_MANAGED_BY}={c.MANAGER}"  # children are watched and listed with it
 RESYNC_DEBOUNCE_S = 1.0  # a re-list brings a burst of events: one resync after it
 RESYNC_PERIOD_S = 600.0  # a backstop for a re-list that brought no event at all
+CATCH_UP_RESYNC_S = 10.0  # the longest a new leader waits for its resync before reconciling
 
 
 @dataclass(frozen=True)
@@ -190,8 +191,16 @@ class Runtime:
         self._spawn(self._catch_up())
 
     async def _catch_up(self) -> None:
-        """On leading (or back after an outage): forget the gone, reconcile every key once."""
-        await self.resync()
+        """On leading (or back after an outage): forget the gone, reconcile every key once.
+
+        The resync goes first, but a slow API server does not hold the work up for long:
+        past CATCH_UP_RESYNC_S the keys go out and the resync is tried again later.
+        """
+        try:
+            await asyncio.wait_for(self.resync(), CATCH_UP_RESYNC_S)
+        except TimeoutError:
+            logger.warning("resync took over %gs; reconciling, resyncing later", CATCH_UP_RESYNC_S)
+            self._resync_wanted.set()
         for key in list(self.caches.resources):
             self.queue.add(key)
         self.queue.resume()
@@ -223,34 +232,38 @@ class Runtime:
         re-lists after 410 Gone never sends one for what was deleted meanwhile. An
         entry cached before the LIST began and absent from it is gone for good.
         """
+        cached = {kind: self.caches.identities(index) for kind, index in self.caches.indexes()}
+        kinds = [kind for kind, identities in cached.items() if identities]
+        listed = await asyncio.gather(*(self._live(kind) for kind in kinds), return_exceptions=True)
+        for kind, live in zip(kinds, listed, strict=True):
+            if isinstance(live, BaseException):  # the API server is away; a later resync retries
+                logger.warning("resync of %s failed: %s", kind, live)
+                continue
+            for gone in cached[kind].keys() - live:
+                self._forget(kind, gone, cached[kind][gone])
+
+    async def _live(self, kind: str) -> set[Identity]:
         loop = asyncio.get_running_loop()
-        for kind, index in self.caches.indexes():
-            cached = self.caches.identities(index)
-            if not cached:
-                continue
-            watched = WATCHED[kind]
-            live: set[Identity] = set()
-            try:
-                for namespace in self.options.namespaces or (None,):
-                    live |= await loop.run_in_executor(
-                        self.pool,
-                        self.cluster.list_identities,
-                        watched.api_path,
-                        watched.plural,
-                        namespace,
-                        watched.selector,
-                    )
-            except Exception as error:  # the API server is away; the next trigger tries again
-                logger.warning("resync of %s failed: %s", kind, error)
-                continue
-            for gone in cached.keys() - live:
-                forget(index, gone)
-                key = cached[gone]
-                logger.info("forgot %s %s/%s: gone while unwatched", kind, gone[0], gone[1])
-                if kind == "resources" and key not in self.caches.resources:
-                    metrics.forget(*key)
-                else:
-                    self.queue.add(key)
+        watched = WATCHED[kind]
+        live: set[Identity] = set()
+        for namespace in self.options.namespaces or (None,):
+            live |= await loop.run_in_executor(
+                self.pool,
+                self.cluster.list_identities,
+                watched.api_path,
+                watched.plural,
+                namespace,
+                watched.selector,
+            )
+        return live
+
+    def _forget(self, kind: str, gone: Identity, key: Key) -> None:
+        forget(dict(self.caches.indexes())[kind], gone)
+        logger.info("forgot %s %s/%s: gone while unwatched", kind, gone[0], gone[1])
+        if kind == "resources" and key not in self.caches.resources:
+            metrics.forget(*key)
+        else:
+            self.queue.add(key)
 
     # ------------------------------------------------------------ health
 
