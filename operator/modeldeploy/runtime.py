@@ -173,8 +173,10 @@ class Runtime:
                 self.pool, reconcile_once, self.services, body, observed, now
             )
         except Fenced as refused:
-            # Leadership ended mid-reconcile; whoever leads now reconciles this key afresh.
+            # Leadership ended mid-reconcile: hand out nothing more until it is back (the
+            # elector resumes the queue then); whoever leads reconciles this key afresh.
             logger.info("reconcile of %s/%s stopped: %s", key[0], key[1], refused)
+            self.queue.pause()
             self.queue.add(key)
             return None
 
@@ -203,7 +205,8 @@ class Runtime:
             self._resync_wanted.set()
         for key in list(self.caches.resources):
             self.queue.add(key)
-        self.queue.resume()
+        if self.leads():  # leadership may have gone again while the resync ran
+            self.queue.resume()
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)
