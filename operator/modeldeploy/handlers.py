@@ -24,6 +24,9 @@ MANAGED = {c.LABEL_MANAGED_BY: c.MANAGER}
 # server back after a short outage was seen up to half a minute late. Retry every second
 # instead, for about as long in all, before kopf gives that request up.
 API_RETRY_BACKOFFS = (0.5,) + (1.0,) * 60
+# kopf's own requests (its LISTs; a watch's connect) get deadlines: 5 s to connect, 60 s in all
+# (a LIST; a watch stream is ended by its inactivity timeout instead, 70 s without an event).
+CONNECT_TIMEOUT_S, REQUEST_TIMEOUT_S = 5.0, 60.0
 
 
 def runtime_of(memo: kopf.Memo) -> Runtime:
@@ -48,6 +51,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     )
     settings.posting.enabled = False  # we post our own Events, on transitions only
     settings.networking.error_backoffs = API_RETRY_BACKOFFS
+    settings.networking.connect_timeout = CONNECT_TIMEOUT_S
+    settings.networking.request_timeout = REQUEST_TIMEOUT_S
     settings.scanning.disabled = True  # our resources are fixed: no CRD/namespace watch (RBAC)
     for resource in (("v1", "pods"), ("apps", "v1", "deployments"), ("v1", "services")):
         settings.watching.label_selectors[resource] = SELECTOR  # server-side filtering
