@@ -12,7 +12,6 @@ import base64
 import json
 import os
 import signal
-import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -81,7 +80,3 @@ def wait_recovered(kube: Kube, timeout: float = 180) -> None:
         )
     finally:
         kube.core.delete_namespace(name)
-
-
-def monotonic_since(start: float) -> float:
-    return round(time.monotonic() - start, 2)
