@@ -13,9 +13,12 @@ import logging
 import kopf
 
 from modeldeploy import handlers
-from modeldeploy.kube import ConfigError, load_config
+from modeldeploy.kube import ConfigError, current_namespace, load_config, pod_namespace
+from modeldeploy.leader import DEFAULT_LEASE_NAME, Timing, new_identity
 from modeldeploy.model.egress import endpoint
-from modeldeploy.runtime import DEFAULT_WORKERS, Options
+from modeldeploy.runtime import DEFAULT_STALL_TIMEOUT_S, DEFAULT_WORKERS, Election, Options
+
+DEFAULT_TIMING = Timing()
 
 
 def positive(text: str) -> int:
@@ -26,6 +29,19 @@ def positive(text: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {text!r}")
     return number
+
+
+def seconds(text: str) -> float:
+    """A duration: `15s`, `500ms`, `2m`, or a bare number of seconds."""
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0}
+    unit = next((u for u in units if text.endswith(u) and text[: -len(u)]), "")
+    try:
+        value = float(text[: -len(unit)] if unit else text) * units.get(unit, 1.0)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a duration above 0 such as 15s, not {text!r}")
+    return value
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -94,6 +110,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="resources reconciled at once (each one by one worker at a time); "
         f"default {DEFAULT_WORKERS}",
     )
+    parser.add_argument(
+        "--stall-timeout",
+        type=seconds,
+        default=DEFAULT_STALL_TIMEOUT_S,
+        help="the liveness endpoint fails when queued work has seen no reconcile finish this "
+        f"long; default {DEFAULT_STALL_TIMEOUT_S:g}s",
+    )
+    election = parser.add_argument_group(
+        "leader election", "one of several replicas writes; the others keep warm caches"
+    )
+    election.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="take part in leader election on a coordination.k8s.io/v1 Lease",
+    )
+    election.add_argument(
+        "--leader-elect-namespace",
+        help="the Lease's namespace; default: the pod's, else the kubeconfig context's",
+    )
+    election.add_argument("--leader-elect-lease-name", default=DEFAULT_LEASE_NAME)
+    for flag, default, text in (
+        (
+            "lease-duration",
+            DEFAULT_TIMING.lease_duration,
+            "how long followers wait before taking an unrenewed Lease",
+        ),
+        (
+            "renew-deadline",
+            DEFAULT_TIMING.renew_deadline,
+            "a leader that has not renewed for this long stops writing",
+        ),
+        ("retry-period", DEFAULT_TIMING.retry_period, "between two attempts to acquire or renew"),
+    ):
+        election.add_argument(
+            f"--leader-elect-{flag}",
+            type=seconds,
+            default=default,
+            help=f"{text}; default {default:g}s",
+        )
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_args(argv)
 
@@ -125,6 +180,29 @@ def options_of(args: argparse.Namespace) -> Options:
         prometheus_namespace_param=args.prometheus_namespace_param,
         allowed_url_prefixes=tuple(args.allowed_url_prefix),
         webhook_deadline_s=float(args.webhook_deadline),
+        namespaces=tuple(args.namespace),
+        election=election(args),
+        stall_timeout=args.stall_timeout,
+    )
+
+
+def election(args: argparse.Namespace) -> Election | None:
+    """Leader election's settings from the flags; SystemExit with the reason if they are wrong."""
+    try:
+        timing = Timing(
+            lease_duration=args.leader_elect_lease_duration,
+            renew_deadline=args.leader_elect_renew_deadline,
+            retry_period=args.leader_elect_retry_period,
+        )
+    except ValueError as error:
+        raise SystemExit(f"modeldeploy: {error}") from None
+    if not args.leader_elect:
+        return None
+    return Election(
+        namespace=args.leader_elect_namespace or pod_namespace() or current_namespace(),
+        lease_name=args.leader_elect_lease_name,
+        identity=new_identity(),
+        timing=timing,
     )
 
 

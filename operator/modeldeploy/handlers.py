@@ -26,10 +26,16 @@ from modeldeploy.model.observed import (
 )
 from modeldeploy.model.resource import ACTIVE_VERSION_MANAGERS, active_version_managers
 from modeldeploy.reconcile import Key
-from modeldeploy.runtime import Caches, Options, Runtime
+from modeldeploy.runtime import SELECTOR, Caches, Options, Runtime, Stalled
 
 MANAGED = {c.LABEL_MANAGED_BY: c.MANAGER}
-SELECTOR = f"{c.LABEL_MANAGED_BY}={c.MANAGER}"
+# kopf retries a failed request (a watch's too) after 1, 1, 2, 3, 5, 8, 13 and 21 s: an API
+# server back after a short outage was seen up to half a minute late. Retry every second
+# instead, for about as long in all, before kopf gives that request up.
+API_RETRY_BACKOFFS = (0.5,) + (1.0,) * 60
+# kopf's own requests (its LISTs; a watch's connect) get deadlines: 5 s to connect, 60 s in all
+# (a LIST; a watch stream is ended by its inactivity timeout instead, 70 s without an event).
+CONNECT_TIMEOUT_S, REQUEST_TIMEOUT_S = 5.0, 60.0
 
 
 def runtime_of(memo: kopf.Memo) -> Runtime:
@@ -53,6 +59,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
         prefix=c.KOPF_PREFIX, key="last-handled-configuration"
     )
     settings.posting.enabled = False  # we post our own Events, on transitions only
+    settings.networking.error_backoffs = API_RETRY_BACKOFFS
+    settings.networking.connect_timeout = CONNECT_TIMEOUT_S
+    settings.networking.request_timeout = REQUEST_TIMEOUT_S
     settings.scanning.disabled = True  # our resources are fixed: no CRD/namespace watch (RBAC)
     children = (("v1", "pods"), ("apps", "v1", "deployments"), ("apps", "v1", "replicasets"))
     for resource in (*children, ("v1", "services")):
@@ -72,6 +81,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     await runtime_of(memo).stop()
+
+
+@kopf.on.probe(id="reconciling")
+async def reconciling(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
+    """Liveness: kopf's endpoint answers 500 when queued work has stopped being reconciled."""
+    try:
+        return runtime_of(memo).health()
+    except Stalled as stalled:
+        raise kopf.PermanentError(str(stalled)) from None
 
 
 # ------------------------------------------------------------------ the caches
@@ -119,19 +137,25 @@ async def pod_index(body: kopf.Body, **_: Any) -> dict[Key, PodState]:
 
 
 @kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)
-async def on_resource(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def on_resource(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     namespace, name = body.metadata.namespace or "", body.metadata.name or ""
+    runtime = runtime_of(memo)
+    if type is None:  # from a listing: at start, or after a watch lost its place (410 Gone)
+        runtime.relisted()
     if type == "DELETED":
         metrics.forget(namespace, name)
     else:
-        runtime_of(memo).queue.add((namespace, name))
+        runtime.queue.add((namespace, name))
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
 @kopf.on.event("apps", "v1", "replicasets", labels=MANAGED)
 @kopf.on.event("v1", "services", labels=MANAGED)
 @kopf.on.event("v1", "pods", labels=MANAGED)
-async def on_child(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def on_child(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    runtime = runtime_of(memo)
+    if type is None:
+        runtime.relisted()
     key = owner_key(body)
     if key:
-        runtime_of(memo).queue.add(key)
+        runtime.queue.add(key)

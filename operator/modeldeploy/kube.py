@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +33,10 @@ logger = logging.getLogger(__name__)
 _APPLY = "application/apply-patch+yaml"
 _JSON_PATCH = "application/json-patch+json"
 DEADLINE = (5.0, 30.0)  # seconds to connect, then to wait for each answer
+_METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+_LIST_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds: a hung LIST must not hold up a resync
+Identity = tuple[str, str, str]  # (namespace, name, uid) of one object
+_SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 def current_namespace() -> str:
@@ -70,21 +74,39 @@ def load_config(connections: int | None = None) -> None:
     kubernetes.client.Configuration.set_default(configuration)
 
 
+class Fenced(Exception):
+    """A write refused before it was sent: this process may not write (it does not lead)."""
+
+
 class KubeCluster:
     """Typed writes for one ModelDeployment's children, status and Events, over the API.
 
     Implements `modeldeploy.reconcile.Cluster`; the plugin uses its reads and patches
     too. Every write carries field manager `modeldeploy` and every call a deadline; a
     refusal (4xx other than a failed precondition) becomes `Refused` with the API's
-    own message, a transient error (429, 5xx, no answer) stays an ApiException.
+    own message, a transient error (429, 5xx, no answer) stays an ApiException. With a
+    `fence`, every write asks it just before the call and is refused (`Fenced`) when it
+    says no: a leader that could not renew its Lease writes nothing more.
     """
 
-    def __init__(self, api: Any | None = None) -> None:
+    def __init__(
+        self,
+        api: Any | None = None,
+        fence: Callable[[], bool] | None = None,
+        instance: str | None = None,
+    ) -> None:
         self.api = api or kubernetes.client.ApiClient()
         self.apps = kubernetes.client.AppsV1Api(self.api)
         self.core = kubernetes.client.CoreV1Api(self.api)
         self.custom = kubernetes.client.CustomObjectsApi(self.api)
-        self.instance = socket.gethostname()
+        self.instance = instance or socket.gethostname()
+        self.fence = fence
+
+    def _write(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Every write goes through here, so the fence is asked right before each one."""
+        if self.fence is not None and not self.fence():
+            raise Fenced(f"not the leader: {getattr(call, '__name__', 'write')} refused")
+        return call(*args, **kwargs)
 
     # ------------------------------------------------------------------ children
 
@@ -97,7 +119,8 @@ class KubeCluster:
             "Service": self.core.patch_namespaced_service,
         }[kind]
         with refusals():
-            call(
+            self._write(
+                call,
                 meta["name"],
                 meta["namespace"],
                 manifest,
@@ -127,7 +150,7 @@ class KubeCluster:
         delete = {"Deployment": self.apps.delete_namespaced_deployment}[kind]
         try:
             with refusals():
-                delete(name, resource.namespace, _request_timeout=DEADLINE)
+                self._write(delete, name, resource.namespace, _request_timeout=DEADLINE)
         except ApiException as error:
             if error.status != 404:
                 raise
@@ -147,7 +170,8 @@ class KubeCluster:
         ]
         try:
             with refusals():
-                self.custom.patch_namespaced_custom_object_status(
+                self._write(
+                    self.custom.patch_namespaced_custom_object_status,
                     c.GROUP,
                     c.VERSION,
                     resource.namespace,
@@ -291,7 +315,8 @@ class KubeCluster:
         (or a `remove` found nothing), `Refused` for any other refusal."""
         try:
             with refusals():
-                self.custom.patch_namespaced_custom_object(
+                self._write(
+                    self.custom.patch_namespaced_custom_object,
                     c.GROUP,
                     c.VERSION,
                     namespace,
@@ -347,9 +372,10 @@ class KubeCluster:
             "count": 1,
         }
         try:
-            self.core.create_namespaced_event(
+            self._write(
+                self.core.create_namespaced_event,
                 resource.namespace,
-                body,  # type: ignore[arg-type]
+                body,
                 field_manager=c.MANAGER,
                 _request_timeout=DEADLINE,
             )
@@ -362,6 +388,31 @@ class KubeCluster:
             logger.warning("could not post event %s: %s", event.reason, error)
             return False
         return True
+
+    # ------------------------------------------------------------------ caches
+
+    def list_identities(
+        self, api_path: str, plural: str, namespace: str | None, selector: str | None
+    ) -> set[Identity]:
+        """Who exists now: (namespace, name, uid) of every object, from a metadata-only LIST.
+
+        A consistent read (no resourceVersion), so it is at least as new as anything a
+        watch delivered before it was sent.
+        """
+        scope = f"/namespaces/{namespace}" if namespace else ""
+        query = [("labelSelector", selector)] if selector else []
+        listed = request_json(
+            self.api,
+            "GET",
+            f"{api_path}{scope}/{plural}",
+            query=query,
+            accept=_METADATA_LIST,
+            timeout=_LIST_TIMEOUT,
+        )
+        return {
+            (m.get("namespace", ""), m["name"], m["uid"])
+            for m in (item["metadata"] for item in listed.get("items") or ())
+        }
 
 
 def event_name(resource: Resource, event: Event) -> str:
@@ -416,3 +467,98 @@ def refusals() -> Iterator[None]:
         if 400 <= status < 500 and status not in (404, 429) and not _failed_precondition(error):
             raise Refused(status, api_message(error)) from None
         raise
+
+
+def request_json(
+    api: Any,
+    method: str,
+    path: str,
+    *,
+    timeout: tuple[float, float],
+    query: list[tuple[str, str]] | None = None,
+    body: JSON | None = None,
+    accept: str = "application/json",
+) -> JSON:
+    """One request with the client's credentials and a (connect, read) deadline in seconds;
+    the JSON answer, or ApiException if not 2xx."""
+    headers = {"Accept": accept}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    method, url, headers, body, _ = api.param_serialize(
+        method,
+        path,
+        query_params=query or [],
+        header_params=headers,
+        body=body,
+        auth_settings=["BearerToken"],
+    )
+    response = api.call_api(method, url, header_params=headers, body=body, _request_timeout=timeout)
+    data = response.read()
+    if not 200 <= response.status <= 299:
+        raise ApiException(http_resp=response)
+    answer: JSON = json.loads(data)
+    return answer
+
+
+class KubeLeases:
+    """One coordination.k8s.io/v1 Lease, for leader election (modeldeploy.leader.Leases).
+
+    Each call has a whole-request deadline, `_request_timeout=(connect, read)`: a
+    renewal must fail in time, not hang past the renew deadline. Its own connection
+    pool, so renewals never queue behind reconciles.
+    """
+
+    def __init__(self, namespace: str, name: str, timeout: float, api: Any | None = None) -> None:
+        self.api = api or kubernetes.client.ApiClient()
+        self.namespace, self.name = namespace, name
+        self.timeout = (timeout, timeout)
+        self.path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+
+    def read(self) -> tuple[str, JSON] | None:
+        try:
+            lease = request_json(self.api, "GET", f"{self.path}/{self.name}", timeout=self.timeout)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return str(lease["metadata"]["resourceVersion"]), dict(lease.get("spec") or {})
+
+    def create(self, spec: JSON) -> str | None:
+        body: JSON = {"metadata": {"name": self.name, "namespace": self.namespace}, "spec": spec}
+        return self._written("POST", self.path, body)
+
+    def replace(self, resource_version: str, spec: JSON) -> str | None:
+        body: JSON = {
+            "metadata": {
+                "name": self.name,
+                "namespace": self.namespace,
+                "resourceVersion": resource_version,  # optimistic: 409 if it moved on
+            },
+            "spec": spec,
+        }
+        return self._written("PUT", f"{self.path}/{self.name}", body)
+
+    def _written(self, method: str, path: str, body: JSON) -> str | None:
+        try:
+            lease = request_json(
+                self.api,
+                method,
+                path,
+                body=body,
+                query=[("fieldManager", c.MANAGER)],
+                timeout=self.timeout,
+            )
+        except ApiException as error:
+            if error.status == 409:  # created meanwhile, or no longer at that version
+                return None
+            raise
+        return str(lease["metadata"]["resourceVersion"])
+
+
+def pod_namespace() -> str | None:
+    """The namespace this pod runs in, from its ServiceAccount mount; None outside a pod."""
+    try:
+        with open(_SERVICE_ACCOUNT_NAMESPACE, encoding="utf-8") as mounted:
+            return mounted.read().strip() or None
+    except OSError:
+        return None

@@ -2,14 +2,17 @@
 
 Built once by the kopf startup handler (handlers.py) from the flags (`Options`)
 and kopf's indexes; every watch event marks a key in its queue, and its workers
-run `reconcile_once` on their own thread pool.
+run `reconcile_once` on their own thread pool. With leader election, only the
+leader's queue hands out keys, and every write is fenced by its Lease.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-from collections.abc import Callable, Iterable, Mapping
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -17,9 +20,11 @@ from typing import Any
 
 import kopf
 
+from modeldeploy import constants as c
 from modeldeploy import metrics
 from modeldeploy.core.render import standby_name
-from modeldeploy.kube import KubeCluster
+from modeldeploy.kube import Fenced, Identity, KubeCluster, KubeLeases
+from modeldeploy.leader import Elector, Timing
 from modeldeploy.model.egress import EgressPolicy
 from modeldeploy.model.observed import ChildState, Observed, PodState, ReplicaSetState
 from modeldeploy.model.settings import Settings
@@ -28,7 +33,24 @@ from modeldeploy.prometheus import Analyzer, Sources
 from modeldeploy.reconcile import Key, Memory, Services, reconcile_once
 from modeldeploy.workqueue import WorkQueue
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_WORKERS = 16  # reconciles at once; --workers
+DEFAULT_STALL_TIMEOUT_S = 120.0  # --stall-timeout
+SELECTOR = f"{c.LABEL_MANAGED_BY}={c.MANAGER}"  # children are watched and listed with it
+RESYNC_DEBOUNCE_S = 1.0  # a re-list brings a burst of events: one resync after it
+RESYNC_PERIOD_S = 600.0  # a backstop for a re-list that brought no event at all
+CATCH_UP_RESYNC_S = 10.0  # the longest a new leader waits for its resync before reconciling
+
+
+@dataclass(frozen=True)
+class Election:
+    """Leader election's settings (--leader-elect-*)."""
+
+    namespace: str
+    lease_name: str
+    identity: str
+    timing: Timing
 
 
 @dataclass(frozen=True)
@@ -45,6 +67,10 @@ class Options:
     allowed_url_prefixes: tuple[str, ...] = ()
     webhook_deadline_s: float = 3.0
 
+    namespaces: tuple[str, ...] = ()  # empty: all namespaces
+    election: Election | None = None
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT_S
+
     def egress(self) -> EgressPolicy:
         """The allow-list, with the admin's own endpoints always on it."""
         return EgressPolicy.of(
@@ -53,6 +79,41 @@ class Options:
             self.prometheus_url,
             *self.prometheus_for.values(),
         )
+
+
+@dataclass(frozen=True)
+class Watched:
+    """Where a cache's objects come from: the API path, the plural, the label selector."""
+
+    api_path: str
+    plural: str
+    selector: str | None
+
+
+WATCHED = {
+    "resources": Watched(f"/apis/{c.GROUP}/{c.VERSION}", c.PLURAL, None),
+    "deployments": Watched("/apis/apps/v1", "deployments", SELECTOR),
+    "replica_sets": Watched("/apis/apps/v1", "replicasets", SELECTOR),
+    "services": Watched("/api/v1", "services", SELECTOR),
+    "pods": Watched("/api/v1", "pods", SELECTOR),
+}
+
+
+def identity(key: Key, value: Any) -> Identity:
+    """Which object a cached value came from: (namespace, name, uid), kopf's own index key."""
+    if isinstance(value, Mapping):
+        meta = value["metadata"]
+        return (meta.get("namespace", ""), meta.get("name", ""), meta.get("uid", ""))
+    return (key[0], value.name, value.uid)
+
+
+def forget(index: kopf.Index[Any, Any], gone: Identity) -> None:
+    """Drop one object from a kopf index, as its DELETED event would have.
+
+    kopf (1.45) exposes no public way; `_discard` is what its indexer calls on
+    DELETED. tests/e2e/test_leadership.py proves this still works on every run.
+    """
+    index._discard(gone)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -79,6 +140,18 @@ class Caches:
             pods=tuple(self.pods.get(key, ())),
         )
 
+    def indexes(self) -> Iterator[tuple[str, kopf.Index[Key, Any]]]:
+        yield from (
+            ("resources", self.resources),
+            ("deployments", self.deployments),
+            ("replica_sets", self.replica_sets),
+            ("services", self.services),
+            ("pods", self.pods),
+        )
+
+    def identities(self, index: kopf.Index[Key, Any]) -> dict[Identity, Key]:
+        return {identity(key, value): key for key, store in index.items() for value in store}
+
 
 def _named(children: Iterable[ChildState], name: str) -> ChildState | None:
     """The child named after the resource: a labelled one of another name is not ours."""
@@ -90,7 +163,9 @@ class Runtime:
 
     def __init__(self, options: Options, caches: Caches) -> None:
         loop = asyncio.get_running_loop()
+        self.options = options
         self.caches = caches
+        self.elector = elector(options.election)
         policy = options.egress()
         self.notifier = Notifier(policy, deadline_s=options.webhook_deadline_s)
         sources = Sources(
@@ -102,8 +177,12 @@ class Runtime:
         self.analyzer = Analyzer(
             sources, wake=lambda key: loop.call_soon_threadsafe(self.queue.add, key)
         )
+        self.cluster = KubeCluster(
+            fence=self.elector.may_write if self.elector else None,
+            instance=options.election.identity if options.election else None,
+        )
         self.services = Services(
-            cluster=KubeCluster(),
+            cluster=self.cluster,
             notifier=self.notifier,
             measurer=self.analyzer,
             settings=Settings(egress=policy),
@@ -114,8 +193,13 @@ class Runtime:
         self.pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="reconcile")
         self.queue: WorkQueue[Key] = WorkQueue(self.reconcile, workers=options.workers)
         self.memory: dict[Key, Memory] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._resync_wanted = asyncio.Event()
         if options.metrics_port:
             metrics.serve(options.metrics_port, options.metrics_address)
+
+    def leads(self) -> bool:
+        return self.elector is None or self.elector.may_write()
 
     async def reconcile(self, key: Key) -> float | None:
         snapshot = self.caches.read(key)
@@ -127,12 +211,20 @@ class Runtime:
         loop = asyncio.get_running_loop()
         memory = self.memory.setdefault(key, Memory())
         now = datetime.now(UTC)
-        return await loop.run_in_executor(
-            self.pool,
-            functools.partial(
-                reconcile_once, self.services, body, observed, now, memory, self._waker(key)
-            ),
-        )
+        try:
+            return await loop.run_in_executor(
+                self.pool,
+                functools.partial(
+                    reconcile_once, self.services, body, observed, now, memory, self._waker(key)
+                ),
+            )
+        except Fenced as refused:
+            # Leadership ended mid-reconcile: hand out nothing more until it is back (the
+            # elector resumes the queue then); whoever leads reconciles this key afresh.
+            logger.info("reconcile of %s/%s stopped: %s", key[0], key[1], refused)
+            self.queue.pause()
+            self.queue.add(key)
+            return None
 
     def _waker(self, key: Key) -> Callable[[], None]:
         """Queues `key` from any thread (a webhook finished)."""
@@ -143,11 +235,133 @@ class Runtime:
 
         return wake
 
+    # ------------------------------------------------------------ leadership
+
     def start(self) -> None:
         self.queue.start()
+        self._spawn(self._resync_loop())
+        if self.elector is not None:
+            self.queue.pause()  # a follower until the Lease says otherwise
+            self._spawn(self.elector.run(self._lead, self.queue.pause))
+
+    def _lead(self) -> None:
+        self._spawn(self._catch_up())
+
+    async def _catch_up(self) -> None:
+        """On leading (or back after an outage): forget the gone, reconcile every key once.
+
+        The resync goes first, but a slow API server does not hold the work up for long:
+        past CATCH_UP_RESYNC_S the keys go out and the resync is tried again later.
+        """
+        try:
+            await asyncio.wait_for(self.resync(), CATCH_UP_RESYNC_S)
+        except TimeoutError:
+            logger.warning("resync took over %gs; reconciling, resyncing later", CATCH_UP_RESYNC_S)
+            self._resync_wanted.set()
+        for key in list(self.caches.resources):
+            self.queue.add(key)
+        if self.leads():  # leadership may have gone again while the resync ran
+            self.queue.resume()
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------ stale caches
+
+    def relisted(self) -> None:
+        """A watch listed again (kopf does after 410 Gone): what it missed is still cached."""
+        self._resync_wanted.set()
+
+    async def _resync_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._resync_wanted.wait(), RESYNC_PERIOD_S)
+            await asyncio.sleep(RESYNC_DEBOUNCE_S)
+            self._resync_wanted.clear()
+            if self.leads():
+                await self.resync()
+
+    async def resync(self) -> None:
+        """Forget cached objects that no longer exist, by a fresh LIST of each kind.
+
+        kopf's indexes drop an object only on its DELETED event, and a watch that
+        re-lists after 410 Gone never sends one for what was deleted meanwhile. An
+        entry cached before the LIST began and absent from it is gone for good.
+        """
+        cached = {kind: self.caches.identities(index) for kind, index in self.caches.indexes()}
+        kinds = [kind for kind, identities in cached.items() if identities]
+        listed = await asyncio.gather(*(self._live(kind) for kind in kinds), return_exceptions=True)
+        for kind, live in zip(kinds, listed, strict=True):
+            if isinstance(live, BaseException):  # the API server is away; a later resync retries
+                logger.warning("resync of %s failed: %s", kind, live)
+                continue
+            for gone in cached[kind].keys() - live:
+                self._forget(kind, gone, cached[kind][gone])
+
+    async def _live(self, kind: str) -> set[Identity]:
+        loop = asyncio.get_running_loop()
+        watched = WATCHED[kind]
+        live: set[Identity] = set()
+        for namespace in self.options.namespaces or (None,):
+            live |= await loop.run_in_executor(
+                self.pool,
+                self.cluster.list_identities,
+                watched.api_path,
+                watched.plural,
+                namespace,
+                watched.selector,
+            )
+        return live
+
+    def _forget(self, kind: str, gone: Identity, key: Key) -> None:
+        forget(dict(self.caches.indexes())[kind], gone)
+        logger.info("forgot %s %s/%s: gone while unwatched", kind, gone[0], gone[1])
+        if kind == "resources" and key not in self.caches.resources:
+            metrics.forget(*key)
+        else:
+            self.queue.add(key)
+
+    # ------------------------------------------------------------ health
+
+    def health(self) -> dict[str, Any]:
+        """The liveness probe's answer; Stalled when queued work waited past the stall timeout."""
+        waited = self.queue.stalled_for()
+        if waited > self.options.stall_timeout:
+            raise Stalled(
+                f"work is queued and no reconcile has finished for {waited:.0f}s "
+                f"(--stall-timeout {self.options.stall_timeout:g}s)"
+            )
+        return {"leading": self.leads(), "waitedSeconds": round(waited, 1)}
 
     async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.elector is not None:
+            self.queue.pause()
+            try:
+                released = await self.elector.resign()
+            except Exception as error:  # exiting anyway: the Lease then expires on its own
+                logger.warning("could not release the lease: %s", error)
+            else:
+                logger.info("released the lease" if released else "held no lease to release")
+            self.elector.close()
         await self.queue.stop()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.notifier.close()
         self.analyzer.close()
+
+
+class Stalled(Exception):
+    """Queued work has waited too long with no reconcile finishing: the process is stuck."""
+
+
+def elector(election: Election | None) -> Elector | None:
+    if election is None:
+        return None
+    leases = KubeLeases(
+        election.namespace, election.lease_name, timeout=election.timing.request_timeout
+    )
+    return Elector(leases, election.identity, election.timing)

@@ -3,13 +3,15 @@
 Sits beside the kube layer, below the handlers: watch events for a
 ModelDeployment or any of its children only *mark* its key dirty; workers then
 reconcile each key from the latest cached state, one reconcile per key at a time,
-so a burst of pod events costs one reconcile, not one per event.
+so a burst of pod events costs one reconcile, not one per event. A paused queue
+(a follower's) keeps collecting keys but hands none out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
@@ -32,12 +34,18 @@ class WorkQueue(Generic[K]):
         self._failures: dict[K, int] = {}
         self._timers: dict[K, asyncio.TimerHandle] = {}  # one pending deadline per key
         self._tasks: list[asyncio.Task[None]] = []
+        self._open = asyncio.Event()
+        self._open.set()
+        self._progress_at = time.monotonic()  # the last reconcile's end, or the last resume
 
     def add(self, key: K, delay: float = 0.0) -> None:
         """Ask for `key` to be reconciled (after `delay` seconds)."""
         if delay > 0:
             self._add_later(key, delay)
-        elif key in self._active:
+            return
+        if self.idle():
+            self._progress_at = time.monotonic()  # the wait for a reconcile starts now
+        if key in self._active:
             self._dirty.add(key)  # reconcile again once the running one ends
         elif key not in self._queued:
             self._queued.add(key)
@@ -69,9 +77,28 @@ class WorkQueue(Generic[K]):
     def idle(self) -> bool:
         return not (self._queued or self._active)
 
+    def pause(self) -> None:
+        """Hand out no more keys (running reconciles finish); adds are still collected."""
+        self._open.clear()
+
+    def resume(self) -> None:
+        if not self._open.is_set():
+            self._progress_at = time.monotonic()
+            self._open.set()
+
+    def stalled_for(self) -> float:
+        """Seconds that work has waited with no reconcile ending (0 when idle or paused)."""
+        if self.idle() or not self._open.is_set():
+            return 0.0
+        return time.monotonic() - self._progress_at
+
     async def _work(self) -> None:
         while True:
             key = await self._queue.get()
+            if not self._open.is_set():
+                self._queue.put_nowait(key)  # still queued; handed out once resumed
+                await self._open.wait()
+                continue
             self._queued.discard(key)
             self._active.add(key)
             requeue: float | None = None
@@ -85,6 +112,7 @@ class WorkQueue(Generic[K]):
                 logger.exception("reconcile of %s failed; retrying in %.1fs", key, requeue)
             finally:
                 self._active.discard(key)
+                self._progress_at = time.monotonic()  # a failure is progress too: not stuck
             if key in self._dirty:
                 self._dirty.discard(key)
                 self.add(key)

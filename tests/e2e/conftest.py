@@ -71,9 +71,9 @@ def namespace(kube: Kube) -> Iterator[str]:
     kube.core.delete_namespace(name)
 
 
-def namespaced_operator(namespace: str, tmp_path: Path) -> OperatorProcess:
+def namespaced_operator(namespace: str, log_path: Path) -> OperatorProcess:
     """The operator limited to the test's namespace, logging verbosely for its report."""
-    return OperatorProcess(tmp_path / "operator.log", "--namespace", namespace, "--verbose")
+    return OperatorProcess(log_path, "--namespace", namespace, "--verbose")
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ def operator(
     namespace: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[OperatorProcess]:
     """A running operator for the test's namespace."""
-    running = namespaced_operator(namespace, tmp_path)
+    running = namespaced_operator(namespace, tmp_path / "operator.log")
     running.start()
     request.node.operator_log = running.log
     yield running
@@ -93,7 +93,7 @@ def stopped_operator(
     namespace: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[OperatorProcess]:
     """An operator the test starts itself, with its own flags or credentials."""
-    idle = namespaced_operator(namespace, tmp_path)
+    idle = namespaced_operator(namespace, tmp_path / "operator.log")
     request.node.operator_log = idle.log
     yield idle
     idle.stop()

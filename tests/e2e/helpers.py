@@ -20,9 +20,14 @@ from testbed.support import BackgroundWatch
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T | Literal[False] | None], timeout: float, what: str) -> T:
+def wait_for(
+    predicate: Callable[[], T | Literal[False] | None],
+    timeout: float,
+    what: str,
+    interval: float = 0.2,
+) -> T:
     """support.wait_for, an API error counting as "not yet" (the object may be on its way)."""
-    return support.wait_for(predicate, timeout, what, tolerate=(ApiException,))
+    return support.wait_for(predicate, timeout, what, tolerate=(ApiException,), interval=interval)
 
 
 def model_deployment(
@@ -200,6 +205,14 @@ def release_and_await_revert(
         f"{bad} to be marked Failed",
     )
     wait_for(lambda: reverted_to(kube, namespace, name, good), 60, f"the revert to {good}")
+
+
+def rendered(kube: Kube, namespace: str, name: str, version: str) -> bool:
+    """The operator's Deployment runs `version`'s pod template."""
+    deployment = kube.deployment_or_none(namespace, name)
+    return bool(
+        deployment and deployment.spec.template.metadata.labels["modeldeploy.io/version"] == version
+    )
 
 
 def ready(kube: Kube, namespace: str, name: str) -> bool:

@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
+import kubernetes
 import pytest
 import yaml
 
@@ -262,11 +263,23 @@ def test_operator_runs_on_its_service_account_rbac_alone(
     config = tmp_path / "operator.kubeconfig"
     config.write_text(yaml.safe_dump(admin))
     stopped_operator.env["KUBECONFIG"] = str(config)
-    stopped_operator.start()
-    revert_scenario(kube, namespace, "least-privilege")
-    log = stopped_operator.log()
-    assert "Forbidden" not in log
-    assert " 403 " not in log
+    lease = f"modeldeploy-operator-{namespace}"  # its own Lease, as the installed replicas use
+    stopped_operator.start(
+        "--leader-elect",
+        "--leader-elect-namespace=modeldeploy-system",
+        f"--leader-elect-lease-name={lease}",
+    )
+    try:
+        revert_scenario(kube, namespace, "least-privilege")
+        log = stopped_operator.log()
+        assert "leads" in log
+        assert "Forbidden" not in log
+        assert " 403 " not in log
+    finally:
+        stopped_operator.stop()
+        kubernetes.client.CoordinationV1Api(kube.api).delete_namespaced_lease(
+            lease, "modeldeploy-system"
+        )
 
 
 def test_plugin_wait_fails_for_a_release_that_was_reverted(

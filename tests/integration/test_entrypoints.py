@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from modeldeploy.__main__ import seconds
+
 
 @pytest.mark.parametrize(
     ("module", "args", "code", "text"),
@@ -56,3 +58,34 @@ def test_a_workers_flag_below_one_is_refused(workers: str) -> None:
     assert result.returncode == 2
     assert "--workers: must be a whole number >= 1" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "text"),
+    [
+        (
+            ["--leader-elect-renew-deadline", "20s"],
+            "lease duration > renew deadline > retry period > 0, not 15s, 20s, 2s",
+        ),
+        (
+            ["--leader-elect-lease-duration", "4s", "--leader-elect-retry-period", "5s"],
+            "lease duration > renew deadline > retry period > 0, not 4s, 10s, 5s",
+        ),
+    ],
+)
+def test_leader_election_durations_out_of_order_are_refused(flags: list[str], text: str) -> None:
+    result = run_operator("--leader-elect", *flags)
+    assert result.returncode == 1
+    assert text in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("value", ["0s", "-1s", "soon", "s"])
+def test_a_duration_flag_that_is_not_a_positive_duration_is_refused(value: str) -> None:
+    result = run_operator(f"--leader-elect-retry-period={value}")
+    assert result.returncode == 2
+    assert "must be a duration above 0 such as 15s" in result.stderr
+
+
+def test_durations_take_units() -> None:
+    assert [seconds(t) for t in ("15s", "500ms", "2m", "1.5")] == [15.0, 0.5, 120.0, 1.5]

@@ -131,3 +131,50 @@ def test_the_handlers_requeue_answer_schedules_the_next_reconcile() -> None:
 
     run(scenario())
     assert calls == 2
+
+
+def test_a_paused_queue_collects_keys_and_hands_them_out_once_resumed() -> None:
+    calls: list[Hashable] = []
+
+    async def scenario() -> None:
+        async def handler(key: Hashable) -> None:
+            calls.append(key)
+
+        queue = WorkQueue(handler, workers=2)
+        queue.start()
+        queue.pause()
+        for key in ("a", "b", "a"):
+            queue.add(key)
+        await asyncio.sleep(0.1)
+        assert calls == []
+        assert queue.stalled_for() == 0  # a follower waits by design, it is not stuck
+        queue.resume()
+        while not queue.idle():
+            await asyncio.sleep(0.01)
+        await queue.stop()
+
+    run(scenario())
+    assert sorted(map(str, calls)) == ["a", "b"]
+
+
+def test_stalled_for_counts_from_the_oldest_wait_and_a_failure_is_progress() -> None:
+    async def scenario() -> None:
+        stuck = asyncio.Event()
+
+        async def handler(key: Hashable) -> None:
+            if key == "stuck":
+                await stuck.wait()
+            raise RuntimeError("API server refused")
+
+        queue = WorkQueue(handler, workers=1)
+        queue.start()
+        assert queue.stalled_for() == 0  # idle
+        queue.add("stuck")
+        await asyncio.sleep(0.2)
+        assert queue.stalled_for() >= 0.2
+        stuck.set()  # the reconcile ends (with an error): progress
+        await asyncio.sleep(0.05)
+        assert queue.stalled_for() < 0.2
+        await queue.stop()
+
+    run(scenario())

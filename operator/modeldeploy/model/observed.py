@@ -41,6 +41,7 @@ class PodState:
     containers: tuple[ContainerState, ...] = ()
     unschedulable_since: datetime | None = None
     unschedulable_message: str | None = None
+    uid: str = ""  # which object this is, for pruning the caches (runtime.py)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class ReplicaSetState:
 
     uid: str
     controller_uid: str | None
+    name: str = ""  # which object this is, for pruning the caches (runtime.py)
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,9 @@ def _condition(raw: Mapping[str, Any], stated: str) -> DeploymentCondition:
 
 def parse_replica_set(body: Mapping[str, Any]) -> ReplicaSetState:
     meta = body.get("metadata") or {}
-    return ReplicaSetState(uid=meta.get("uid", ""), controller_uid=_controller_uid(meta))
+    return ReplicaSetState(
+        uid=meta.get("uid", ""), controller_uid=_controller_uid(meta), name=meta.get("name", "")
+    )
 
 
 def _container(raw: Mapping[str, Any]) -> ContainerState:
@@ -206,6 +210,7 @@ def parse_pod(body: Mapping[str, Any]) -> PodState:
         if unschedulable
         else None,
         unschedulable_message=scheduled.get("message") if unschedulable else None,
+        uid=meta.get("uid", ""),
     )
 
 
