@@ -251,3 +251,22 @@ def test_placement_values_reach_the_pod(helm: Path) -> None:
 def test_the_chart_installs_the_crd_of_the_repository(helm: Path) -> None:
     crds = [o for o in render(helm, crds=True) if o["kind"] == "CustomResourceDefinition"]
     assert crds == [yaml.safe_load((ROOT / "crds" / "modeldeployment.yaml").read_text())]
+
+
+def test_the_network_policy_is_off_by_default(helm: Path) -> None:
+    assert "NetworkPolicy" not in [o["kind"] for o in render(helm)]
+
+
+def test_the_network_policy_matches_the_component_and_follows_the_ports(helm: Path) -> None:
+    policy = the(render(helm, "networkPolicy.enabled=true"), "NetworkPolicy")
+    component = yaml.safe_load(
+        (ROOT / "deploy" / "components" / "networkpolicy" / "networkpolicy.yaml").read_text()
+    )
+    # The same rules as deploy/components/networkpolicy; only names and labels differ.
+    assert policy["spec"]["egress"] == component["spec"]["egress"]
+    assert policy["spec"]["ingress"] == component["spec"]["ingress"]
+    moved = the(
+        render(helm, "networkPolicy.enabled=true", "metrics.port=9100", "liveness.port=8081"),
+        "NetworkPolicy",
+    )
+    assert [r["ports"][0]["port"] for r in moved["spec"]["ingress"]] == [9100, 8081]

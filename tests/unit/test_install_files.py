@@ -81,3 +81,14 @@ def test_every_locked_package_has_wheel_hashes() -> None:
     for name, (_, hashes) in entries.items():
         assert hashes, f"{name} has no hash"
         assert all(re.fullmatch(r"[0-9a-f]{64}", digest) for digest in hashes), name
+
+
+def rules_of(path: Path, kind: str) -> list[dict[str, object]]:
+    (role,) = [d for d in yaml.safe_load_all(path.read_text()) if d and d["kind"] == kind]
+    return list(role["rules"])
+
+
+def test_the_namespaced_role_grants_what_the_cluster_role_grants() -> None:
+    cluster_wide = rules_of(ROOT / "deploy" / "base" / "rbac.yaml", "ClusterRole")
+    namespaced = rules_of(ROOT / "deploy" / "overlays" / "namespaced" / "role.yaml", "Role")
+    assert namespaced == cluster_wide
