@@ -145,9 +145,29 @@ def kube_chains(dump: str) -> set[str]:
 def make_bridge() -> None:
     # The node's address lives on the bridge, so the kubelet and the API server talk
     # over it and nothing binds to the machine's own interfaces.
+    if Path(f"/sys/class/net/{BRIDGE}").exists():
+        claim_stale_bridge()
     ip("link", "add", BRIDGE, "type", "bridge")
     ip("addr", "add", f"{NODE_IP}/24", "dev", BRIDGE)
     ip("link", "set", BRIDGE, "up")
+
+
+def claim_stale_bridge() -> None:
+    """The bridge is there though our node is down: another checkout's real node owns it
+    (one real node per machine: the bridge, its address and kube-proxy's chains are
+    shared), or one that died without `down` left it behind, and then it is ours."""
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
+            continue
+        if argv[0].endswith(b"/kubelet") and DIR.name.encode() in b" ".join(argv):
+            raise TestbedError(
+                f"another test bed's real node runs on this machine (kubelet pid {proc.name}:"
+                f" {argv[0].decode(errors='replace')}); one real node per machine: stop it"
+                " with `python3 -m testbed down` in its checkout"
+            )
+    ip("link", "del", BRIDGE)
 
 
 def ip(*args: str) -> None:

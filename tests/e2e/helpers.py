@@ -114,6 +114,16 @@ class Kube:
     def event_reasons(self, namespace: str, name: str) -> list[str]:
         return [reason for _, reason, _ in self.events(namespace, name)]
 
+    def delivered(self, namespace: str, name: str, reason: str, timeout: float = 60) -> int:
+        """How many `reason` Events there are, once there is one. Events go out after the
+        status write that owes them (docs/architecture.md), so a test that has just seen
+        the status must wait for the Event, not read it in the same instant."""
+        return wait_for(
+            lambda: self.event_reasons(namespace, name).count(reason),
+            timeout,
+            f"a {reason} Event about {namespace}/{name}",
+        )
+
     def deployment_or_none(self, namespace: str, name: str) -> Any:
         try:
             return self.apps.read_namespaced_deployment(name, namespace)

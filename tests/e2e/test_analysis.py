@@ -287,7 +287,7 @@ def test_a_query_that_cannot_be_judged_stalls_with_invalid_query_until_fixed(
     )
     assert said in stalled["message"]
     assert "check error-rate" in stalled["message"]
-    assert kube.event_reasons(namespace, name).count("InvalidQuery") == 1
+    assert kube.delivered(namespace, name, "InvalidQuery") == 1
     checks[0]["query"] = ERRORS
     kube.custom.patch_namespaced_custom_object(
         GROUP,

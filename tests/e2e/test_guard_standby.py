@@ -74,7 +74,7 @@ def test_a_promoted_version_that_degrades_in_its_guard_window_is_reverted(
         "Guard",
     )
     wait_for(lambda: kube.status(namespace, name).get("lastGoodVersion") == "v1", 60, "v1 again")
-    assert "RolledBack" in kube.event_reasons(namespace, name)
+    assert kube.delivered(namespace, name, "RolledBack") >= 1
 
 
 def standby_model(name: str, seconds: int) -> dict[str, Any]:

@@ -96,9 +96,8 @@ def assert_one_revert(kube: Kube, namespace: str, name: str) -> None:
     assert [(h["version"], h["trigger"]) for h in failed] == [("v2", "Manual")]
     revisions = [h["revision"] for h in status["history"]]
     assert revisions == list(range(len(revisions), 0, -1))
-    reasons = kube.event_reasons(namespace, name)
-    assert reasons.count("RolledBack") == 1, reasons
-    assert reasons.count("RolloutFailed") == 1, reasons
+    assert kube.delivered(namespace, name, "RolledBack") == 1
+    assert kube.delivered(namespace, name, "RolloutFailed") == 1
 
 
 @pytest.fixture

@@ -376,7 +376,7 @@ def test_operator_killed_after_bad_version_reverts_exactly_once(
     automatic = [h for h in status["history"] if h["trigger"] == "Automatic"]
     assert len(automatic) == 1
     assert len(status["reverts"]) == 1
-    assert kube.event_reasons(namespace, name).count("RolledBack") == 1
+    assert kube.delivered(namespace, name, "RolledBack") == 1
     revisions = [h["revision"] for h in status["history"]]
     assert revisions == sorted(revisions, reverse=True) == list(range(len(revisions), 0, -1))
 

@@ -163,7 +163,7 @@ def test_a_webhook_the_admin_did_not_allow_gets_nothing(
     assert (hook["status"], hook["reason"]) == ("False", "WebhookRefused")
     assert "is not an allowed endpoint" in hook["message"]
     assert listener.connections == 0
-    assert kube.event_reasons(namespace, name).count("WebhookRefused") == 1
+    assert kube.delivered(namespace, name, "WebhookRefused") == 1
 
 
 def test_a_webhook_url_kept_in_a_secret_is_delivered_and_never_logged(

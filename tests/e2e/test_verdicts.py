@@ -189,7 +189,7 @@ def test_a_spec_the_api_server_refuses_stalls_with_its_message_until_fixed(
     assert stalled["reason"] == "InvalidSpec"
     assert "the API server refused the Deployment (HTTP 422)" in stalled["message"]
     assert words in stalled["message"]
-    assert kube.event_reasons(namespace, name).count("InvalidSpec") == 1
+    assert kube.delivered(namespace, name, "InvalidSpec") == 1
     assert kube.deployment_or_none(namespace, name) is None
     kube.custom.patch_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, name, {"spec": {"template": None}}
@@ -290,7 +290,7 @@ def test_a_revert_refused_by_a_validating_admission_policy_is_revert_denied_not_
         assert kube.get(namespace, name)["spec"]["activeVersion"] == "v2"
         assert kube.status(namespace, name).get("reverts", []) == []
         assert "RolledBack" not in kube.event_reasons(namespace, name)
-        assert kube.event_reasons(namespace, name).count("RevertDenied") == 1
+        assert kube.delivered(namespace, name, "RevertDenied") == 1
     # The policy is gone: the backed-off retry lands and the revert is said.
     wait_for(lambda: reverted_to(kube, namespace, name, "v1"), 120, "the revert once allowed")
     assert kube.condition(namespace, name, "RolledBack")["status"] == "True"
