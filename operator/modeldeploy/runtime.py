@@ -25,6 +25,7 @@ from modeldeploy.model.settings import Settings
 from modeldeploy.notify import Notifier
 from modeldeploy.prometheus import Analyzer, Sources
 from modeldeploy.reconcile import Key, Memory, Services, reconcile_once
+from modeldeploy.validator import Validator
 from modeldeploy.workqueue import WorkQueue
 
 DEFAULT_WORKERS = 16  # reconciles at once; --workers
@@ -100,12 +101,14 @@ class Runtime:
         self.analyzer = Analyzer(
             sources, wake=lambda key: loop.call_soon_threadsafe(self.queue.add, key)
         )
+        self.validator = Validator(wake=lambda key: loop.call_soon_threadsafe(self.queue.add, key))
         self.services = Services(
             cluster=KubeCluster(),
             notifier=self.notifier,
             measurer=self.analyzer,
             settings=Settings(egress=policy),
             webhook_url=options.webhook_url,
+            validator=self.validator,
         )
         # Reconciles wait on the API server, not the CPU: a pool of their own, as wide as
         # the queue, so a burst of failures is reverted side by side, not four at a time.
@@ -121,7 +124,9 @@ class Runtime:
             self.memory.pop(key, None)
             return None
         body, observed = snapshot
-        observed = replace(observed, measurements=self.analyzer.take(key))
+        observed = replace(
+            observed, measurements=self.analyzer.take(key), validations=self.validator.take(key)
+        )
         loop = asyncio.get_running_loop()
         memory = self.memory.setdefault(key, Memory())
         now = datetime.now(UTC)
@@ -149,3 +154,4 @@ class Runtime:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.notifier.close()
         self.analyzer.close()
+        self.validator.close()

@@ -12,10 +12,19 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from modeldeploy import constants as c
-from modeldeploy.core import analysis, ledger, outbox, quarantine, retry, summary
+from modeldeploy.core import (
+    analysis,
+    config,
+    ledger,
+    outbox,
+    quarantine,
+    retry,
+    summary,
+    validation,
+)
 from modeldeploy.core.conditions import get_condition
 from modeldeploy.core.ledger import Target
-from modeldeploy.core.plan import Decision, Event, Problem, SpecChange
+from modeldeploy.core.plan import Decision, Event, Problem, SpecChange, ValidationRequest
 from modeldeploy.core.render import covers, render_deployment, render_service, template_hash
 from modeldeploy.core.signals import Verdict, baseline, evaluate, owned_pods
 from modeldeploy.model.observed import ChildState, Observed, Refusal
@@ -41,6 +50,8 @@ class Step:
     requeue: float | None = None
     queries: tuple[analysis.Query, ...] = ()
     stall: Problem | None = None  # it cannot progress without a human (an invalid query)
+    validations: tuple[ValidationRequest, ...] = ()
+    hold: bool = False  # leave the Deployment alone: a rollback's pods are being validated
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,7 @@ class Draft:
     queries: tuple[analysis.Query, ...] = ()
     target: Target | None = None  # what the Deployment should run; None: leave it alone
     quarantined: bool = False  # the version the spec names is quarantined
+    validations: tuple[ValidationRequest, ...] = ()
 
     def then(self, outcome: Step | quarantine.Outcome | retry.Outcome) -> Draft:
         return replace(self, status=outcome.status, events=self.events + outcome.events)
@@ -78,8 +90,14 @@ def decide(
     if conflict:
         return _blocked(resource, before, status, Problem(c.REASON_NAME_CONFLICT, conflict), now)
 
-    draft = _requests(Draft(status), resource, spec, now)
-    draft = _rollout(draft, resource, spec, observed, now)
+    # Configuration snapshots (core/config.py): each version as its pods run it.
+    configs = config.step(status, resource, spec, observed, now)
+    status, spec = configs.status, configs.spec
+    draft = _requests(Draft(status, events=configs.events), resource, spec, now)
+    if configs.waiting:  # no rollout of the active version before its snapshot exists
+        draft = replace(draft, stall=configs.stall, requeue=configs.requeue)
+    else:
+        draft = _rollout(draft, resource, spec, observed, now)
     draft = _egress(draft, resource, spec, observed, settings, now)
     children, draft = _children(draft, resource, spec, observed, now)
     digest = template_hash(resource.name, spec, spec.active)
@@ -90,14 +108,20 @@ def decide(
     )
     events = draft.events + summary.stall_event(before, stall)
     status = ledger.bound(outbox.add(status, events, now), spec)
+    spec_change = draft.spec_change
+    if spec_change is None and configs.consume_refresh:
+        spec_change = SpecChange(None, None, remove_refresh=True)
     return Decision(
         status=status,
         status_changed=to_json(status) != to_json(before),
         deployment=_if_needed(children["Deployment"], observed.deployment),
         service=_if_needed(children["Service"], observed.service),
-        spec_change=draft.spec_change,
-        requeue_after=draft.requeue,
+        spec_change=spec_change,
+        requeue_after=_sooner(draft.requeue, 0.05 if configs.consume_refresh else None),
         queries=draft.queries,
+        validations=draft.validations,
+        snapshots=configs.requests,
+        deletes=configs.deletes,
         events=events,
         release_active_version=(
             c.MANAGER in resource.active_version_managers
@@ -135,7 +159,16 @@ def _rollout(
         return draft  # a retry is being written; it decides the next rollout
     refused = _refusal(observed, resource, REVERT)
     handled = quarantine.handle_quarantined(draft.status, resource, spec, just_failed, refused, now)
-    draft = replace(draft.then(handled), stall=handled.stall, spec_change=handled.spec_change)
+    # spec.validation: a revert target's running pods answer the golden requests first.
+    checked = validation.before_revert(draft.status, handled, resource, spec, observed, now)
+    handled = checked.outcome
+    draft = replace(
+        draft.then(handled),
+        stall=handled.stall,
+        spec_change=handled.spec_change,
+        validations=draft.validations + checked.requests,
+        requeue=_sooner(draft.requeue, checked.requeue),
+    )
     if refused and handled.stall:
         draft = replace(draft, requeue=_sooner(draft.requeue, _retry_in(refused, now)))
     if handled.fallback is None:
@@ -198,7 +231,8 @@ def _stepped(draft: Draft, step: Step, target: Target) -> Draft:
         stall=step.stall,
         requeue=_sooner(draft.requeue, step.requeue),
         queries=step.queries,
-        target=None if step.failed else target,
+        target=None if step.failed or step.hold else target,
+        validations=draft.validations + step.validations,
     )
 
 
@@ -256,6 +290,9 @@ def _progress(
     if rollout.outcome != c.OUTCOME_PROGRESSING:
         return Step(status, events)
     verdict = evaluate(resource.name, spec, observed, rollout, now)
+    # spec.validation: complete only once every Ready pod answered as expected.
+    checked = validation.judge_rollout(status, resource, spec, rollout, observed, verdict, now)
+    status, verdict = checked.status, checked.verdict
     queries: tuple[analysis.Query, ...] = ()
     stall: Problem | None = None
     analysing = status.analysis is not None and status.analysis.template_hash == digest
@@ -265,10 +302,18 @@ def _progress(
     if verdict.failure is not None:
         status, failed = ledger.fail(status, spec, verdict.failure, now)
         return Step(status, (*events, failed), failed=True)
-    if verdict.complete:
+    if verdict.complete and not checked.pending:
         status, succeeded = ledger.succeed(status, spec, now)
         return Step(status, (*events, succeeded))
-    return Step(status, events, requeue=verdict.wake_in_s, queries=queries, stall=stall)
+    return Step(
+        status,
+        events,
+        requeue=verdict.wake_in_s,
+        queries=queries,
+        stall=stall,
+        validations=checked.requests,
+        hold=checked.hold,
+    )
 
 
 def _superseded(status: Status, spec: Spec, digest: str | None, now: datetime) -> Status:
