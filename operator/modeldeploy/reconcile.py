@@ -202,8 +202,7 @@ def reconcile_once(
     if decision.release_active_version:
         cluster.release_active_version(resource)
     if decision.deletes:
-        _delete_snapshots(cluster, resource, decision.deletes, memory)
-        requeue = _min(requeue, DRAIN_S)  # drop them from status
+        requeue = _min(requeue, _delete_snapshots(cluster, resource, decision.deletes, memory, now))
     requeue = _min(requeue, _deliver(services, resource, decision.notices, memory, wake, now))
     requeue = _min(requeue, _recheck_webhook(services, resource, memory, now))
     services.measurer.request((resource.namespace, resource.name), decision.queries)
@@ -241,9 +240,18 @@ def take_snapshot(cluster: Cluster, resource: Resource, wanted: SnapshotRequest)
     return SnapshotResult(wanted.version, source, name=name, hash=digest)
 
 
+DELETE_SNAPSHOT = "delete snapshot"
+
+
 def _delete_snapshots(
-    cluster: Cluster, resource: Resource, names: tuple[str, ...], memory: Memory
-) -> None:
+    cluster: Cluster, resource: Resource, names: tuple[str, ...], memory: Memory, now: datetime
+) -> float | None:
+    """Delete snapshots no version needs; look again soon to drop them from status, or,
+    when the API refuses (RBAC), back off as for any refused write."""
+    refused = memory.refusals.get(DELETE_SNAPSHOT)
+    if refused is not None and not retry_due(refused, now):
+        return retry_delay_s(refused) - (now - refused.at).total_seconds()
+    deleted = False
     for name in names:
         if name in memory.deleted_snapshots:
             continue
@@ -251,9 +259,13 @@ def _delete_snapshots(
             cluster.delete_config_map(resource.namespace, name)
         except Refused as error:
             logger.warning("deleting snapshot %s/%s refused: %s", resource.namespace, name, error)
-            continue
+            memory.refused(DELETE_SNAPSHOT, resource.generation, error, now)
+            return float(retry_delay_s(memory.refusals[DELETE_SNAPSHOT]))
         with memory.lock:
             memory.deleted_snapshots.add(name)
+        deleted = True
+    memory.refusals.pop(DELETE_SNAPSHOT, None)
+    return DRAIN_S if deleted else None
 
 
 def _apply_children(

@@ -16,7 +16,7 @@ from modeldeploy.model.observed import ContainerState, Observed, PodState, Snaps
 from modeldeploy.model.resource import Resource, parse_resource
 from modeldeploy.model.spec import JSON, Spec
 from modeldeploy.model.status import to_json
-from modeldeploy.reconcile import Memory, Services, reconcile_once
+from modeldeploy.reconcile import Memory, Refused, Services, reconcile_once
 from tests.unit.builders import OURS, RS_UID, UID, at, body, present
 from tests.unit.fake_cluster import RecordingCluster, RecordingMeasurer, RecordingNotifier
 
@@ -322,3 +322,22 @@ def test_the_plugin_shows_each_versions_config_hash_and_whether_its_source_drift
     assert f"{a[:8]} (drifted)" in drifted
     assert "fraud-config-v2: no snapshot yet" in drifted
     assert f"{a[:8]} (source unreadable)" in show_versions(written, {})
+
+
+def test_a_refused_delete_backs_off_instead_of_trying_again_at_once() -> None:
+    bed = Bed(with_config())
+    bed.source("fraud-config-v1", A)
+    bed.source("fraud-config-v2", B)
+    bed.reconcile(Observed(), 0)
+    bed.api.edit_spec(activeVersion="v2")
+    bed.reconcile(Observed(), 1)
+    bed.api.refuse["delete ConfigMap"] = Refused(403, "configmaps is forbidden")
+    bed.api.edit_spec(activeVersion="v1", versions=bed.api.body["spec"]["versions"][:1])
+    bed.reconcile(Observed(), 2)
+    tries = [w for w in bed.api.writes if w == ("refused", "delete ConfigMap")]
+    bed.reconcile(Observed(), 3)  # not due yet: not tried again
+    assert [w for w in bed.api.writes if w == ("refused", "delete ConfigMap")] == tries
+    del bed.api.refuse["delete ConfigMap"]
+    bed.reconcile(Observed(), 7.5)
+    v2 = config.snapshot_name("m", "v2", config.content_hash(B, {}))
+    assert v2 not in bed.api.config_maps

@@ -40,7 +40,7 @@ GOLDEN = {
     "body": BODY,
     "expect": {
         "values": [
-            {"path": "outputs[0].data[0]", "equals": 0.999, "tolerance": 0.01},
+            {"path": "outputs[0].data[0]", "number": 0.999, "tolerance": 0.01},
             {"path": "$.model_name", "equals": "m"},
         ]
     },
@@ -89,9 +89,10 @@ def test_a_path_that_is_not_one_is_an_invalid_spec(path: str) -> None:
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ({"path": "a", "equals": [1]}, "a number, a string or a boolean"),
+        ({"path": "a"}, "needs equals"),
+        ({"path": "a", "equals": "x", "number": 1}, "needs equals"),
         ({"path": "a", "equals": "x", "tolerance": 0.1}, "only to a number"),
-        ({"path": "a", "equals": 1, "tolerance": -1}, "must not be negative"),
+        ({"path": "a", "number": 1, "tolerance": -1}, "must not be negative"),
     ],
 )
 def test_an_expectation_that_cannot_be_judged_is_an_invalid_spec(
@@ -123,6 +124,7 @@ def test_an_answer_within_the_tolerance_and_equal_strings_passes() -> None:
         (200, {"outputs": []}, "outputs[0].data[0] = 0.999 ± 0.01, got nothing there"),
         (200, {"model_name": "m", "outputs": [{"data": ["0.9992"]}]}, 'got "0.9992"'),
         (200, {"model_name": "m", "outputs": [{"data": [True]}]}, "got true"),
+        (200, {"model_name": 1, "outputs": [{"data": [0.9992]}]}, 'model_name = "m", got 1'),
     ],
 )
 def test_a_wrong_answer_names_the_request_the_pod_what_was_expected_and_what_came(

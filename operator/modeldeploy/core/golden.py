@@ -45,14 +45,13 @@ def _is_number(value: Any) -> bool:
 
 
 def matches(expectation: Expectation, value: Any) -> bool:
-    expected = expectation.equals
-    if _is_number(expected):
+    if expectation.number is not None:
         return (
             _is_number(value)
             and not math.isnan(value)
-            and abs(float(value) - float(expected)) <= expectation.tolerance
+            and abs(float(value) - expectation.number) <= expectation.tolerance
         )
-    return type(value) is type(expected) and value == expected
+    return isinstance(value, str) and value == expectation.equals
 
 
 def _shown(value: Any) -> str:
@@ -62,8 +61,10 @@ def _shown(value: Any) -> str:
 
 
 def _wanted(expectation: Expectation) -> str:
+    if expectation.number is None:
+        return f"{expectation.path} = {json.dumps(expectation.equals)}"
     within = f" ± {expectation.tolerance:g}" if expectation.tolerance else ""
-    return f"{expectation.path} = {json.dumps(expectation.equals)}{within}"
+    return f"{expectation.path} = {expectation.number:g}{within}"
 
 
 def excerpt(body: bytes) -> str:

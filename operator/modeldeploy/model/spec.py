@@ -107,12 +107,13 @@ JsonPath = tuple[str | int, ...]  # keys and list indexes, from the document's r
 
 @dataclass(frozen=True)
 class Expectation:
-    """A value the answer must hold at `path`: equal to `equals`, or for a number within
-    `tolerance` of it."""
+    """A value the answer must hold at `path`: the string `equals`, or a number within
+    `tolerance` of `number`."""
 
     path: str  # as written: outputs[0].data[0]
     steps: JsonPath
-    equals: float | int | str | bool
+    equals: str | None = None
+    number: float | None = None
     tolerance: float = 0.0
 
 
@@ -377,17 +378,20 @@ def parse_validation(raw: Mapping[str, Any] | None) -> ValidationSpec | None:
 
 def _expectation(raw: Mapping[str, Any], where: str) -> Expectation:
     path = str(raw.get("path") or "")
-    equals = raw.get("equals")
-    if not isinstance(equals, int | float | str | bool):
-        raise SpecError(f"{where}: {path} needs `equals`: a number, a string or a boolean")
-    tolerance = float(raw.get("tolerance") or 0.0)
-    numeric = isinstance(equals, int | float) and not isinstance(equals, bool)
-    if tolerance and not numeric:
+    equals, number = raw.get("equals"), raw.get("number")
+    if (equals is None) == (number is None):
+        raise SpecError(f"{where}: {path} needs equals (a string) or number, not both")
+    tolerance = raw.get("tolerance")
+    if tolerance is not None and number is None:
         raise SpecError(f"{where}: a tolerance applies only to a number ({path})")
-    if tolerance < 0:
+    if tolerance is not None and float(tolerance) < 0:
         raise SpecError(f"{where}: the tolerance of {path} must not be negative")
     return Expectation(
-        path=path, steps=parse_json_path(path, where), equals=equals, tolerance=tolerance
+        path=path,
+        steps=parse_json_path(path, where),
+        equals=str(equals) if equals is not None else None,
+        number=float(number) if number is not None else None,
+        tolerance=float(tolerance or 0.0),
     )
 
 
