@@ -53,13 +53,15 @@ fmt: venv
 # The tiers (tests/conftest.py): unit is the pure core; integration runs binaries
 # and subprocesses but needs no cluster; e2e runs only with --e2e. Its session
 # fixture starts the test bed if none is running and stops only what it started;
-# a cold build (minutes) happens before pytest, in sight and outside its timeouts.
+# a cold build (minutes: the test bed and its images) happens before pytest, in
+# sight and outside its timeouts.
 unit: venv
 	$(BIN)/pytest tests/unit -q
 
 # The tools the tests run (Helm 4, the kstatus checker) are built from Go modules here,
 # once and cached, for the same reason.
 integration: packages-integration venv
+	testbed/build-tool.sh helm >/dev/null
 	testbed/build-tool.sh kstatus >/dev/null
 	$(BIN)/pytest tests/integration -q
 

@@ -10,12 +10,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from testbed import cluster, images, realnode
+from testbed import cluster, images, operator_image, realnode
 from testbed.processes import TestbedError, log
 
 
 def build_real_node_images(bin_dir: Path) -> None:
-    """The real node's images, built now (minutes, once) rather than when it first starts.
+    """The real node's images (the model server's and the operator's), built now (minutes,
+    once) rather than when it first starts.
 
     Where the real node cannot run (no root, say) there is nothing to build for it:
     that is said, and `up --real-node` fails later with the same reason.
@@ -26,6 +27,7 @@ def build_real_node_images(bin_dir: Path) -> None:
         log(f"not building the real node's images: {error}")
         return
     images.archive(bin_dir / "pause")
+    operator_image.archive()
 
 
 def main() -> int:

@@ -18,7 +18,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,9 +118,9 @@ def files_layer(folder: Path, files: dict[str, tuple[bytes, int]]) -> Blob:
     return write_blob(folder, buffer.getvalue())
 
 
-def rootfs_layer() -> Path:
-    """The Debian base layer (debootstrap minbase + PACKAGES), built once and cached."""
-    recipe = json.dumps([SUITE, MIRROR, PACKAGES, STRIPPED, architecture()]).encode()
+def rootfs_layer(packages: tuple[str, ...] = PACKAGES) -> Path:
+    """A Debian base layer (debootstrap minbase + `packages`), built once and cached."""
+    recipe = json.dumps([SUITE, MIRROR, packages, STRIPPED, architecture()]).encode()
     layer = CACHE / f"rootfs-{SUITE}-{hashlib.sha256(recipe).hexdigest()[:12]}.tar"
     if layer.exists():
         return layer
@@ -129,12 +129,12 @@ def rootfs_layer() -> Path:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(dir=CACHE, prefix="rootfs-") as scratch:
         rootfs = Path(scratch) / "rootfs"
-        log(f"debootstrap {SUITE} with {', '.join(PACKAGES)} (once; about a minute) ...")
+        log(f"debootstrap {SUITE} with {', '.join(packages)} (once; about a minute) ...")
         result = subprocess.run(
             [
                 "debootstrap",
                 "--variant=minbase",
-                f"--include={','.join(PACKAGES)}",
+                f"--include={','.join(packages)}",
                 SUITE,
                 str(rootfs),
                 MIRROR,
@@ -231,12 +231,13 @@ def manifest_of(blobs: Path, image: Image) -> tuple[Blob, Blob]:
     return write_blob(blobs, json.dumps(manifest, sort_keys=True).encode()), config_blob
 
 
-def write_archive(out: Path, pause_binary: Path) -> None:
-    """All images in one OCI image-layout tar, each named for containerd."""
+def write_archive(out: Path, build: Callable[[Path], Iterable[Image]]) -> None:
+    """The images `build` makes (its blobs in the folder it is given) in one OCI
+    image-layout tar, each named for containerd."""
     with tempfile.TemporaryDirectory(dir=out.parent, prefix="images-") as scratch:
         blobs = Path(scratch)
         entries, contents = [], {}
-        for image in images(blobs, pause_binary):
+        for image in build(blobs):
             manifest, config = manifest_of(blobs, image)
             for blob in (*image.layers, config, manifest):
                 contents[blob.digest] = blob.path
@@ -271,6 +272,52 @@ def archive(pause_binary: Path) -> Path:
     out = CACHE / f"images-{recipe.hexdigest()[:12]}.tar"
     if not out.exists():
         started = time.monotonic()
-        write_archive(out, pause_binary)
+        write_archive(out, lambda blobs: images(blobs, pause_binary))
         log(f"images archive built in {time.monotonic() - started:.0f} s: {out}")
     return out
+
+
+def tree_layer(folder: Path, trees: dict[str, Path], files: dict[str, tuple[bytes, int]]) -> Blob:
+    """A layer holding the folders `trees` (path in the image -> folder here) and `files`.
+
+    Entries are sorted, owned by root, dated FIXED_MTIME, mode 0755 (folders and
+    executables) or 0644: the same bytes whenever the content is the same.
+    """
+    entries: dict[str, Path | tuple[bytes, int] | None] = {}  # None: a folder
+    for at, source in trees.items():
+        for path in [source, *sorted(source.rglob("*"))]:
+            if path.is_symlink() or not (path.is_dir() or path.is_file()):
+                raise TestbedError(f"{path}: only folders and plain files go into a layer")
+            relative = path.relative_to(source)
+            entries[at if relative == Path(".") else f"{at}/{relative}"] = (
+                None if path.is_dir() else path
+            )
+    entries.update(files)
+    for name in list(entries):
+        for parent in Path(name).parents:
+            if str(parent) != ".":
+                entries.setdefault(str(parent), None)
+    partial = folder / "layer.partial"
+    with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name, content in sorted(entries.items()):
+            if content is None:
+                entry = tarfile.TarInfo(name)
+                entry.type, entry.mode, entry.mtime = tarfile.DIRTYPE, 0o755, FIXED_MTIME
+                tar.addfile(entry)
+            elif isinstance(content, Path):
+                executable = content.stat().st_mode & 0o111
+                add_bytes(tar, name, content.read_bytes(), 0o755 if executable else 0o644)
+            else:
+                add_bytes(tar, name, *content)
+    blob = blob_of(partial)
+    path = partial.rename(folder / blob.digest.removeprefix("sha256:"))
+    return Blob(blob.digest, blob.size, path)
+
+
+def manifest_digests(archive: Path) -> dict[str, str]:
+    """Each image of an archive `write_archive` wrote, by name: its manifest's digest."""
+    with tarfile.open(archive) as tar:
+        index = tar.extractfile("index.json")
+        assert index is not None
+        manifests = json.load(index)["manifests"]
+    return {m["annotations"]["io.containerd.image.name"]: m["digest"] for m in manifests}

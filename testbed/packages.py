@@ -27,6 +27,7 @@ GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
         "iptables": ("iptables",),
         "iproute2": ("ip",),
         "debootstrap": ("debootstrap",),
+        "python3-pip": ("/usr/bin/pip3",),  # installs the operator image's packages
         "containernetworking-plugins": tuple(
             f"/usr/lib/cni/{plugin}" for plugin in ("bridge", "host-local", "loopback")
         ),

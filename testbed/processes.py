@@ -63,10 +63,11 @@ def running_pid(name: str) -> int | None:
     return pid if str(STATE).encode() in cmdline else None
 
 
-def start(name: str, argv: list[str]) -> None:
+def start(name: str, argv: list[str], cwd: Path | None = None) -> None:
     with log_file(name).open("wb") as out:
         process = subprocess.Popen(
             argv,
+            cwd=cwd,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -2,10 +2,11 @@
 
 Beside the kwok nodes, one Node whose pods are real processes: containerd and runc
 from Debian's packages, CNI bridge networking on a private bridge the test bed
-creates, and kube-proxy so Services route for real. Pods land here only with the
+creates, and kube-proxy so Services route for real; pods reach the API server
+through the `kubernetes` Service (apiforward.py). Pods land here only with the
 toleration for its taint, so kwok-based tests never do. `up` adds it to a running
 control plane; `down` stops it and removes what it made: pods, processes, mounts,
-the bridge, iptables rules, cgroups and the Node.
+the bridge, iptables rules, cgroups, the Service's Endpoints and the Node.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 import urllib.error
 from pathlib import Path
 
-from testbed import images, packages
+from testbed import apiforward, images, operator_image, packages
 from testbed.processes import (
     START_TIMEOUT_S,
     STATE,
@@ -48,7 +49,7 @@ POD_PLACEMENT = {
 }
 NODE_USER, NODE_TOKEN = f"system:node:{NODE}", "modeldeploy-testbed-node"
 PROXY_USER, PROXY_TOKEN = "system:kube-proxy", "modeldeploy-testbed-proxy"
-COMPONENTS = ("containerd", "kubelet", "kube-proxy")
+COMPONENTS = ("containerd", "kubelet", "kube-proxy", apiforward.NAME)
 
 BRIDGE, NODE_IP, POD_CIDR = "mdtb0", "10.245.0.1", "10.245.0.0/24"
 KUBELET_PORT = 10250
@@ -97,7 +98,7 @@ def up(bin_dir: Path) -> None:
     """Add the real node to the running control plane; TestbedError says why it could not."""
     preflight()
     try:
-        archive = images.archive(bin_dir / "pause")
+        archives = (images.archive(bin_dir / "pause"), operator_image.archive())
         started = time.monotonic()
         down(quiet=True)
         for folder in (DIR, RUN):
@@ -107,10 +108,11 @@ def up(bin_dir: Path) -> None:
         write_cni_config()
         make_bridge()
         start_containerd()
-        import_images(archive)
+        import_images(archives)
         make_cgroup_parent()
         start_kubelet(bin_dir)
         start_kube_proxy(bin_dir)
+        apiforward.serve(NODE_IP)
     except (TestbedError, urllib.error.URLError, OSError, subprocess.CalledProcessError) as error:
         down(quiet=True)
         detail = getattr(error, "stderr", None) or ""
@@ -169,6 +171,9 @@ def write_cni_config() -> None:
                         "ipam": {
                             "type": "host-local",
                             "ranges": [[{"subnet": POD_CIDR, "gateway": NODE_IP}]],
+                            # Service ClusterIPs are off the pod subnet: through the node,
+                            # where kube-proxy's rules are (the API server's, say).
+                            "routes": [{"dst": "0.0.0.0/0"}],
                             "dataDir": str(DIR / "ipam"),
                         },
                     }
@@ -232,12 +237,18 @@ def ctr(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def import_images(archive: Path) -> None:
-    result = ctr("images", "import", str(archive))
-    if result.returncode != 0:
-        raise TestbedError(f"importing {archive} into containerd failed:\n{result.stderr}")
+def import_images(archives: tuple[Path, ...]) -> None:
+    for archive in archives:
+        result = ctr("images", "import", str(archive))
+        if result.returncode != 0:
+            raise TestbedError(f"importing {archive} into containerd failed:\n{result.stderr}")
     listed = ctr("images", "list", "--quiet").stdout.split()
-    missing = {images.PAUSE, *map(images.model_server_image, images.VARIANTS)} - set(listed)
+    expected = {
+        images.PAUSE,
+        operator_image.IMAGE,
+        *map(images.model_server_image, images.VARIANTS),
+    }
+    missing = expected - set(listed)
     if missing:
         raise TestbedError(f"containerd did not import {sorted(missing)}; it has {listed}")
 
@@ -348,8 +359,9 @@ def down(quiet: bool = False) -> list[str]:
     """Stop the real node and remove everything it made; the names of what was running."""
     if not DIR.exists() and not RUN.exists():
         return []
+    apiforward.unpublish()
     drain()
-    stopped = [name for name in ("kube-proxy", "kubelet") if stop(name)]
+    stopped = [name for name in (apiforward.NAME, "kube-proxy", "kubelet") if stop(name)]
     kill_containers()
     if stop("containerd"):
         stopped.append("containerd")

@@ -105,6 +105,11 @@ def show_status(body: JSON) -> str:
             f"Analysis:      {analysis['version']} {analysis['phase']}, window "
             f"{analysis['startedAt']} -> {analysis['endsAt']}"
         )
+        if analysis.get("guardEndsAt"):
+            lines.append(
+                f"Guard:         {analysis['version']} judged until {analysis['guardEndsAt']}; "
+                f"a failure reverts to {analysis.get('previousGood') or '-'}"
+            )
         checks = [
             (
                 k["name"],
@@ -119,6 +124,13 @@ def show_status(body: JSON) -> str:
         lines.append(
             table(checks, ["  CHECK", "LAST VALUE", "PASSED", "FAILED", "INCONCLUSIVE", "MESSAGE"])
         )
+    standby = status.get("standby")
+    if standby:
+        state = (
+            "SERVING (a revert switched to it)" if standby.get("serving") else "warm, no traffic"
+        )
+        until = f" until {standby['endsAt']}" if standby.get("endsAt") else ""
+        lines.append(f"Standby:       {standby['version']} {state}{until}")
     rows = [
         (k["type"], k["status"], k["reason"], k.get("message", ""))
         for k in status.get("conditions") or ()

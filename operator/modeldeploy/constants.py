@@ -125,6 +125,9 @@ ANALYSIS_PASSED: Final = "Passed"
 ANALYSIS_FAILED: Final = "Failed"
 ANALYSIS_INCONCLUSIVE: Final = "Inconclusive"
 ANALYSIS_INVALID: Final = "Invalid"  # a check's query is one Prometheus refuses
+ANALYSIS_GUARDING: Final = "Guarding"  # promoted, and still judged (guardSeconds)
+STAGE_GUARD: Final = "Guard"  # a rollout that failed in its guard window
+LABEL_STANDBY_OF: Final = f"{GROUP}/standby-of"  # pods of the standby Deployment
 NO_DATA_INCONCLUSIVE: Final = "Inconclusive"
 NO_DATA_FAIL: Final = "Fail"
 

@@ -108,19 +108,30 @@ class KubeCluster:
             )
         logger.info("applied %s %s/%s", kind, meta["namespace"], meta["name"])
 
-    def read_child(self, kind: str, resource: Resource) -> ChildState | None:
-        """The Deployment or Service named after `resource`, whoever made it."""
+    def read_child(self, kind: str, resource: Resource, name: str) -> ChildState | None:
+        """The Deployment or Service `name` in `resource`'s namespace, whoever made it."""
         read = {
             "Deployment": self.apps.read_namespaced_deployment,
             "Service": self.core.read_namespaced_service,
         }[kind]
         try:
-            child = read(resource.name, resource.namespace, _request_timeout=DEADLINE)
+            child = read(name, resource.namespace, _request_timeout=DEADLINE)
         except ApiException as error:
             if error.status == 404:
                 return None
             raise
         return parse_child(self.api.sanitize_for_serialization(child))
+
+    def delete_child(self, kind: str, resource: Resource, name: str) -> None:
+        """Delete a child we own; one already gone is fine."""
+        delete = {"Deployment": self.apps.delete_namespaced_deployment}[kind]
+        try:
+            with refusals():
+                delete(name, resource.namespace, _request_timeout=DEADLINE)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+        logger.info("deleted %s %s/%s", kind, resource.namespace, name)
 
     # ------------------------------------------------------------------ the CR
 
@@ -148,11 +159,27 @@ class KubeCluster:
                     _request_timeout=DEADLINE,
                 )
         except ApiException as error:
-            if _failed_precondition(error):
-                logger.debug("status of %s/%s is stale", resource.namespace, resource.name)
-                return False
-            raise
-        return True
+            if not _failed_precondition(error):
+                raise
+        except Refused as refusal:
+            if not self._moved_on(resource, resource_version, refusal):
+                raise
+        else:
+            return True
+        logger.debug("status of %s/%s is stale", resource.namespace, resource.name)
+        return False
+
+    def _moved_on(self, resource: Resource, resource_version: str, refusal: Refused) -> bool:
+        """Whether a 422 answering a patch guarded by `resource_version` was its `test`
+        failing: since 1.33 the API server says only "the server rejected our request due
+        to an error in our request" for that, so ask for the object's version instead."""
+        if refusal.code != 422:
+            return False
+        try:
+            current = self.get(resource.namespace, resource.name)
+        except LookupError:
+            return True
+        return bool(current["metadata"].get("resourceVersion") != resource_version)
 
     def change_spec(self, resource: Resource, change: SpecChange) -> bool:
         """The conditional spec write: JSON-patch `test`s let a user's edit win.
@@ -187,11 +214,15 @@ class KubeCluster:
                 applied = False
             else:
                 raise
+        where = f"{resource.namespace}/{resource.name}"
         if not applied:
+            logger.info("spec change of %s not applied: the spec moved on", where)
+        elif change.set_version is not None:
             logger.info(
-                "spec change of %s/%s not applied: the spec moved on",
-                resource.namespace,
-                resource.name,
+                "set spec.activeVersion of %s: %s -> %s",
+                where,
+                change.expect_version,
+                change.set_version,
             )
         return applied
 
@@ -239,7 +270,13 @@ class KubeCluster:
             {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
             {"op": "replace", "path": "/metadata/managedFields", "value": fields},
         ]
-        if self.patch(resource.namespace, resource.name, patch):
+        try:
+            applied = self.patch(resource.namespace, resource.name, patch)
+        except Refused as refusal:
+            if not self._moved_on(resource, meta["resourceVersion"], refusal):
+                raise
+            applied = False
+        if applied:
             logger.info("released spec.activeVersion of %s/%s", resource.namespace, resource.name)
 
     def get(self, namespace: str, name: str) -> JSON:

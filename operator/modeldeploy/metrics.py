@@ -28,12 +28,21 @@ ROLLBACKS = Counter(
 DETECT = Histogram(
     "modeldeploy_time_to_detect_seconds",
     "From a rollout's start to its failure being recorded",
-    buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
+    # status times keep milliseconds (model/times.py): the low buckets are real
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
 )
 RECOVER = Histogram(
     "modeldeploy_time_to_recover_seconds",
     "From a failed rollout's start to the last good version serving again",
-    buckets=(1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
+    buckets=(0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
+)
+GUARD_FAILURES = Counter(
+    "modeldeploy_guard_failures_total",
+    "Promoted versions that failed their guard window (spec.analysis.guardSeconds)",
+)
+STANDBY_SWITCHES = Counter(
+    "modeldeploy_standby_switches_total",
+    "Reverts served at once by the standby's warm pods (spec.rollout.standby)",
 )
 VALIDATION_REQUESTS = Counter(
     "modeldeploy_validation_requests_total",
@@ -91,6 +100,12 @@ def observe(resource: Resource, before: Status, after: Status) -> None:
             took = _seconds(failed.started_at if failed else None, rollout.finished_at)
             if took is not None:
                 RECOVER.observe(took)
+    guarded = {h.revision for h in before.history if h.stage == c.STAGE_GUARD}
+    for entry in after.history:
+        if entry.stage == c.STAGE_GUARD and entry.revision not in guarded:
+            GUARD_FAILURES.inc()
+    if after.standby and after.standby.serving and not (before.standby and before.standby.serving):
+        STANDBY_SWITCHES.inc()
     if len(after.reverts) > len(before.reverts):
         reason = next((k.reason for k in after.conditions if k.type == c.ROLLED_BACK), "Unknown")
         ROLLBACKS.labels("automatic", reason).inc()

@@ -21,9 +21,11 @@ from modeldeploy import constants as c
 from modeldeploy import faults, metrics
 from modeldeploy.core import config
 from modeldeploy.core.analysis import Query
-from modeldeploy.core.decide import APPLY, REVERT, WEBHOOK, decide
+from modeldeploy.core.decide import APPLY, REVERT, decide
+from modeldeploy.core.endpoints import WEBHOOK
 from modeldeploy.core.plan import Decision, Event, SnapshotRequest, SpecChange, ValidationRequest
 from modeldeploy.core.quarantine import retry_delay_s, retry_due
+from modeldeploy.core.render import standby_name
 from modeldeploy.model.observed import ChildState, Observed, Refusal, SnapshotResult
 from modeldeploy.model.resource import Resource, parse_resource
 from modeldeploy.model.settings import Settings
@@ -57,8 +59,11 @@ class Cluster(Protocol):
     def apply(self, manifest: JSON) -> None:
         """Create or repair a child by server-side apply; Refused if the API says no."""
 
-    def read_child(self, kind: str, resource: Resource) -> ChildState | None:
-        """The child of that kind named after `resource`, whoever made it."""
+    def read_child(self, kind: str, resource: Resource, name: str) -> ChildState | None:
+        """The child of that kind and name in `resource`'s namespace, whoever made it."""
+
+    def delete_child(self, kind: str, resource: Resource, name: str) -> None:
+        """Delete a child (the standby Deployment); gone already is fine."""
 
     def change_spec(self, resource: Resource, change: SpecChange) -> bool:
         """The conditional spec write; False when the spec is no longer the one the
@@ -169,15 +174,20 @@ def reconcile_once(
         taken = tuple(take_snapshot(cluster, resource, wanted) for wanted in decision.snapshots)
         observed = replace(observed, snapshots=taken)
         decision = decide(resource, observed, now, services.settings)
-    if (decision.deployment and observed.deployment is None) or (
-        decision.service and observed.service is None
+    if (
+        (decision.deployment and observed.deployment is None)
+        or (decision.service and observed.service is None)
+        or (decision.standby and observed.standby is None)
     ):
         # About to create a child our label-filtered caches do not show: one of that
         # name may still exist, made by someone else. Look first, never take it over (B1).
+        name, warm = resource.name, standby_name(resource.name)
         observed = replace(
             observed,
-            deployment=observed.deployment or cluster.read_child("Deployment", resource),
-            service=observed.service or cluster.read_child("Service", resource),
+            deployment=observed.deployment or cluster.read_child("Deployment", resource, name),
+            service=observed.service or cluster.read_child("Service", resource, name),
+            standby=observed.standby
+            or (cluster.read_child("Deployment", resource, warm) if decision.standby else None),
         )
         decision = decide(resource, observed, now, services.settings)
     if decision.status_changed:
@@ -198,6 +208,8 @@ def reconcile_once(
             "reconciled %s/%s: up to date, nothing written", resource.namespace, resource.name
         )
     _apply_children(cluster, resource, decision, memory, now)
+    if decision.remove_standby:
+        cluster.delete_child("Deployment", resource, standby_name(resource.name))
     _change_spec(cluster, resource, decision.spec_change, memory, now)
     if decision.release_active_version:
         cluster.release_active_version(resource)
@@ -271,10 +283,11 @@ def _delete_snapshots(
 def _apply_children(
     cluster: Cluster, resource: Resource, decision: Decision, memory: Memory, now: datetime
 ) -> None:
-    for manifest in (decision.service, decision.deployment):
+    children = {"Service": decision.service, "Deployment": decision.deployment}
+    for child, manifest in {**children, "Standby": decision.standby}.items():
         if manifest is None:
             continue
-        action = APPLY[manifest["kind"]]
+        action = APPLY[child]
         try:
             cluster.apply(manifest)
         except Refused as error:

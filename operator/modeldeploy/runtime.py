@@ -18,6 +18,7 @@ from typing import Any
 import kopf
 
 from modeldeploy import metrics
+from modeldeploy.core.render import standby_name
 from modeldeploy.kube import KubeCluster
 from modeldeploy.model.egress import EgressPolicy
 from modeldeploy.model.observed import ChildState, Observed, PodState, ReplicaSetState
@@ -73,6 +74,7 @@ class Caches:
         _, name = key
         return bodies[0], Observed(
             deployment=_named(self.deployments.get(key, ()), name),
+            standby=_named(self.deployments.get(key, ()), standby_name(name)),
             service=_named(self.services.get(key, ()), name),
             replica_sets=tuple(self.replica_sets.get(key, ())),
             pods=tuple(self.pods.get(key, ())),

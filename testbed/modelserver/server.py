@@ -7,7 +7,8 @@ version. It reports ready only once the model loaded and answered its own
 self-check, so a readiness probe means "this version can serve". A model file
 that does not parse ends the process with exit code 1: a real crash loop. On
 SIGTERM it turns not ready and keeps answering for DRAIN_SECONDS (default 5)
-before it exits, so no request is lost while Services stop routing to it.
+before it exits, so no request is lost while Services stop routing to it; a
+second SIGTERM ends the drain at once.
 
 Test variants of a model file may add `load_seconds` (slow loading),
 `load_megabytes` (memory held while serving) and `error_rate` (fraction of
@@ -294,11 +295,24 @@ def serve(
     return http, server
 
 
-def drain(http: ThreadingHTTPServer, server: Server, seconds: float) -> None:
-    """Stop being ready but keep answering for `seconds`, then stop listening."""
+def wait_for_signal(event: threading.Event, seconds: float = float("inf")) -> None:
+    """Until `event` is set or `seconds` passed. Waking now and then matters: the kernel
+    may hand SIGTERM to a server thread, and Python runs the handler only when the main
+    thread next runs, which one long wait would not let it do."""
+    deadline = time.monotonic() + seconds
+    while not event.wait(timeout=min(0.5, max(0.0, deadline - time.monotonic()))):
+        if time.monotonic() >= deadline:
+            return
+
+
+def drain(
+    http: ThreadingHTTPServer, server: Server, seconds: float, cut_short: threading.Event
+) -> None:
+    """Stop being ready but keep answering for `seconds` (or until `cut_short`), then stop
+    listening."""
     server.draining = True
     logger.info("stopping: not ready, answering for %.0f s more", seconds)
-    time.sleep(seconds)
+    wait_for_signal(cut_short, seconds)
     http.shutdown()
     http.server_close()
 
@@ -310,8 +324,9 @@ def main() -> None:
     uri = os.environ.get("MODEL_URI", "/models/model.json")
     config = os.environ.get("MODEL_CONFIG")
     port = int(os.environ.get("PORT", "8080"))
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    # The first SIGTERM starts the drain; a second one ends it early.
+    stopping, hurry = threading.Event(), threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: (hurry if stopping.is_set() else stopping).set())
     try:
         http, server = serve(port, name, version, uri, config)
     except ModelError as error:
@@ -325,12 +340,8 @@ def main() -> None:
         uri,
         server.config.threshold,
     )
-    # Waking now and then matters: the kernel may hand SIGTERM to a server thread, and
-    # Python runs the handler only when the main thread next runs, which an untimed
-    # wait would never let it do.
-    while not stopping.wait(timeout=0.5):
-        pass
-    drain(http, server, float(os.environ.get("DRAIN_SECONDS", "5")))
+    wait_for_signal(stopping)
+    drain(http, server, float(os.environ.get("DRAIN_SECONDS", "5")), hurry)
 
 
 if __name__ == "__main__":

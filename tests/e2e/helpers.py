@@ -67,6 +67,7 @@ class Kube:
         self.apps: Any = kubernetes.client.AppsV1Api(self.api)
         self.custom: Any = kubernetes.client.CustomObjectsApi(self.api)
         self.rbac: Any = kubernetes.client.RbacAuthorizationV1Api(self.api)
+        self.discovery: Any = kubernetes.client.DiscoveryV1Api(self.api)
 
     def create(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         created: dict[str, Any] = self.custom.create_namespaced_custom_object(
@@ -213,3 +214,32 @@ def reverted_to(kube: Kube, namespace: str, name: str, version: str) -> bool:
         and body.get("status", {}).get("servingVersion") == version
         and ready(kube, namespace, name)
     )
+
+
+class ServedEndpointSampler(KubeWatch):
+    """Counts the Service's ready endpoints from an EndpointSlice watch: what traffic can
+    reach, whichever pods (main or standby) the Service selects. `minimum` as above."""
+
+    def __init__(self, kube: Kube, namespace: str, name: str, replicas: int) -> None:
+        super().__init__()
+        self.kube, self.namespace, self.name, self.replicas = kube, namespace, name, replicas
+        self.slices: dict[str, int] = {}
+        self.minimum: int | None = None
+
+    def _read(self) -> None:
+        discovery: Any = kubernetes.client.DiscoveryV1Api(self.kube.api)
+        stream = self._watch.stream(  # type: ignore[no-untyped-call]
+            discovery.list_namespaced_endpoint_slice,
+            self.namespace,
+            label_selector=f"kubernetes.io/service-name={self.name}",
+            timeout_seconds=600,
+        )
+        for event in stream:
+            endpoints = event["object"].endpoints or ()
+            ready = sum(1 for e in endpoints if e.conditions and e.conditions.ready)
+            self.slices[event["object"].metadata.name] = 0 if event["type"] == "DELETED" else ready
+            count = sum(self.slices.values())
+            if self.minimum is not None:
+                self.minimum = min(self.minimum, count)
+            elif count >= self.replicas:
+                self.minimum = count

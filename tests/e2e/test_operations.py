@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from modeldeploy.model.times import parse_time
 from testbed.support import OperatorProcess, free_port
 from tests.e2e.helpers import Kube, model_deployment, revert_scenario, wait_for
 
@@ -84,6 +85,20 @@ def metric(text: str, line_start: str) -> float:
     raise AssertionError(f"no metric line starting {line_start!r}")
 
 
+def durations_from_history(status: dict[str, Any]) -> tuple[float, float]:
+    """(failed rollout's start to its failure, its start to the revert's success) in seconds,
+    from status.history's millisecond times."""
+    by_outcome = {h["outcome"]: h for h in status["history"] if h["revision"] >= 2}
+    failed, revert = by_outcome["Failed"], by_outcome["Succeeded"]
+
+    def since_start(end: str) -> float:
+        start, finish = parse_time(failed["startedAt"]), parse_time(end)
+        assert start and finish
+        return (finish - start).total_seconds()
+
+    return since_start(failed["finishedAt"]), since_start(revert["finishedAt"])
+
+
 def test_metrics_count_the_failed_rollout_and_the_revert(
     kube: Kube, namespace: str, stopped_operator: OperatorProcess
 ) -> None:
@@ -96,7 +111,7 @@ def test_metrics_count_the_failed_rollout_and_the_revert(
             and 'modeldeploy_rollouts_total{outcome="Succeeded",trigger="Automatic"}' in t
             and t
         ),
-        15,
+        60,
         "the revert's metrics",
     )
     assert metric(text, 'modeldeploy_rollouts_total{outcome="Failed",trigger="Manual"}') == 1
@@ -106,6 +121,15 @@ def test_metrics_count_the_failed_rollout_and_the_revert(
     )
     assert metric(text, "modeldeploy_time_to_detect_seconds_count") == 1
     assert metric(text, "modeldeploy_time_to_recover_seconds_count") == 1
+    # sub-second: the histograms agree with status.history to its millisecond, and a
+    # detect time is not a whole number of seconds (odds of one by chance: 1 in 10^6)
+    failed, revert = durations_from_history(kube.status(namespace, "metered"))
+    detected = metric(text, "modeldeploy_time_to_detect_seconds_sum")
+    assert detected != round(detected)
+    assert detected == pytest.approx(failed, abs=2e-3)
+    assert metric(text, "modeldeploy_time_to_recover_seconds_sum") == pytest.approx(
+        revert, abs=2e-3
+    )
     assert (
         metric(
             text,
@@ -131,7 +155,7 @@ def test_webhook_receives_failed_revert_and_success(
             {"RolloutFailed", "RolledBack"} <= set(receiver.events())
             and receiver.events().count("RolloutSucceeded") >= 2
         ),
-        15,
+        60,
         "the notifications",
     )
     failed = next(p for p in receiver.payloads if p["event"] == "RolloutFailed")
@@ -225,7 +249,7 @@ def test_operator_runs_on_its_service_account_rbac_alone(
         ["kubectl", "create", "namespace", "modeldeploy-system"], capture_output=True, check=False
     )  # may exist from an earlier run
     subprocess.run(
-        ["kubectl", "apply", "-f", str(ROOT / "deploy" / "rbac.yaml")],
+        ["kubectl", "apply", "-f", str(ROOT / "deploy" / "base" / "rbac.yaml")],
         capture_output=True,
         check=True,
     )

@@ -230,7 +230,7 @@ def test_slow_loading_version_succeeds_within_its_ready_timeout(
     body = real_model("fraud", {"v1": "good", "v2": "slowload"}, "v1", readyTimeoutSeconds=90)
     url = serve(kube, namespace, body)
     with InferenceLoad(url) as load:
-        wait_for(lambda: load.requests > 0, 10, "the first request")
+        wait_for(lambda: load.requests > 0, 60, "the first request")
         selected = time.monotonic()
         kube.select(namespace, "fraud", "v2")
         wait_for(
@@ -258,7 +258,8 @@ def test_real_node_stops_leaving_nothing_behind_and_starts_again(
     assert any("KUBE-SERVICES" in realnode.iptables_save(tool) for tool in realnode.IPTABLES)
     pod_links = [name for name, bridge in links().items() if bridge == realnode.BRIDGE]
     assert len(pod_links) >= REPLICAS  # pods of earlier tests may still be draining
-    assert realnode.down() == ["kube-proxy", "kubelet", "containerd"]
+    assert kube.core.read_namespaced_endpoints("kubernetes", "default").subsets  # pods' API
+    assert realnode.down() == ["api-forward", "kube-proxy", "kubelet", "containerd"]
     try:
         assert not realnode.RUN.exists() and not realnode.DIR.exists()
         assert not any(folder.exists() for folder in realnode.cgroup_folders())
@@ -269,9 +270,15 @@ def test_real_node_stops_leaving_nothing_behind_and_starts_again(
             assert ":KUBE-" not in realnode.iptables_save(tool)
         socket = str(realnode.SOCKET).encode()
         assert [p for p in Path("/proc").glob("[0-9]*/cmdline") if socket in read(p)] == []
-        with pytest.raises(kubernetes.client.ApiException) as missing:
-            kube.core.read_node(real_node)
-        assert missing.value.status == 404
+        lookups: list[Callable[[], object]] = [
+            lambda: kube.core.read_node(real_node),
+            lambda: kube.core.read_namespaced_endpoints("kubernetes", "default"),
+            lambda: kube.discovery.read_namespaced_endpoint_slice("kubernetes", "default"),
+        ]
+        for lookup in lookups:
+            with pytest.raises(kubernetes.client.ApiException) as missing:
+                lookup()
+            assert missing.value.status == 404
     finally:
         testbed.cluster.up(real_node=True)
     assert realnode.is_up()

@@ -12,6 +12,7 @@ from modeldeploy.constants import ANNOTATION_RETRY, GROUP, PLURAL, VERSION
 from modeldeploy.core.plan import SpecChange
 from modeldeploy.kube import KubeCluster
 from modeldeploy.model.resource import parse_resource
+from modeldeploy.reconcile import Refused
 from testbed.support import OperatorProcess
 from tests.e2e.helpers import (
     Kube,
@@ -114,7 +115,7 @@ def test_crashloop_reverts_to_last_good(
     assert kube.condition(namespace, name, "RolledBack")["status"] == "True"
     reasons = wait_for(
         lambda: (r := kube.event_reasons(namespace, name)) and "RolledBack" in r and r,
-        10,
+        60,
         "the RolledBack event",
     )
     assert "RolloutFailed" in reasons
@@ -223,7 +224,7 @@ def test_quarantined_version_is_refused_and_retry_rolls_it_out(
     )
     messages = wait_for(
         lambda: [m for _, r, m in kube.events(namespace, name) if r == "VersionQuarantined"],
-        10,
+        60,
         "the VersionQuarantined event",
     )
     assert "modeldeploy.io/retry=v2" in messages[0]
@@ -248,7 +249,7 @@ def test_quarantined_version_is_refused_and_retry_rolls_it_out(
         lambda: (
             ANNOTATION_RETRY not in (kube.get(namespace, name)["metadata"].get("annotations") or {})
         ),
-        10,
+        60,
         "the retry annotation to be consumed",
     )
 
@@ -315,6 +316,23 @@ def test_revert_patch_applies_only_while_spec_names_the_failed_version(
     assert kube.get(namespace, name)["spec"]["activeVersion"] == "v3"
 
 
+def test_a_stale_status_write_is_stale_and_a_refused_one_is_refused(
+    kube: Kube, namespace: str
+) -> None:
+    # The API server answers a failed JSON-patch `test` with a bare 422, like a real
+    # refusal: only the first may be taken for staleness (no operator runs here).
+    kube.create(namespace, model_deployment("guarded", {"v1": GOOD}, "v1"))
+    resource = parse_resource(kube.get(namespace, "guarded"))
+    current = kube.get(namespace, "guarded")["metadata"]["resourceVersion"]
+    cluster = KubeCluster()
+    assert cluster.replace_status(resource, "1", {"phase": "Pending"}) is False
+    with pytest.raises(Refused) as refused:
+        cluster.replace_status(resource, current, {"phase": "Sideways"})
+    assert refused.value.code == 422
+    assert "Sideways" in refused.value.message  # the API server's own words
+    assert cluster.replace_status(resource, current, {"phase": "Pending"}) is True
+
+
 # ------------------------------------------------------------ B10 crash safety
 
 
@@ -333,7 +351,7 @@ def test_operator_killed_after_bad_version_reverts_exactly_once(
             ]
             == "v2"
         ),
-        10,
+        60,
         "the operator to roll v2 out",
     )
     operator.stop(kill=True)  # before it sees v2 crash (the first crash takes ~1 s)

@@ -10,6 +10,10 @@ import pytest
 
 from tests.e2e.helpers import Kube, wait_for
 
+# How long a simulated behaviour may take to show on a loaded machine: generous, since
+# these tests check what happens, not how fast (timings are bench/'s).
+DEADLINE_S = 90
+
 
 def deployment(name: str, image: str, **spec: Any) -> dict[str, Any]:
     labels = {"app": name}
@@ -61,14 +65,16 @@ def test_healthy_image_completes_rollout_status(kube: Kube, namespace: str) -> N
     )
 
 
-def test_crashloop_image_restarts_about_once_a_second(kube: Kube, namespace: str) -> None:
+def test_crashloop_image_keeps_restarting_in_crash_loop_back_off(
+    kube: Kube, namespace: str
+) -> None:
     kube.apps.create_namespaced_deployment(
         namespace, deployment("c", "registry.example/m:1-crashloop")
     )
     status = wait_for(
         lambda: (s := container(kube, namespace, "c")) and s.restart_count >= 3 and s,
-        15,
-        "restartCount >= 3 within 15 s",
+        DEADLINE_S,
+        "restartCount >= 3",
     )
     assert status.state.waiting.reason == "CrashLoopBackOff"
     assert status.last_state.terminated.exit_code == 1
@@ -84,7 +90,7 @@ def test_pullfail_image_shows_image_pull_backoff(kube: Kube, namespace: str) -> 
             and s.state.waiting
             and s.state.waiting.reason == "ImagePullBackOff"
         ),
-        15,
+        DEADLINE_S,
         "ImagePullBackOff",
     )
 
@@ -95,7 +101,7 @@ def test_notready_image_runs_but_is_never_ready(kube: Kube, namespace: str) -> N
     )
     status = wait_for(
         lambda: (s := container(kube, namespace, "n")) and s.state.running and s,
-        15,
+        DEADLINE_S,
         "the container to run",
     )
     assert status.ready is False
@@ -106,8 +112,10 @@ def test_slowready_image_becomes_ready_after_about_20_seconds(kube: Kube, namesp
     kube.apps.create_namespaced_deployment(
         namespace, deployment("s", "registry.example/m:1-slowready")
     )
-    wait_for(lambda: (s := container(kube, namespace, "s")) and s.state.running, 15, "running")
-    wait_for(lambda: (s := container(kube, namespace, "s")) and s.ready, 40, "Ready")
+    wait_for(
+        lambda: (s := container(kube, namespace, "s")) and s.state.running, DEADLINE_S, "running"
+    )
+    wait_for(lambda: (s := container(kube, namespace, "s")) and s.ready, DEADLINE_S, "Ready")
     pod = pods(kube, namespace, "s")[0]
     became_ready = next(c.last_transition_time for c in pod.status.conditions if c.type == "Ready")
     created: datetime = pod.metadata.creation_timestamp
@@ -118,7 +126,7 @@ def test_oom_image_is_oom_killed_and_restarting(kube: Kube, namespace: str) -> N
     kube.apps.create_namespaced_deployment(namespace, deployment("o", "registry.example/m:1-oom"))
     status = wait_for(
         lambda: (s := container(kube, namespace, "o")) and s.restart_count >= 2 and s,
-        15,
+        DEADLINE_S,
         "restarts",
     )
     assert status.last_state.terminated.reason == "OOMKilled"
@@ -139,7 +147,7 @@ def test_stuck_rollout_gets_progress_deadline_exceeded(kube: Kube, namespace: st
             for c in conditions
         )
 
-    wait_for(deadline_exceeded, 40, "Progressing=False/ProgressDeadlineExceeded")
+    wait_for(deadline_exceeded, DEADLINE_S, "Progressing=False/ProgressDeadlineExceeded")
 
 
 @pytest.mark.parametrize("gpus", [64])
@@ -160,5 +168,5 @@ def test_pod_asking_for_too_many_gpus_stays_unschedulable(
             for c in found[0].status.conditions or ()
         )
 
-    wait_for(unschedulable, 20, "PodScheduled=False/Unschedulable")
+    wait_for(unschedulable, DEADLINE_S, "PodScheduled=False/Unschedulable")
     assert pods(kube, namespace, "g")[0].spec.node_name is None

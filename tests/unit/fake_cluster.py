@@ -70,12 +70,20 @@ class RecordingCluster:
         return True
 
     def apply(self, manifest: JSON) -> None:
-        self._admit(manifest["kind"])
-        self.children[manifest["kind"]] = copy.deepcopy(manifest)
-        self.writes.append(("apply", manifest["kind"]))
+        kind = manifest["kind"]
+        if manifest["metadata"]["name"].endswith("-standby"):
+            kind = "Standby"
+        self._admit(kind)
+        self.children[kind] = copy.deepcopy(manifest)
+        self.writes.append(("apply", kind))
 
-    def read_child(self, kind: str, resource: Resource) -> ChildState | None:
-        return self.foreign.get(kind)
+    def read_child(self, kind: str, resource: Resource, name: str) -> ChildState | None:
+        found = self.foreign.get(kind)
+        return found if found is not None and found.name == name else None
+
+    def delete_child(self, kind: str, resource: Resource, name: str) -> None:
+        self.children.pop("Standby" if name.endswith("-standby") else kind, None)
+        self.writes.append(("delete", name))
 
     def change_spec(self, resource: Resource, change: SpecChange) -> bool:
         if self.before_spec_change is not None:

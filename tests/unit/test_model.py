@@ -12,12 +12,15 @@ from modeldeploy.model.resource import active_version_managers, parse_resource, 
 from modeldeploy.model.spec import SpecError, parse_spec
 from modeldeploy.model.status import (
     AnalysisRecord,
+    Baseline,
     CheckRecord,
     Condition,
     ConfigRecord,
     Intent,
+    Notice,
     Revert,
     RolloutRecord,
+    StandbyRecord,
     Status,
     ValidationRecord,
     VersionRecord,
@@ -46,6 +49,9 @@ FULL = Status(
         reason="RolledBack",
         message="m",
         finished_at=T2,
+        stage="Guard",
+        generation=2,
+        baseline=(Baseline(pod="p", container="model", restarts=3),),
     ),
     intent=Intent(trigger="Automatic", version="v1", generation=2, from_version="v2", at=T1),
     versions=(
@@ -75,6 +81,9 @@ FULL = Status(
         ends_at=T2,
         phase="Passed",
         checks=(CheckRecord(name="e", passed=2, last_value="0.01"),),
+        guard_ends_at=T2,
+        previous_good="v0",
+        previous_good_hash="h0",
     ),
     validation=ValidationRecord(
         version="v1",
@@ -96,6 +105,8 @@ FULL = Status(
             retired_at=T2,
         ),
     ),
+    standby=StandbyRecord(version="v0", template_hash="h0", ends_at=T2, serving=True),
+    outbox=(Notice(type="Normal", reason="RolledBack", message="m", at=T1),),
     conditions=(
         Condition(
             type="Ready",

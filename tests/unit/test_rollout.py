@@ -1,4 +1,4 @@
-"""The rollout rules (DESIGN.md B2-B9) as table-driven tests of the pure `decide`."""
+"""The rollout rules (docs/behaviour.md B2-B9) as table-driven tests of the pure `decide`."""
 
 from __future__ import annotations
 
@@ -175,7 +175,9 @@ def test_auto_rollback_off_records_the_failure_and_stalls() -> None:
     ("versions", "why"),
     [
         pytest.param(
-            {"v1": "registry.example/m:1-edited", "v2": BAD}, "was changed", id="last-good-edited"
+            {"v1": "registry.example/m:1-edited", "v2": BAD},
+            "renders different pods",
+            id="last-good-edited",
         ),
         pytest.param(
             {"v3": "registry.example/m:3", "v2": BAD}, "was removed", id="last-good-removed"
@@ -195,6 +197,51 @@ def test_a_changed_or_removed_last_good_version_is_no_rollback_target(
     stalled = next(k for k in bad.status.conditions if k.type == c.STALLED)
     assert (stalled.status, stalled.reason) == ("True", "NoRollbackTarget")
     assert why in stalled.message
+
+
+def rendered_by_an_older_operator(res: Resource) -> Resource:
+    """`res` as an operator that rendered pods differently left it (another template hash)."""
+    old = "0123456789ab"
+    status = res.status
+    assert status.rollout is not None
+    return replace(
+        res,
+        status=replace(
+            status,
+            versions=tuple(replace(v, template_hash=old) for v in status.versions),
+            history=tuple(replace(h, template_hash=old) for h in status.history),
+            rollout=replace(status.rollout, template_hash=old),
+            last_good_template_hash=old,
+        ),
+    )
+
+
+def test_after_an_upgrade_that_changes_rendering_a_failing_rerender_keeps_the_old_pods() -> None:
+    res = rendered_by_an_older_operator(serving_v1())
+    running = replace(deployment(res), template_hash="0123456789ab")
+    res, decision = step(res, Observed(deployment=running), 5)
+    assert decision.deployment is not None  # the active version rolls out once, re-rendered
+    assert res.status.rollout is not None
+    assert (res.status.rollout.version, res.status.rollout.outcome) == ("v1", "Progressing")
+    refused = pod(res, "v1", waiting_reason="CreateContainerConfigError", created=6)
+    res, decision = step(
+        res, Observed(deployment=deployment(res, ready=0, old=2), pods=(refused,)), 7
+    )
+    # nothing to revert to (the pods observed good cannot be rendered again); no write
+    # touches the old ReplicaSet, whose pods keep serving (maxUnavailable 0)
+    assert (decision.spec_change, decision.deployment) == (None, None)
+    stalled = next(k for k in res.status.conditions if k.type == c.STALLED)
+    assert (stalled.status, stalled.reason) == ("True", "NoRollbackTarget")
+    assert "the operator's rendering changed" in stalled.message
+    assert res.status.phase == "Degraded"
+    # fixing the version (a non-root image here) makes a new candidate, which recovers it
+    fixed = resource(versions={"v1": "registry.example/m:1-nonroot", "v2": BAD}, generation=2)
+    res = replace(res, spec=fixed.spec, generation=2)
+    res, _ = step(res, Observed(deployment=deployment(res, ready=0, old=2)), 8)
+    assert present(res.status.rollout).outcome == "Progressing"
+    res, _ = step(res, Observed(deployment=deployment(res)), 9)
+    assert condition(res, c.STALLED)[0] == "False"
+    assert condition(res, c.READY) == ("True", "Available")
 
 
 # ---------------------------------------------------------- B7 quarantine

@@ -15,18 +15,26 @@ from modeldeploy import constants as c
 from modeldeploy.core import (
     analysis,
     config,
+    endpoints,
     ledger,
     outbox,
     quarantine,
     retry,
+    standby,
     summary,
-    validation,
+    target_check,
 )
-from modeldeploy.core.conditions import get_condition
+from modeldeploy.core.endpoints import WEBHOOK
 from modeldeploy.core.ledger import Target
 from modeldeploy.core.plan import Decision, Event, Problem, SpecChange, ValidationRequest
-from modeldeploy.core.render import covers, render_deployment, render_service, template_hash
-from modeldeploy.core.signals import Verdict, baseline, evaluate, owned_pods
+from modeldeploy.core.progress import Step, progress, superseded
+from modeldeploy.core.render import (
+    covers,
+    render_deployment,
+    render_service,
+    render_standby,
+    template_hash,
+)
 from modeldeploy.model.observed import ChildState, Observed, Refusal
 from modeldeploy.model.resource import Resource
 from modeldeploy.model.settings import Settings
@@ -34,24 +42,13 @@ from modeldeploy.model.spec import JSON, Spec, SpecError
 from modeldeploy.model.status import Status, to_json
 from modeldeploy.model.text import shorten
 
-APPLY = {"Deployment": "apply Deployment", "Service": "apply Service"}
+APPLY = {
+    "Deployment": "apply Deployment",
+    "Service": "apply Service",
+    "Standby": "apply standby Deployment",
+}
 REVERT = "revert"
-WEBHOOK = "webhook"  # the webhook's URL could not be had (its Secret) or was refused
 DEFAULTS = Settings()
-
-
-@dataclass(frozen=True)
-class Step:
-    """What one look at a rollout found."""
-
-    status: Status
-    events: tuple[Event, ...] = ()
-    failed: bool = False  # it failed just now
-    requeue: float | None = None
-    queries: tuple[analysis.Query, ...] = ()
-    stall: Problem | None = None  # it cannot progress without a human (an invalid query)
-    validations: tuple[ValidationRequest, ...] = ()
-    hold: bool = False  # leave the Deployment alone: a rollback's pods are being validated
 
 
 @dataclass(frozen=True)
@@ -66,7 +63,8 @@ class Draft:
     queries: tuple[analysis.Query, ...] = ()
     target: Target | None = None  # what the Deployment should run; None: leave it alone
     quarantined: bool = False  # the version the spec names is quarantined
-    validations: tuple[ValidationRequest, ...] = ()
+    standby: standby.Plan | None = None
+    validations: tuple[ValidationRequest, ...] = ()  # golden requests due (spec.validation)
 
     def then(self, outcome: Step | quarantine.Outcome | retry.Outcome) -> Draft:
         return replace(self, status=outcome.status, events=self.events + outcome.events)
@@ -98,7 +96,20 @@ def decide(
         draft = replace(draft, stall=configs.stall, requeue=configs.requeue)
     else:
         draft = _rollout(draft, resource, spec, observed, now)
-    draft = _egress(draft, resource, spec, observed, settings, now)
+    checked = endpoints.check(
+        draft.status, resource, spec, _refusal(observed, resource, WEBHOOK), settings, now
+    )
+    draft = replace(
+        draft,
+        status=checked.status,
+        stall=draft.stall or checked.analysis_refused,
+        queries=() if checked.analysis_refused else draft.queries,
+        events=draft.events + checked.events,
+    )
+    kept = standby.plan(draft.status, resource, spec, observed.standby, now)
+    draft = replace(
+        draft, status=kept.status, standby=kept, requeue=_sooner(draft.requeue, kept.wake_in_s)
+    )
     children, draft = _children(draft, resource, spec, observed, now)
     digest = template_hash(resource.name, spec, spec.active)
     after_revert = quarantine.reverted(draft.status, resource, spec)
@@ -116,6 +127,8 @@ def decide(
         status_changed=to_json(status) != to_json(before),
         deployment=_if_needed(children["Deployment"], observed.deployment),
         service=_if_needed(children["Service"], observed.service),
+        standby=_if_needed(children["Standby"], observed.standby),
+        remove_standby=kept.remove and observed.standby is not None,
         spec_change=spec_change,
         requeue_after=_sooner(draft.requeue, 0.05 if configs.consume_refresh else None),
         queries=draft.queries,
@@ -149,7 +162,7 @@ def _rollout(
     status = draft.status
     just_failed = False
     if not quarantine.is_quarantined(status, active.version, active.digest):
-        step = _progress(status, resource, spec, active, observed, now)
+        step = progress(status, resource, spec, active, observed, now)
         draft = _stepped(draft.then(step), step, active)
         if not step.failed:
             return draft
@@ -160,7 +173,7 @@ def _rollout(
     refused = _refusal(observed, resource, REVERT)
     handled = quarantine.handle_quarantined(draft.status, resource, spec, just_failed, refused, now)
     # spec.validation: a revert target's running pods answer the golden requests first.
-    checked = validation.before_revert(draft.status, handled, resource, spec, observed, now)
+    checked = target_check.before_revert(draft.status, handled, resource, spec, observed, now)
     handled = checked.outcome
     draft = replace(
         draft.then(handled),
@@ -172,13 +185,13 @@ def _rollout(
     if refused and handled.stall:
         draft = replace(draft, requeue=_sooner(draft.requeue, _retry_in(refused, now)))
     if handled.fallback is None:
-        return replace(draft, status=_superseded(draft.status, spec, None, now))
+        return replace(draft, status=superseded(draft.status, spec, None, now))
     # KeepSpec: the Deployment goes back to the last good version; the spec stays.
     version = spec.versions[handled.fallback]
     fallback = Target(
         version.name, template_hash(resource.name, spec, version), c.TRIGGER_AUTOMATIC
     )
-    step = _progress(draft.status, resource, spec, fallback, observed, now)
+    step = progress(draft.status, resource, spec, fallback, observed, now)
     draft = replace(_stepped(draft.then(step), step, fallback), stall=handled.stall)
     rollout = draft.status.rollout
     if rollout is not None and rollout.started_at == now and rollout.version == version.name:
@@ -187,42 +200,6 @@ def _rollout(
         )
         draft = replace(draft, status=reverted, events=(*draft.events, said))
     return draft
-
-
-def _egress(
-    draft: Draft,
-    resource: Resource,
-    spec: Spec,
-    observed: Observed,
-    settings: Settings,
-    now: datetime,
-) -> Draft:
-    """Only URLs an admin allowed are ever contacted (docs/security.md): a refused
-    Prometheus stalls the analysis (nothing is queried); a refused webhook is said in
-    WebhookReady and no payload goes out, while rollouts and reverts go on."""
-    prometheus = spec.analysis.prometheus if spec.analysis else None
-    refused = settings.egress.why_not(prometheus) if prometheus else None
-    if refused is not None:
-        problem = Problem(c.REASON_INVALID_SPEC, f"spec.analysis.prometheus: {refused}")
-        draft = replace(draft, stall=draft.stall or problem, queries=())
-    if spec.webhook is None:
-        kept = tuple(k for k in draft.status.conditions if k.type != c.WEBHOOK_READY)
-        return replace(draft, status=replace(draft.status, conditions=kept))
-    why = settings.egress.why_not(spec.webhook.url) if spec.webhook.url else None
-    if why is not None:
-        why = f"spec.notifications.webhook.url: {why}"
-    elif (failed := _refusal(observed, resource, WEBHOOK)) is not None:
-        why = failed.message
-    message = why or "webhook notifications are allowed"
-    reason = c.REASON_WEBHOOK_REFUSED if why else c.REASON_WEBHOOK_READY
-    status = ledger.set_status_condition(
-        draft.status, resource, c.WEBHOOK_READY, why is None, reason, message, now
-    )
-    events = draft.events
-    previous = get_condition(resource.status.conditions, c.WEBHOOK_READY)
-    if why and (previous is None or previous.status != "False" or previous.message != why):
-        events = (*events, Event("Warning", c.REASON_WEBHOOK_REFUSED, why))
-    return replace(draft, status=status, events=events)
 
 
 def _stepped(draft: Draft, step: Step, target: Target) -> Draft:
@@ -247,8 +224,28 @@ def _children(
         if target is not None
         else None
     )
-    service = render_service(resource, spec) if spec.service.enabled else None
-    children: dict[str, JSON | None] = {"Deployment": deployment, "Service": service}
+    kept = draft.standby
+    record = kept.status.standby if kept else None
+    serving_standby = record is not None and record.serving
+    service = render_service(resource, spec, serving_standby) if spec.service.enabled else None
+    warm = None
+    foreign = observed.standby is not None and observed.standby.controller_uid != resource.uid
+    if (
+        kept is not None
+        and kept.keep
+        and record is not None
+        and record.version in spec.versions
+        and not foreign  # a <name>-standby someone else made is never taken over
+    ):
+        config = spec.rollout.standby
+        replicas = (config.replicas if config and config.replicas else None) or spec.replicas
+        version = spec.versions[record.version]
+        warm = render_standby(resource, spec, version, record.template_hash, replicas)
+    children: dict[str, JSON | None] = {
+        "Deployment": deployment,
+        "Service": service,
+        "Standby": warm,
+    }
     for kind, manifest in children.items():
         refused = _refusal(observed, resource, APPLY[kind])
         if manifest is None or refused is None:
@@ -259,95 +256,6 @@ def _children(
             children[kind] = None
             draft = replace(draft, requeue=_sooner(draft.requeue, _retry_in(refused, now)))
     return children, draft
-
-
-def _progress(
-    status: Status,
-    resource: Resource,
-    spec: Spec,
-    target: Target,
-    observed: Observed,
-    now: datetime,
-) -> Step:
-    """Start the rollout of `target` if it is new, then judge it: failed, done or waiting."""
-    digest = target.digest
-    events: tuple[Event, ...] = ()
-    status = _superseded(status, spec, digest, now)
-    rollout = status.rollout
-    current = (
-        rollout is not None
-        and rollout.template_hash == digest
-        and rollout.outcome in (c.OUTCOME_PROGRESSING, c.OUTCOME_SUCCEEDED)
-    )
-    if not current:
-        before = baseline(owned_pods(observed, digest))
-        status, started = ledger.start_rollout(status, resource, spec, target, before, now)
-        events = (started,)
-    elif status.intent is not None and status.intent.applied:
-        status = replace(status, intent=None)  # a revert to what already serves: no rollout
-    rollout = status.rollout
-    assert rollout is not None
-    if rollout.outcome != c.OUTCOME_PROGRESSING:
-        return Step(status, events)
-    verdict = evaluate(resource.name, spec, observed, rollout, now)
-    # spec.validation: complete only once every Ready pod answered as expected.
-    checked = validation.judge_rollout(status, resource, spec, rollout, observed, verdict, now)
-    status, verdict = checked.status, checked.verdict
-    queries: tuple[analysis.Query, ...] = ()
-    stall: Problem | None = None
-    analysing = status.analysis is not None and status.analysis.template_hash == digest
-    if verdict.failure is None and spec.analysis and (verdict.complete or analysing):
-        # Ready is not enough: judge what the version serves (AnalysisFailed).
-        status, verdict, queries, stall = _analyse(status, resource, spec, target, observed, now)
-    if verdict.failure is not None:
-        status, failed = ledger.fail(status, spec, verdict.failure, now)
-        return Step(status, (*events, failed), failed=True)
-    if verdict.complete and not checked.pending:
-        status, succeeded = ledger.succeed(status, spec, now)
-        return Step(status, (*events, succeeded))
-    return Step(
-        status,
-        events,
-        requeue=verdict.wake_in_s,
-        queries=queries,
-        stall=stall,
-        validations=checked.requests,
-        hold=checked.hold,
-    )
-
-
-def _superseded(status: Status, spec: Spec, digest: str | None, now: datetime) -> Status:
-    """A rollout in progress of another template than the one wanted now is superseded."""
-    rollout = status.rollout
-    if rollout and rollout.outcome == c.OUTCOME_PROGRESSING and rollout.template_hash != digest:
-        return ledger.supersede(status, spec, now)
-    return status
-
-
-def _analyse(
-    status: Status,
-    resource: Resource,
-    spec: Spec,
-    target: Target,
-    observed: Observed,
-    now: datetime,
-) -> tuple[Status, Verdict, tuple[analysis.Query, ...], Problem | None]:
-    """Start or continue the analysis of `target`; its verdict stands in for success."""
-    assert spec.analysis is not None
-    record = status.analysis
-    if record is None or record.template_hash != target.digest:
-        record = analysis.start(target.version, target.digest, spec.analysis, now)
-    record = analysis.fold(record, spec.analysis, observed.measurements)
-    phase, message = analysis.verdict(record, spec.analysis, now)
-    status = replace(status, analysis=replace(record, phase=phase))
-    if phase == analysis.FAILED:
-        return status, Verdict(failure=Problem(c.REASON_ANALYSIS_FAILED, message)), (), None
-    if phase == analysis.PASSED:
-        return status, Verdict(complete=True), (), None
-    stall = Problem(c.REASON_INVALID_QUERY, message) if phase == analysis.INVALID else None
-    due = analysis.queries(record, spec.analysis, now, resource.name, resource.namespace)
-    wake = Verdict(wake_in_s=analysis.next_wake_s(record, spec.analysis, now))
-    return status, wake, due, stall
 
 
 def _refusal(observed: Observed, resource: Resource, action: str) -> Refusal | None:

@@ -207,6 +207,26 @@ def fail(status: Status, spec: Spec, failure: Problem, now: datetime) -> tuple[S
     )
 
 
+def fail_in_guard(
+    status: Status, spec: Spec, failure: Problem, now: datetime
+) -> tuple[Status, Event]:
+    """A promoted version failed its guard: its rollout is Failed after all (stage Guard),
+    it is quarantined, and the last good version is again the one before it."""
+    record = status.analysis
+    assert record is not None
+    status, event = fail(status, spec, failure, now)
+    assert status.rollout is not None
+    guarded = replace(status.rollout, stage=c.STAGE_GUARD)
+    status = replace(
+        with_rollout(status, guarded, spec.rollout.history_limit),
+        last_good_version=record.previous_good,
+        last_good_template_hash=record.previous_good_hash,
+    )
+    said = f"{guarded.version} failed in its guard window after promotion"
+    message = event.message.replace(f"{guarded.version} failed", said, 1)
+    return status, replace(event, message=message)
+
+
 def supersede(status: Status, spec: Spec, now: datetime) -> Status:
     """The rollout in progress was replaced by a spec naming another template."""
     rollout = status.rollout

@@ -74,6 +74,8 @@ class Decision:
     status_changed: bool
     deployment: JSON | None = None  # apply this; None leaves the Deployment alone
     service: JSON | None = None
+    standby: JSON | None = None  # the standby Deployment (spec.rollout.standby)
+    remove_standby: bool = False
     spec_change: SpecChange | None = None
     requeue_after: float | None = None  # seconds until the next deadline to check
     queries: tuple[Query, ...] = ()  # analysis measurements due now

@@ -45,7 +45,12 @@ def revert_target(status: Status, spec: Spec, name: str, failed: str) -> str | P
     last_good = status.last_good_version
     if last_good is None:
         return Problem(c.REASON_FIRST_VERSION_FAILED, "no version was ever observed Available")
-    changed = f"last good version {last_good} was changed since it was observed good"
+    # Its spec, the shared template, or (after an operator upgrade) our rendering changed:
+    # the pods observed good cannot be recreated, though the ones still running serve on.
+    changed = (
+        f"last good version {last_good} now renders different pods than when it was observed "
+        "good (its settings, spec.template or the operator's rendering changed)"
+    )
     if last_good == failed:
         return Problem(c.REASON_NO_TARGET, changed)
     if last_good not in spec.versions:

@@ -148,8 +148,57 @@ def render_deployment(resource: Resource, spec: Spec, version: VersionSpec, dige
     }
 
 
-def render_service(resource: Resource, spec: Spec) -> JSON:
-    """The Service in front of the resource's pods, whatever version they run."""
+def standby_name(name: str) -> str:
+    return f"{name}{STANDBY_SUFFIX}"
+
+
+STANDBY_SUFFIX = "-standby"
+
+
+def render_standby(
+    resource: Resource, spec: Spec, version: VersionSpec, digest: str, replicas: int
+) -> JSON:
+    """The standby Deployment: `version` kept warm. Its pods carry standby-of, never the
+    name label, so neither the main Deployment's selector nor the Service (unless a
+    revert switched it) ever picks them up."""
+    name = resource.name
+    pod_labels = {
+        c.LABEL_APP: name,
+        c.LABEL_MANAGED_BY: c.MANAGER,
+        c.LABEL_STANDBY_OF: name,
+        c.LABEL_VERSION: version.name,
+        c.LABEL_TEMPLATE_HASH: digest,
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": standby_name(name),
+            "namespace": resource.namespace,
+            "labels": common_labels(name),
+            "annotations": {c.ANNOTATION_TEMPLATE_HASH: digest},
+            "ownerReferences": [owner_reference(resource)],
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {c.LABEL_STANDBY_OF: name}},
+            "revisionHistoryLimit": 2,
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": spec.rollout.max_surge, "maxUnavailable": 0},
+            },
+            "template": {
+                "metadata": {"labels": pod_labels},
+                "spec": _pod_spec(name, spec, version),
+            },
+        },
+    }
+
+
+def render_service(resource: Resource, spec: Spec, to_standby: bool = False) -> JSON:
+    """The Service in front of the resource's pods, whatever version they run; while a
+    revert is switched to the standby, in front of the standby's pods instead."""
+    selector = {c.LABEL_STANDBY_OF: resource.name} if to_standby else selector_labels(resource.name)
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -160,7 +209,7 @@ def render_service(resource: Resource, spec: Spec) -> JSON:
             "ownerReferences": [owner_reference(resource)],
         },
         "spec": {
-            "selector": selector_labels(resource.name),
+            "selector": selector,
             "ports": [
                 {
                     "name": c.PORT_NAME,

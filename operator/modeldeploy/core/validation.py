@@ -3,10 +3,10 @@ must be right.
 
 Part of the pure core, under `decide`: with `spec.validation`, each Ready pod of the
 template being rolled out gets the golden requests, straight at its IP, before the
-rollout counts as complete; before a revert (or a manual rollback) to a version whose
-pods are running, those pods get them first. This module says which pods are due,
-folds the answers the validator edge hands back into `status.validation`, and gives
-the verdict; it never sends anything itself.
+rollout counts as complete; a manual rollback's running pods get them before the
+Deployment is switched (a revert's: core/target_check.py). This module says which
+pods are due, folds the answers the validator edge hands back into
+`status.validation`, and gives the verdict; it never sends anything itself.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from modeldeploy import constants as c
-from modeldeploy.core import golden, quarantine
+from modeldeploy.core import golden
 from modeldeploy.core.plan import Problem, ValidationRequest
-from modeldeploy.core.render import template_hash
 from modeldeploy.core.signals import Verdict, owned_pods
 from modeldeploy.model.observed import Observed, PodState
 from modeldeploy.model.resource import Resource
@@ -192,87 +191,3 @@ def judge_rollout(
         pending=True,
         hold=bool(found.due) and not switched,
     )
-
-
-@dataclass(frozen=True)
-class RevertCheck:
-    """Validation's word on a revert the failure handling decided."""
-
-    outcome: quarantine.Outcome
-    requests: tuple[ValidationRequest, ...] = ()
-    requeue: float | None = None
-
-
-def before_revert(
-    before: Status,
-    handled: quarantine.Outcome,
-    resource: Resource,
-    spec: Spec,
-    observed: Observed,
-    now: datetime,
-) -> RevertCheck:
-    """Before spec.activeVersion is written back (RevertSpec) or the Deployment switched
-    back (KeepSpec), the target's running Ready pods get the golden requests. Until they
-    answered, nothing is written; one that fails stalls the resource
-    (RollbackTargetUnhealthy) instead of reverting to it. No pods running: revert as
-    usual, and the revert's rollout validates its new pods."""
-    target = _revert_target(handled)
-    if spec.validation is None or target is None:
-        return RevertCheck(handled)
-    version = spec.versions[target]
-    digest = template_hash(resource.name, spec, version)
-    deployment = observed.deployment
-    if deployment is not None and deployment.template_hash == digest:
-        return RevertCheck(handled)  # switched already: its rollout validates it
-    record = record_for(before.validation, target, digest, None, resource.generation, now)
-    found = examine(record, resource, spec.validation, spec.template.port, observed)
-    if found.failure is None and not found.due:
-        if found.ready and found.record != before.validation:
-            handled = replace(handled, status=replace(handled.status, validation=found.record))
-        return RevertCheck(_without_spurious_quarantine_event(handled, before, spec))
-    status = replace(before, validation=found.record)
-    failed = spec.active_version
-    if found.failure is not None:
-        intent = status.intent
-        if intent is not None and intent.from_version == failed:
-            status = replace(status, intent=None)  # decided before its pods failed
-        ledger = status.version_record(failed)
-        why = f" ({ledger.reason})" if ledger is not None and ledger.reason else ""
-        problem = Problem(
-            c.REASON_TARGET_UNHEALTHY,
-            shorten(
-                f"{failed} failed{why}; not reverting to {target}, whose running pods failed "
-                f"validation: {found.failure}"
-            ),
-        )
-        return RevertCheck(quarantine.Outcome(status, stall=problem))
-    # Waiting for the target's answers: nothing written yet, not even the intent.
-    return RevertCheck(
-        quarantine.Outcome(status), found.requests, requeue=wake_in_s(spec.validation)
-    )
-
-
-def _revert_target(handled: quarantine.Outcome) -> str | None:
-    if handled.fallback is not None:
-        return handled.fallback
-    change = handled.spec_change
-    if change is not None and change.expect_version is not None:
-        return change.set_version
-    return None
-
-
-def _without_spurious_quarantine_event(
-    handled: quarantine.Outcome, before: Status, spec: Spec
-) -> quarantine.Outcome:
-    """The revert went ahead a reconcile or more after the failure (its target's pods
-    were validated first): that is no user re-selecting a quarantined version, so the
-    Event that says so is not owed."""
-    rollout = before.rollout
-    if (
-        rollout is not None
-        and rollout.version == spec.active_version
-        and rollout.outcome == c.OUTCOME_FAILED
-    ):
-        events = tuple(e for e in handled.events if e.reason != c.EVENT_QUARANTINED)
-        return replace(handled, events=events)
-    return handled

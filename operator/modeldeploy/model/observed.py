@@ -138,6 +138,7 @@ class SnapshotResult:
 class Observed:
     deployment: ChildState | None = None
     service: ChildState | None = None
+    standby: ChildState | None = None  # the standby Deployment, `<name>-standby`
     pods: tuple[PodState, ...] = ()
     replica_sets: tuple[ReplicaSetState, ...] = ()
     measurements: tuple[Measurement, ...] = ()

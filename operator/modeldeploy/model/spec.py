@@ -65,6 +65,15 @@ class ServiceSpec:
 
 
 @dataclass(frozen=True)
+class Standby:
+    """spec.rollout.standby: the previous good version kept Ready, without traffic, for
+    `seconds` after a new version is promoted, so a late revert is a Service switch."""
+
+    seconds: int
+    replicas: int | None = None  # None: spec.replicas (fewer: a GPU budget, less capacity)
+
+
+@dataclass(frozen=True)
 class RolloutPolicy:
     auto_rollback: bool = True
     progress_deadline_s: int = 300
@@ -74,6 +83,7 @@ class RolloutPolicy:
     max_surge: int = 1
     history_limit: int = 20
     on_failure: str = c.ON_FAILURE_REVERT_SPEC  # or ON_FAILURE_KEEP_SPEC
+    standby: Standby | None = None  # keep the previous good version warm after promotion
 
     @property
     def keeps_spec(self) -> bool:
@@ -99,6 +109,7 @@ class AnalysisSpec:
     prometheus: str | None = None  # None: the operator-wide --prometheus address
     bake_s: int = 300
     interval_s: int = 30
+    guard_s: int = 0  # after promotion, keep judging the version this long (0: no guard)
 
 
 OIP_INFER_PATH = "/v2/models/{{name}}/infer"  # the Open Inference Protocol's, for the model
@@ -191,7 +202,9 @@ ROLLOUT_KEYS: Keys = {
     "maxSurge": ("max_surge", int),
     "historyLimit": ("history_limit", int),
     "onFailure": ("on_failure", str),
+    "standby": ("standby", lambda raw: Standby(**known(raw, STANDBY_KEYS))),
 }
+STANDBY_KEYS: Keys = {"seconds": ("seconds", int), "replicas": ("replicas", int)}
 CHECK_KEYS: Keys = {
     "name": ("name", str),
     "query": ("query", str),
@@ -204,6 +217,7 @@ ANALYSIS_KEYS: Keys = {
     "prometheus": ("prometheus", str),
     "bakeSeconds": ("bake_s", int),
     "intervalSeconds": ("interval_s", int),
+    "guardSeconds": ("guard_s", int),
 }
 SPEC_KEYS: Keys = {"replicas": ("replicas", int)}
 REQUEST_KEYS: Keys = {

@@ -65,6 +65,7 @@ class RolloutRecord:
     reason: str | None = None
     message: str | None = None
     finished_at: datetime | None = None
+    stage: str | None = None  # "Guard": it failed in the guard window after promotion
     # Pods of this template that had restarted before it began (a revert's old pods).
     baseline: tuple[Baseline, ...] = ()
 
@@ -103,8 +104,23 @@ class AnalysisRecord:
     template_hash: str
     started_at: datetime
     ends_at: datetime
-    phase: str = c.ANALYSIS_RUNNING  # then Passed, Failed or Inconclusive
+    phase: str = c.ANALYSIS_RUNNING  # then Passed, Failed, Inconclusive, or Guarding
     checks: tuple[CheckRecord, ...] = ()
+    # The guard after promotion (spec.analysis.guardSeconds): until when, and the last
+    # good version before this one, the target of a revert if the guard fails.
+    guard_ends_at: datetime | None = None
+    previous_good: str | None = None
+    previous_good_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class StandbyRecord:
+    """The previous good version kept warm (spec.rollout.standby) as `<name>-standby`."""
+
+    version: str
+    template_hash: str
+    ends_at: datetime | None = None  # set when the new version is promoted
+    serving: bool = False  # the Service sends traffic to it (a revert switched to it)
 
 
 @dataclass(frozen=True)
@@ -185,6 +201,7 @@ class Status:
     configs: tuple[ConfigRecord, ...] = ()
     conditions: tuple[Condition, ...] = ()
     outbox: tuple[Notice, ...] = ()
+    standby: StandbyRecord | None = None
 
     def version_record(self, name: str) -> VersionRecord | None:
         return next((record for record in self.versions if record.name == name), None)
@@ -210,6 +227,7 @@ _NESTED: Mapping[str, type[Any]] = {
     "conditions": Condition,
     "baseline": Baseline,
     "outbox": Notice,
+    "standby": StandbyRecord,
 }
 
 

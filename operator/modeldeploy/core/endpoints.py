@@ -1,0 +1,66 @@
+"""The endpoints a resource names (its Prometheus, its webhook): allowed, or said refused.
+
+Part of the pure core, below `decide` (docs/security.md): a spec.analysis.prometheus the
+admin did not allow stalls the analysis (InvalidSpec) and nothing is queried; a webhook
+the admin did not allow, or whose Secret could not be used, is said in WebhookReady, and
+rollouts and reverts go on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from modeldeploy import constants as c
+from modeldeploy.core import ledger
+from modeldeploy.core.conditions import get_condition
+from modeldeploy.core.plan import Event, Problem
+from modeldeploy.model.observed import Refusal
+from modeldeploy.model.resource import Resource
+from modeldeploy.model.settings import Settings
+from modeldeploy.model.spec import Spec
+from modeldeploy.model.status import Status
+
+WEBHOOK = "webhook"  # the refusal of a webhook's URL (its Secret, or the allow-list)
+
+
+@dataclass(frozen=True)
+class Checked:
+    status: Status
+    analysis_refused: Problem | None = None  # stall it, and send no query
+    events: tuple[Event, ...] = ()
+
+
+def check(
+    status: Status,
+    resource: Resource,
+    spec: Spec,
+    webhook_refusal: Refusal | None,
+    settings: Settings,
+    now: datetime,
+) -> Checked:
+    """Each endpoint the spec names, against the admin's allow-list (and, for a webhook
+    from a Secret, what reading it gave: `webhook_refusal`)."""
+    prometheus = spec.analysis.prometheus if spec.analysis else None
+    refused = settings.egress.why_not(prometheus) if prometheus else None
+    stall = None
+    if refused is not None:
+        stall = Problem(c.REASON_INVALID_SPEC, f"spec.analysis.prometheus: {refused}")
+    if spec.webhook is None:
+        kept = tuple(k for k in status.conditions if k.type != c.WEBHOOK_READY)
+        return Checked(replace(status, conditions=kept), stall)
+    why = settings.egress.why_not(spec.webhook.url) if spec.webhook.url else None
+    if why is not None:
+        why = f"spec.notifications.webhook.url: {why}"
+    elif webhook_refusal is not None:
+        why = webhook_refusal.message
+    message = why or "webhook notifications are allowed"
+    reason = c.REASON_WEBHOOK_REFUSED if why else c.REASON_WEBHOOK_READY
+    status = ledger.set_status_condition(
+        status, resource, c.WEBHOOK_READY, why is None, reason, message, now
+    )
+    previous = get_condition(resource.status.conditions, c.WEBHOOK_READY)
+    events: tuple[Event, ...] = ()
+    if why and (previous is None or previous.status != "False" or previous.message != why):
+        events = (Event("Warning", c.REASON_WEBHOOK_REFUSED, why),)
+    return Checked(status, stall, events)

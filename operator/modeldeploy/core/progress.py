@@ -1,0 +1,164 @@
+"""One rollout's progress: start it if it is new, judge it (signals, analysis), guard it.
+
+Part of the pure core, below `decide`: given the version the Deployment should run
+(the target), it records the start (ledger), asks the failure signals and the analysis
+for a verdict, and after promotion keeps the guard (docs/analysis.md). It returns a
+`Step`: what it found, and whether the version failed just now.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from modeldeploy import constants as c
+from modeldeploy.core import analysis, guard, ledger, validation
+from modeldeploy.core.ledger import Target
+from modeldeploy.core.plan import Event, Problem, ValidationRequest
+from modeldeploy.core.signals import Verdict, baseline, evaluate, owned_pods
+from modeldeploy.model.observed import Observed
+from modeldeploy.model.resource import Resource
+from modeldeploy.model.spec import Spec
+from modeldeploy.model.status import Status
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one look at a rollout found."""
+
+    status: Status
+    events: tuple[Event, ...] = ()
+    failed: bool = False  # it failed just now
+    requeue: float | None = None
+    queries: tuple[analysis.Query, ...] = ()
+    stall: Problem | None = None  # it cannot progress without a human (an invalid query)
+    validations: tuple[ValidationRequest, ...] = ()  # golden requests due (spec.validation)
+    hold: bool = False  # leave the Deployment alone: a rollback's pods are being validated
+
+
+def progress(
+    status: Status,
+    resource: Resource,
+    spec: Spec,
+    target: Target,
+    observed: Observed,
+    now: datetime,
+) -> Step:
+    """Start the rollout of `target` if it is new, then judge it: failed, done or waiting."""
+    digest = target.digest
+    events: tuple[Event, ...] = ()
+    status = superseded(status, spec, digest, now)
+    rollout = status.rollout
+    current = (
+        rollout is not None
+        and rollout.template_hash == digest
+        and rollout.outcome in (c.OUTCOME_PROGRESSING, c.OUTCOME_SUCCEEDED)
+    )
+    if not current:
+        before = baseline(owned_pods(observed, digest))
+        status, started = ledger.start_rollout(status, resource, spec, target, before, now)
+        events = (started,)
+    elif status.intent is not None and status.intent.applied:
+        status = replace(status, intent=None)  # a revert to what already serves: no rollout
+    rollout = status.rollout
+    assert rollout is not None
+    if rollout.outcome != c.OUTCOME_PROGRESSING:
+        return guard_step(status, resource, spec, target, observed, now, events)
+    verdict = evaluate(resource.name, spec, observed, rollout, now)
+    # spec.validation: complete only once every Ready pod answered as expected.
+    checked = validation.judge_rollout(status, resource, spec, rollout, observed, verdict, now)
+    status, verdict = checked.status, checked.verdict
+    queries: tuple[analysis.Query, ...] = ()
+    stall: Problem | None = None
+    analysing = status.analysis is not None and status.analysis.template_hash == digest
+    if verdict.failure is None and spec.analysis and (verdict.complete or analysing):
+        # Ready is not enough: judge what the version serves (AnalysisFailed).
+        status, verdict, queries, stall = _analyse(status, resource, spec, target, observed, now)
+    if verdict.failure is not None:
+        status, failed = ledger.fail(status, spec, verdict.failure, now)
+        return Step(status, (*events, failed), failed=True)
+    if verdict.complete and not checked.pending:
+        promoted_from = status
+        status, succeeded = ledger.succeed(status, spec, now)
+        if spec.analysis and spec.analysis.guard_s and status.analysis:
+            record = guard.begin(status.analysis, promoted_from, spec.analysis, now)
+            requeue = guard.next_wake_s(record, spec.analysis, now)
+            return Step(replace(status, analysis=record), (*events, succeeded), requeue=requeue)
+        return Step(status, (*events, succeeded))
+    return Step(
+        status,
+        events,
+        requeue=verdict.wake_in_s,
+        queries=queries,
+        stall=stall,
+        validations=checked.requests,
+        hold=checked.hold,
+    )
+
+
+def guard_step(
+    status: Status,
+    resource: Resource,
+    spec: Spec,
+    target: Target,
+    observed: Observed,
+    now: datetime,
+    events: tuple[Event, ...],
+) -> Step:
+    """A promoted version in its guard window: measure on, and fail it if it degrades."""
+    rollout = status.rollout
+    if (
+        spec.analysis is None
+        or rollout is None
+        or rollout.outcome != c.OUTCOME_SUCCEEDED
+        or not guard.guarding(status, target.digest)
+    ):
+        return Step(status, events)
+    assert status.analysis is not None
+    record = analysis.fold(status.analysis, spec.analysis, observed.measurements)
+    phase, message = guard.verdict(record, spec.analysis, now)
+    status = replace(status, analysis=replace(record, phase=phase))
+    if phase == analysis.FAILED:
+        problem = Problem(c.REASON_ANALYSIS_FAILED, message)
+        status, failed = ledger.fail_in_guard(status, spec, problem, now)
+        return Step(status, (*events, failed), failed=True)
+    if phase == analysis.PASSED:
+        return Step(status, events)
+    stall = Problem(c.REASON_INVALID_QUERY, message) if phase == analysis.INVALID else None
+    due = analysis.queries(record, spec.analysis, now, resource.name, resource.namespace)
+    wake = guard.next_wake_s(record, spec.analysis, now)
+    return Step(status, events, requeue=wake, queries=due, stall=stall)
+
+
+def superseded(status: Status, spec: Spec, digest: str | None, now: datetime) -> Status:
+    """A rollout in progress of another template than the one wanted now is superseded."""
+    rollout = status.rollout
+    if rollout and rollout.outcome == c.OUTCOME_PROGRESSING and rollout.template_hash != digest:
+        return ledger.supersede(status, spec, now)
+    return status
+
+
+def _analyse(
+    status: Status,
+    resource: Resource,
+    spec: Spec,
+    target: Target,
+    observed: Observed,
+    now: datetime,
+) -> tuple[Status, Verdict, tuple[analysis.Query, ...], Problem | None]:
+    """Start or continue the analysis of `target`; its verdict stands in for success."""
+    assert spec.analysis is not None
+    record = status.analysis
+    if record is None or record.template_hash != target.digest:
+        record = analysis.start(target.version, target.digest, spec.analysis, now)
+    record = analysis.fold(record, spec.analysis, observed.measurements)
+    phase, message = analysis.verdict(record, spec.analysis, now)
+    status = replace(status, analysis=replace(record, phase=phase))
+    if phase == analysis.FAILED:
+        return status, Verdict(failure=Problem(c.REASON_ANALYSIS_FAILED, message)), (), None
+    if phase == analysis.PASSED:
+        return status, Verdict(complete=True), (), None
+    stall = Problem(c.REASON_INVALID_QUERY, message) if phase == analysis.INVALID else None
+    due = analysis.queries(record, spec.analysis, now, resource.name, resource.namespace)
+    wake = Verdict(wake_in_s=analysis.next_wake_s(record, spec.analysis, now))
+    return status, wake, due, stall

@@ -1,0 +1,93 @@
+"""The standby (spec.rollout.standby): the previous good version kept warm after a new one
+is promoted, so a late revert is a Service switch, not a model reload (docs/standby.md).
+
+Part of the pure core. The standby is a second Deployment, `<name>-standby`, whose pods
+carry `modeldeploy.io/standby-of` instead of the name label, so the main Deployment's
+selector and the Service never pick them up by accident. Its life, all in
+`status.standby`: created when a user's rollout begins (so its pods load while the new
+version rolls out), given `seconds` once the new version is promoted, serving when a
+revert to it comes inside the window (the Service switches to it at once while the main
+Deployment rolls back), removed when the main Deployment serves again, when the window
+ends, or when the new version fails before promotion (its old pods never left).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from modeldeploy import constants as c
+from modeldeploy.core.render import template_hash
+from modeldeploy.model.observed import ChildState
+from modeldeploy.model.resource import Resource
+from modeldeploy.model.spec import Spec
+from modeldeploy.model.status import RolloutRecord, StandbyRecord, Status
+
+
+@dataclass(frozen=True)
+class Plan:
+    status: Status
+    keep: bool = False  # the standby Deployment should exist (apply it)
+    remove: bool = False  # delete the standby Deployment
+    switched: bool = False  # the Service moved to the standby just now
+    wake_in_s: float | None = None  # when the window ends
+
+
+def plan(
+    status: Status, resource: Resource, spec: Spec, standby: ChildState | None, now: datetime
+) -> Plan:
+    record, rollout = status.standby, status.rollout
+    config = spec.rollout.standby
+    if config is None or rollout is None:
+        return Plan(replace(status, standby=None), remove=record is not None or standby is not None)
+    if record is None:
+        record = _begin(status, resource, spec, rollout)
+        if record is None:
+            return Plan(status, remove=standby is not None)
+    promoted = rollout.version != record.version and rollout.outcome == c.OUTCOME_SUCCEEDED
+    if record.ends_at is None and promoted:
+        record = replace(record, ends_at=now + timedelta(seconds=config.seconds))
+    if record.ends_at is None and rollout.outcome == c.OUTCOME_FAILED:
+        # Failed before promotion: the old pods never left; nothing to keep warm for.
+        return Plan(replace(status, standby=None), remove=True)
+    back = rollout.version == record.version
+    if record.serving and back and rollout.outcome == c.OUTCOME_SUCCEEDED:
+        return Plan(replace(status, standby=None), remove=True)  # the main serves it again
+    switched = False
+    if not record.serving and back and record.ends_at is not None and _ready(standby):
+        record, switched = replace(record, serving=True), True
+    if not record.serving and record.ends_at is not None and now >= record.ends_at:
+        return Plan(replace(status, standby=None), remove=True)  # the window is over
+    wake = None
+    if record.ends_at is not None and not record.serving:
+        wake = (record.ends_at - now).total_seconds() + 0.05
+    return Plan(replace(status, standby=record), keep=True, switched=switched, wake_in_s=wake)
+
+
+def _begin(
+    status: Status, resource: Resource, spec: Spec, rollout: RolloutRecord
+) -> StandbyRecord | None:
+    """A user's rollout begins: keep the last good version, as it was observed good."""
+    last_good = status.last_good_version
+    if (
+        rollout.outcome != c.OUTCOME_PROGRESSING
+        or rollout.trigger == c.TRIGGER_AUTOMATIC
+        or last_good is None
+        or last_good == rollout.version
+        or last_good not in spec.versions
+    ):
+        return None
+    digest = template_hash(resource.name, spec, spec.versions[last_good])
+    if digest != status.last_good_template_hash:
+        return None
+    return StandbyRecord(version=last_good, template_hash=digest)
+
+
+def _ready(standby: ChildState | None) -> bool:
+    """Every standby pod Ready: switching to it costs no capacity it has."""
+    return (
+        standby is not None
+        and standby.observed_generation >= standby.generation
+        and standby.replicas > 0
+        and standby.ready_replicas >= standby.replicas
+    )
