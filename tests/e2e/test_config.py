@@ -44,7 +44,7 @@ def least_privilege(
         ["kubectl", "create", "namespace", "modeldeploy-system"], capture_output=True, check=False
     )  # may exist from an earlier test
     subprocess.run(
-        ["kubectl", "apply", "-f", str(ROOT / "deploy" / "rbac.yaml")],
+        ["kubectl", "apply", "-f", str(ROOT / "deploy" / "base" / "rbac.yaml")],
         capture_output=True,
         check=True,
     )
