@@ -44,13 +44,15 @@ STRIPPED = (
 )
 
 # The model server's image variants, by tag: how each one's model file differs from
-# the trained model. "corrupt" is the trained file cut in half (the server exits 1).
+# the trained model. "corrupt" is the trained file cut in half (the server exits 1);
+# "wronganswers" has the trained weights and bias negated (`reversed_model`).
 VARIANTS: dict[str, dict[str, float]] = {
     "good": {},
     "corrupt": {},
     "slowload": {"load_seconds": 20},  # a slow model load that must not count as failure
     "memhog": {"load_megabytes": 512},  # OOMKilled under a memory limit below that
     "badanswers": {"error_rate": 0.5},  # Ready, but every other inference fails
+    "wronganswers": {},  # loads, Ready, answers 200: every prediction reversed
 }
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -160,7 +162,22 @@ def server_sources() -> list[Path]:
     return sorted(SERVER_PACKAGE.glob("*.py"))
 
 
+def reversed_model(model: train.Model) -> train.Model:
+    """The model with its weights and bias negated: a score p becomes 1 - p. Its own
+    self-check expects the reversed verdict, as a badly trained model's own test would,
+    so it loads and turns Ready; only an answer checked against the truth shows it."""
+    check = model["self_check"]
+    return {
+        **model,
+        "weights": [-w for w in model["weights"]],
+        "bias": -model["bias"],
+        "self_check": {**check, "expect_fraud": not check["expect_fraud"]},
+    }
+
+
 def model_file(variant: str, model: train.Model) -> bytes:
+    if variant == "wronganswers":
+        model = reversed_model(model)
     content = json.dumps({**model, **VARIANTS[variant]}, indent=2).encode()
     return content[: len(content) // 2] if variant == "corrupt" else content
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from modeldeploy import constants as c
+from modeldeploy.core.config import content_hash
 from modeldeploy.core.quarantine import is_quarantined
 from modeldeploy.core.release import judge, release_of
 from modeldeploy.core.render import template_hash
@@ -92,6 +93,12 @@ def show_status(body: JSON) -> str:
             f"{rollout['version']} ({rollout['trigger']}) {rollout['outcome']}"
             + (f": {rollout['reason']}" if rollout.get("reason") else "")
         )
+    validation = status.get("validation")
+    if validation:
+        lines.append(
+            f"Validation:    {validation['version']} {validation.get('phase', '-')}: "
+            f"{validation.get('message', '')}"
+        )
     analysis = status.get("analysis")
     if analysis:
         lines.append(
@@ -150,7 +157,56 @@ def show_history(body: JSON) -> str:
     )
 
 
-def version_rows(body: JSON) -> list[JSON]:
+def source_hashes(cluster: KubeCluster, body: JSON) -> dict[str, str | None]:
+    """The content hash each version's source ConfigMap has now (None: missing or not
+    readable with these credentials), to tell whether it drifted from its snapshot."""
+    hashes: dict[str, str | None] = {}
+    for entry in body["spec"]["versions"]:
+        source = (entry.get("config") or {}).get("configMapName")
+        if not source or source in hashes:
+            continue
+        try:
+            found = cluster.read_config_map(body["metadata"]["namespace"], source)
+        except (Refused, LookupError):
+            found = None
+        hashes[source] = (
+            content_hash(found.get("data") or {}, found.get("binaryData") or {})
+            if found is not None
+            else None
+        )
+    return hashes
+
+
+def config_of(entry: JSON, resource: Resource, sources: dict[str, str | None]) -> JSON | None:
+    """A version's configuration: its source, the snapshot it runs with, and whether the
+    source changed since that snapshot was taken (drifted: a rollback still restores the
+    snapshot; retry or refresh-config takes a new one)."""
+    source = (entry.get("config") or {}).get("configMapName")
+    if not source:
+        return None
+    snapshot = resource.status.snapshots().get(entry["name"])
+    if snapshot is not None and snapshot.source != source:
+        snapshot = None
+    now = sources.get(source)
+    return {
+        "configMap": source,
+        "snapshot": snapshot.name if snapshot else None,
+        "hash": snapshot.hash if snapshot else None,
+        "sourceHash": now,
+        "drifted": None if snapshot is None or now is None else now != snapshot.hash,
+    }
+
+
+def config_cell(config: JSON | None) -> str | None:
+    if config is None:
+        return None
+    if config["hash"] is None:
+        return f"{config['configMap']}: no snapshot yet"
+    drift = {True: " (drifted)", False: "", None: " (source unreadable)"}[config["drifted"]]
+    return f"{config['hash'][:8]}{drift}"
+
+
+def version_rows(body: JSON, sources: dict[str, str | None] | None = None) -> list[JSON]:
     resource = parse_resource(body)
     ledger = {v["name"]: v for v in (body.get("status") or {}).get("versions") or ()}
     rows = []
@@ -167,12 +223,13 @@ def version_rows(body: JSON) -> list[JSON]:
                 "message": record.get("message"),
                 "failedAt": record.get("failedAt"),
                 "lastAvailableAt": record.get("lastAvailableAt"),
+                "config": config_of(entry, resource, sources or {}),
             }
         )
     return rows
 
 
-def show_versions(body: JSON) -> str:
+def show_versions(body: JSON, sources: dict[str, str | None] | None = None) -> str:
     rows = [
         (
             "*" if r["active"] else "",
@@ -180,12 +237,16 @@ def show_versions(body: JSON) -> str:
             r["image"],
             r["state"],
             "yes" if r["quarantined"] else "no",
+            config_cell(r["config"]),
             r["reason"],
             r["lastAvailableAt"],
         )
-        for r in version_rows(body)
+        for r in version_rows(body, sources)
     ]
-    return table(rows, ["", "VERSION", "IMAGE", "STATE", "QUARANTINED", "REASON", "LAST AVAILABLE"])
+    return table(
+        rows,
+        ["", "VERSION", "IMAGE", "STATE", "QUARANTINED", "CONFIG", "REASON", "LAST AVAILABLE"],
+    )
 
 
 def rollback_target(body: JSON) -> str:
@@ -287,7 +348,7 @@ def parser() -> argparse.ArgumentParser:
     for name, text in [
         ("status", "conditions, rollout and versions in brief"),
         ("history", "every rollout, newest first"),
-        ("versions", "the ledger: each version's state"),
+        ("versions", "the ledger: each version's state and configuration snapshot"),
     ]:
         commands.add_parser(name, help=text).add_argument("name")
     back = commands.add_parser(
@@ -316,15 +377,16 @@ def run(args: argparse.Namespace, cluster: KubeCluster) -> str:
         return rollback(cluster, body, args.to)
     if args.command == "retry":
         return retry(cluster, body, args.version)
+    if args.command == "versions":
+        sources = source_hashes(cluster, body)
+        if args.output == "json":
+            return json.dumps(version_rows(body, sources), indent=2)
+        return show_versions(body, sources)
     if args.output == "json":
         status = body.get("status") or {}
-        views: dict[str, Any] = {
-            "status": status,
-            "history": status.get("history") or [],
-            "versions": version_rows(body),
-        }
+        views: dict[str, Any] = {"status": status, "history": status.get("history") or []}
         return json.dumps(views[args.command], indent=2)
-    shows = {"status": show_status, "history": show_history, "versions": show_versions}
+    shows = {"status": show_status, "history": show_history}
     return shows[args.command](body)
 
 

@@ -25,6 +25,13 @@ LABEL_VERSION: Final = f"{GROUP}/version"
 LABEL_TEMPLATE_HASH: Final = f"{GROUP}/template-hash"
 ANNOTATION_RETRY: Final = f"{GROUP}/retry"
 ANNOTATION_TEMPLATE_HASH: Final = f"{GROUP}/template-hash"
+# A version's configuration snapshot (docs/validation-and-config.md): the pods that mount
+# one, and the snapshot ConfigMap itself, carry its content hash; the annotation asks for
+# a new snapshot of a version's source ConfigMap.
+LABEL_CONFIG_HASH: Final = f"{GROUP}/config-hash"
+ANNOTATION_REFRESH_CONFIG: Final = f"{GROUP}/refresh-config"
+CONFIG_VOLUME: Final = "model-config"
+CONFIG_PATH: Final = "/etc/model/config"  # mounted read-only; MODEL_CONFIG names it
 KOPF_PREFIX: Final = f"operator.{GROUP}"
 
 # Condition types (kstatus: Reconciling, Stalled and Ready are read by Helm, Flux, kpt).
@@ -78,6 +85,7 @@ REASON_NOT_READY: Final = "ReadyTimeout"
 REASON_PROGRESS_DEADLINE: Final = "ProgressDeadlineExceeded"
 REASON_ANALYSIS_FAILED: Final = "AnalysisFailed"
 REASON_INVALID_QUERY: Final = "InvalidQuery"
+REASON_VALIDATION_FAILED: Final = "ValidationFailed"  # a golden request came back wrong
 
 # Condition reasons.
 REASON_AVAILABLE: Final = "Available"
@@ -108,6 +116,8 @@ EVENT_ROLLED_BACK: Final = "RolledBack"
 EVENT_QUARANTINED: Final = "VersionQuarantined"
 EVENT_RETRY: Final = "RetryRequested"
 EVENT_REVERT_SKIPPED: Final = "RevertSkipped"
+EVENT_CONFIG_SNAPSHOT: Final = "ConfigSnapshotTaken"
+EVENT_CONFIG_REFRESH_FAILED: Final = "ConfigRefreshFailed"  # or ignored: no such config
 
 # Analysis phases (status.analysis.phase) and what a check does without data.
 ANALYSIS_RUNNING: Final = "Running"
@@ -120,6 +130,11 @@ STAGE_GUARD: Final = "Guard"  # a rollout that failed in its guard window
 LABEL_STANDBY_OF: Final = f"{GROUP}/standby-of"  # pods of the standby Deployment
 NO_DATA_INCONCLUSIVE: Final = "Inconclusive"
 NO_DATA_FAIL: Final = "Fail"
+
+# Validation phases (status.validation.phase): golden requests sent to a template's pods.
+VALIDATION_RUNNING: Final = "Running"
+VALIDATION_PASSED: Final = "Passed"
+VALIDATION_FAILED: Final = "Failed"
 
 # Events a webhook receives (the rest are Kubernetes Events only).
 WEBHOOK_EVENTS: Final = frozenset(

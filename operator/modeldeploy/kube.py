@@ -224,9 +224,13 @@ class KubeCluster:
             patch.append(
                 {"op": "replace", "path": "/spec/activeVersion", "value": change.set_version}
             )
-        if change.remove_retry:
-            key = c.ANNOTATION_RETRY.replace("~", "~0").replace("/", "~1")
-            patch.append({"op": "remove", "path": f"/metadata/annotations/{key}"})
+        for wanted, annotation in (
+            (change.remove_retry, c.ANNOTATION_RETRY),
+            (change.remove_refresh, c.ANNOTATION_REFRESH_CONFIG),
+        ):
+            if wanted:
+                key = annotation.replace("~", "~0").replace("/", "~1")
+                patch.append({"op": "remove", "path": f"/metadata/annotations/{key}"})
         try:
             applied = self.patch(resource.namespace, resource.name, patch)
         except Refused:
@@ -265,6 +269,10 @@ class KubeCluster:
             or (
                 change.remove_retry
                 and c.ANNOTATION_RETRY not in (body["metadata"].get("annotations") or {})
+            )
+            or (
+                change.remove_refresh
+                and c.ANNOTATION_REFRESH_CONFIG not in (body["metadata"].get("annotations") or {})
             )
         )
 
@@ -347,6 +355,58 @@ class KubeCluster:
             raise
         value = (secret.data or {}).get(key)
         return base64.b64decode(value).decode().strip() if value else None
+
+    # ------------------------------------------------------- configuration snapshots
+
+    def read_config_map(self, namespace: str, name: str) -> JSON | None:
+        """A ConfigMap's body (data, binaryData, metadata); None when there is none. Read by
+        name only: the operator never lists or watches ConfigMaps."""
+        try:
+            with refusals():
+                found = self.core.read_namespaced_config_map(
+                    name, namespace, _request_timeout=DEADLINE
+                )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        body: JSON = self.api.sanitize_for_serialization(found)
+        return body
+
+    def create_config_map(self, manifest: JSON) -> JSON | None:
+        """Create a snapshot; when one of that name exists already, return its body (the
+        caller checks it is the same snapshot), else None."""
+        meta = manifest["metadata"]
+        try:
+            with refusals():
+                self._write(
+                    self.core.create_namespaced_config_map,
+                    meta["namespace"],
+                    manifest,
+                    field_manager=c.MANAGER,
+                    _request_timeout=DEADLINE,
+                )
+        except ApiException as error:  # 409 stays one (refusals() leaves it)
+            if error.status != 409:
+                raise
+            return self.read_config_map(meta["namespace"], meta["name"])
+        logger.info("created snapshot ConfigMap %s/%s", meta["namespace"], meta["name"])
+        return None
+
+    def delete_config_map(self, namespace: str, name: str) -> None:
+        """Delete a snapshot no version needs; one already gone is fine."""
+        try:
+            with refusals():
+                self._write(
+                    self.core.delete_namespaced_config_map,
+                    name,
+                    namespace,
+                    _request_timeout=DEADLINE,
+                )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+        logger.info("deleted snapshot ConfigMap %s/%s", namespace, name)
 
     def post_event(self, resource: Resource, event: Event) -> bool:
         """An Event about `resource`; True once it exists. Its name comes from the event's

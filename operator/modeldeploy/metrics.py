@@ -44,6 +44,17 @@ STANDBY_SWITCHES = Counter(
     "modeldeploy_standby_switches_total",
     "Reverts served at once by the standby's warm pods (spec.rollout.standby)",
 )
+VALIDATION_REQUESTS = Counter(
+    "modeldeploy_validation_requests_total",
+    "Golden requests sent to pods (spec.validation), by outcome: Passed, Failed (a wrong "
+    "answer) or Unanswered (no answer within the deadline, or no connection)",
+    ["outcome"],
+)
+VALIDATION_SECONDS = Histogram(
+    "modeldeploy_validation_duration_seconds",
+    "How long one golden request took, connect to last byte (or to its deadline)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
 WEBHOOKS_DROPPED = Counter(
     "modeldeploy_webhooks_dropped_total",
     "Webhook payloads dropped because the send queue was full",

@@ -1,4 +1,4 @@
-"""Outbound HTTP for analysis queries and webhooks: allowed peers only, one deadline.
+"""Outbound HTTP for analysis queries, webhooks and golden requests: one deadline each.
 
 Beside the kube layer, below the handlers. Every request is checked against the
 admin's egress policy, its host resolved once and refused if it resolves to a
@@ -6,7 +6,9 @@ loopback, link-local or cloud-metadata address the admin did not name, and then 
 to exactly that address (no second lookup to rebind). `urllib`'s timeout bounds each
 socket read, so a peer trickling one byte a second would hold a thread for ever;
 here one deadline bounds the whole request, the answer's size is capped, and a
-redirect is returned as an answer, never followed.
+redirect is returned as an answer, never followed. Golden requests go to a pod's own
+IP (`to_pod`): no name to resolve, no allow-list (the resource's own pods, not a tenant's
+URL), but never to a loopback, link-local or metadata address.
 """
 
 from __future__ import annotations
@@ -54,6 +56,41 @@ def request(
     address = _address(host, port, policy)
     connection = _connection(parts.scheme, host, address, port, ends)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return _exchange(connection, method, target, body, headers, ends)
+
+
+def to_pod(
+    method: str,
+    ip: str,
+    port: int,
+    target: str,
+    deadline_s: float,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> Answer:
+    """One plain-HTTP request to a pod's IP that ends within `deadline_s` seconds.
+
+    The IP comes from the pod's status; whoever could write that must not steer the
+    operator to itself, the node or a metadata service."""
+    ends = time.monotonic() + deadline_s
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        raise OutboundError(f"{ip!r} is not an IP address") from None
+    if address.is_loopback or address.is_link_local or address in METADATA:
+        raise OutboundError(f"{ip} is a loopback, link-local or metadata address, not a pod's")
+    connection = _connection("http", ip, ip, port, ends)
+    return _exchange(connection, method, target, body, headers, ends)
+
+
+def _exchange(
+    connection: http.client.HTTPConnection,
+    method: str,
+    target: str,
+    body: bytes | None,
+    headers: dict[str, str] | None,
+    ends: float,
+) -> Answer:
     try:
         connection.request(method, target, body=body, headers=headers or {})
         sock = connection.sock  # kept: getresponse() may let go of it for Connection: close

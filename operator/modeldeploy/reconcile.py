@@ -19,13 +19,14 @@ from typing import Any, Protocol
 
 from modeldeploy import constants as c
 from modeldeploy import faults, metrics
+from modeldeploy.core import config
 from modeldeploy.core.analysis import Query
 from modeldeploy.core.decide import APPLY, REVERT, decide
 from modeldeploy.core.endpoints import WEBHOOK
-from modeldeploy.core.plan import Decision, Event, SpecChange
+from modeldeploy.core.plan import Decision, Event, SnapshotRequest, SpecChange, ValidationRequest
 from modeldeploy.core.quarantine import retry_delay_s, retry_due
 from modeldeploy.core.render import standby_name
-from modeldeploy.model.observed import ChildState, Observed, Refusal
+from modeldeploy.model.observed import ChildState, Observed, Refusal, SnapshotResult
 from modeldeploy.model.resource import Resource, parse_resource
 from modeldeploy.model.settings import Settings
 from modeldeploy.model.spec import JSON, Spec
@@ -77,6 +78,15 @@ class Cluster(Protocol):
     def release_active_version(self, resource: Resource) -> None:
         """Drop our field manager's ownership of spec.activeVersion (managedFields)."""
 
+    def read_config_map(self, namespace: str, name: str) -> JSON | None:
+        """A ConfigMap's body; None when there is none."""
+
+    def create_config_map(self, manifest: JSON) -> JSON | None:
+        """Create a ConfigMap; when one of that name exists, return its body, else None."""
+
+    def delete_config_map(self, namespace: str, name: str) -> None:
+        """Delete a ConfigMap; one already gone is fine."""
+
 
 class Notifier(Protocol):
     def notify(
@@ -91,6 +101,11 @@ class Measurer(Protocol):
         """Take these analysis measurements off the reconcile path."""
 
 
+class Validating(Protocol):
+    def request(self, key: Key, requests: tuple[ValidationRequest, ...]) -> None:
+        """Send these golden requests to their pods off the reconcile path."""
+
+
 @dataclass(frozen=True)
 class Services:
     """Where a reconcile's decisions go: the API, webhooks, the analysis queries; and
@@ -101,6 +116,7 @@ class Services:
     measurer: Measurer
     settings: Settings = field(default_factory=Settings)
     webhook_url: str | None = None  # --webhook: every resource's notifications
+    validator: Validating | None = None  # spec.validation's golden requests
 
 
 @dataclass
@@ -112,6 +128,7 @@ class Memory:
     refusals: dict[str, Refusal] = field(default_factory=dict)
     delivered: set[NoticeKey] = field(default_factory=set)
     sending: set[NoticeKey] = field(default_factory=set)
+    deleted_snapshots: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def observe(self, observed: Observed) -> Observed:
@@ -120,6 +137,7 @@ class Memory:
                 observed,
                 refusals=tuple(self.refusals.values()),
                 delivered=frozenset(self.delivered),
+                deleted_snapshots=frozenset(self.deleted_snapshots),
             )
 
     def refused(self, action: str, generation: int, error: Refused, now: datetime) -> None:
@@ -150,6 +168,12 @@ def reconcile_once(
     resource = parse_resource(body)
     observed = memory.observe(observed)
     decision = decide(resource, observed, now, services.settings)
+    if decision.snapshots:
+        # A version's configuration snapshot comes before its rollout: take it, then
+        # decide again with it, once per reconcile (docs/validation-and-config.md).
+        taken = tuple(take_snapshot(cluster, resource, wanted) for wanted in decision.snapshots)
+        observed = replace(observed, snapshots=taken)
+        decision = decide(resource, observed, now, services.settings)
     if (
         (decision.deployment and observed.deployment is None)
         or (decision.service and observed.service is None)
@@ -189,10 +213,71 @@ def reconcile_once(
     _change_spec(cluster, resource, decision.spec_change, memory, now)
     if decision.release_active_version:
         cluster.release_active_version(resource)
+    if decision.deletes:
+        requeue = _min(requeue, _delete_snapshots(cluster, resource, decision.deletes, memory, now))
     requeue = _min(requeue, _deliver(services, resource, decision.notices, memory, wake, now))
     requeue = _min(requeue, _recheck_webhook(services, resource, memory, now))
     services.measurer.request((resource.namespace, resource.name), decision.queries)
+    if services.validator is not None:
+        services.validator.request((resource.namespace, resource.name), decision.validations)
+    elif decision.validations:
+        logger.error("no validator to send %d golden requests", len(decision.validations))
     return requeue
+
+
+def take_snapshot(cluster: Cluster, resource: Resource, wanted: SnapshotRequest) -> SnapshotResult:
+    """Copy a version's source ConfigMap into its immutable snapshot (or find it made)."""
+    namespace, source = resource.namespace, wanted.source
+
+    def failed(why: str) -> SnapshotResult:
+        return SnapshotResult(wanted.version, source, error=why)
+
+    try:
+        body = cluster.read_config_map(namespace, source)
+        if body is None:
+            return failed(f"ConfigMap {source} not found in namespace {namespace}")
+        digest = config.content_hash(body.get("data") or {}, body.get("binaryData") or {})
+        manifest = config.render_snapshot(resource, wanted.version, source, body, digest)
+        existing = cluster.create_config_map(manifest)
+    except Refused as error:
+        return failed(
+            f"the API server refused the snapshot of ConfigMap {source} "
+            f"(HTTP {error.code}): {error.message}"
+        )
+    name = manifest["metadata"]["name"]
+    if existing is not None and not config.is_snapshot(existing, resource, digest):
+        return failed(
+            f"a ConfigMap named {name} exists and is not this snapshot; it is left untouched"
+        )
+    return SnapshotResult(wanted.version, source, name=name, hash=digest)
+
+
+DELETE_SNAPSHOT = "delete snapshot"
+
+
+def _delete_snapshots(
+    cluster: Cluster, resource: Resource, names: tuple[str, ...], memory: Memory, now: datetime
+) -> float | None:
+    """Delete snapshots no version needs; look again soon to drop them from status, or,
+    when the API refuses (RBAC), back off as for any refused write."""
+    refused = memory.refusals.get(DELETE_SNAPSHOT)
+    if refused is not None and not retry_due(refused, now):
+        return retry_delay_s(refused) - (now - refused.at).total_seconds()
+    deleted = False
+    for name in names:
+        if name in memory.deleted_snapshots:
+            continue
+        try:
+            cluster.delete_config_map(resource.namespace, name)
+        except Refused as error:
+            logger.warning("deleting snapshot %s/%s refused: %s", resource.namespace, name, error)
+            memory.refused(DELETE_SNAPSHOT, resource.generation, error, now)
+            return float(retry_delay_s(memory.refusals[DELETE_SNAPSHOT]))
+        with memory.lock:
+            memory.deleted_snapshots.add(name)
+        deleted = True
+    memory.refusals.pop(DELETE_SNAPSHOT, None)
+    return DRAIN_S if deleted else None
 
 
 def _apply_children(
@@ -341,8 +426,10 @@ def notice_id(notice: Notice) -> str:
 def _forget_pruned(memory: Memory, status: Status) -> None:
     """Delivered notices the written status no longer holds need no remembering."""
     owed = {notice.key for notice in status.outbox}
+    recorded = {record.name for record in status.configs}
     with memory.lock:
         memory.delivered &= owed
+        memory.deleted_snapshots &= recorded
 
 
 def _min(first: float | None, second: float | None) -> float | None:

@@ -31,6 +31,7 @@ from modeldeploy.model.settings import Settings
 from modeldeploy.notify import Notifier
 from modeldeploy.prometheus import Analyzer, Sources
 from modeldeploy.reconcile import Key, Memory, Services, reconcile_once
+from modeldeploy.validator import Validator
 from modeldeploy.workqueue import WorkQueue
 
 logger = logging.getLogger(__name__)
@@ -181,12 +182,14 @@ class Runtime:
             fence=self.elector.may_write if self.elector else None,
             instance=options.election.identity if options.election else None,
         )
+        self.validator = Validator(wake=lambda key: loop.call_soon_threadsafe(self.queue.add, key))
         self.services = Services(
             cluster=self.cluster,
             notifier=self.notifier,
             measurer=self.analyzer,
             settings=Settings(egress=policy),
             webhook_url=options.webhook_url,
+            validator=self.validator,
         )
         # Reconciles wait on the API server, not the CPU: a pool of their own, as wide as
         # the queue, so a burst of failures is reverted side by side, not four at a time.
@@ -207,7 +210,9 @@ class Runtime:
             self.memory.pop(key, None)
             return None
         body, observed = snapshot
-        observed = replace(observed, measurements=self.analyzer.take(key))
+        observed = replace(
+            observed, measurements=self.analyzer.take(key), validations=self.validator.take(key)
+        )
         loop = asyncio.get_running_loop()
         memory = self.memory.setdefault(key, Memory())
         now = datetime.now(UTC)
@@ -352,6 +357,7 @@ class Runtime:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.notifier.close()
         self.analyzer.close()
+        self.validator.close()
 
 
 class Stalled(Exception):

@@ -13,6 +13,13 @@ second SIGTERM ends the drain at once.
 Test variants of a model file may add `load_seconds` (slow loading),
 `load_megabytes` (memory held while serving) and `error_rate` (fraction of
 inference requests answered 500: Ready, but serving badly).
+
+MODEL_CONFIG, when set, names a folder (the version's configuration snapshot, mounted
+read-only) holding `threshold` (the fraud probability from which a transaction is
+labelled fraud; default 0.5) and `labels.json` (the names of the two labels). Every
+answer carries the label of each row and, in `parameters`, the threshold in use: what
+the tests read to see which configuration a pod runs with. A config that cannot be
+read ends the process with exit code 1, like a bad model file.
 """
 
 from __future__ import annotations
@@ -45,6 +52,38 @@ logger = logging.getLogger("model-server")
 
 class ModelError(Exception):
     """The model file cannot serve: unreadable, malformed, or failing its self-check."""
+
+
+LABELS = {"fraud": "fraud", "legit": "legit"}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """How scores become labels: the threshold, and what the labels are called."""
+
+    threshold: float = 0.5
+    labels: dict[str, str] = field(default_factory=lambda: dict(LABELS))
+
+    def label(self, probability: float) -> str:
+        return self.labels["fraud" if probability >= self.threshold else "legit"]
+
+
+def read_config(folder: str | None) -> ModelConfig:
+    """The configuration in `folder` (MODEL_CONFIG); the defaults when there is none."""
+    if not folder:
+        return ModelConfig()
+    root = Path(folder)
+    try:
+        threshold_file = root / "threshold"
+        threshold = float(threshold_file.read_text()) if threshold_file.exists() else 0.5
+        labels_file = root / "labels.json"
+        named = json.loads(labels_file.read_text()) if labels_file.exists() else {}
+        labels = {key: str(named.get(key, default)) for key, default in LABELS.items()}
+    except (OSError, ValueError, AttributeError) as error:
+        raise ModelError(f"cannot read the model's config in {folder}: {error}") from None
+    if not 0.0 <= threshold <= 1.0:
+        raise ModelError(f"threshold {threshold} in {folder} is not within 0..1")
+    return ModelConfig(threshold=threshold, labels=labels)
 
 
 @dataclass
@@ -119,6 +158,7 @@ class Server:
     version: str
     metrics: Metrics
     model: Model | None = None  # set once loaded and self-checked: then ready
+    config: ModelConfig = field(default_factory=ModelConfig)
     draining: bool = False  # told to stop: still answering, no longer ready
 
     @property
@@ -144,7 +184,14 @@ class Server:
             self.metrics.latency.observe(time.perf_counter() - started)
         output = {"name": "fraud_probability", "shape": [len(scores)], "datatype": "FP64"}
         output["data"] = scores
-        return 200, {"model_name": self.name, "model_version": self.version, "outputs": [output]}
+        labels = [self.config.label(score) for score in scores]
+        label = {"name": "label", "shape": [len(scores)], "datatype": "BYTES", "data": labels}
+        return 200, {
+            "model_name": self.name,
+            "model_version": self.version,
+            "parameters": {"threshold": self.config.threshold},
+            "outputs": [output, label],
+        }
 
 
 def rows_of(body: dict[str, Any]) -> list[list[float]]:
@@ -226,17 +273,21 @@ def listen(port: int, name: str, version: str) -> tuple[ThreadingHTTPServer, Ser
     return http, server
 
 
-def load_into(server: Server, uri: str) -> None:
-    """Load and self-check the model, then turn ready; raises ModelError if it cannot serve."""
+def load_into(server: Server, uri: str, config: str | None = None) -> None:
+    """Read the config, load and self-check the model, then turn ready; raises ModelError
+    if it cannot serve."""
+    server.config = read_config(config)
     model = load(uri)
     server.metrics.accuracy.set(model.accuracy)
     server.model = model
 
 
-def serve(port: int, name: str, version: str, uri: str) -> tuple[ThreadingHTTPServer, Server]:
+def serve(
+    port: int, name: str, version: str, uri: str, config: str | None = None
+) -> tuple[ThreadingHTTPServer, Server]:
     http, server = listen(port, name, version)
     try:
-        load_into(server, uri)
+        load_into(server, uri, config)
     except ModelError:
         http.shutdown()
         http.server_close()
@@ -271,16 +322,24 @@ def main() -> None:
     name = os.environ.get("MODEL_NAME", "model")
     version = os.environ.get("MODEL_VERSION", "unknown")
     uri = os.environ.get("MODEL_URI", "/models/model.json")
+    config = os.environ.get("MODEL_CONFIG")
     port = int(os.environ.get("PORT", "8080"))
     # The first SIGTERM starts the drain; a second one ends it early.
     stopping, hurry = threading.Event(), threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: (hurry if stopping.is_set() else stopping).set())
     try:
-        http, server = serve(port, name, version, uri)
+        http, server = serve(port, name, version, uri, config)
     except ModelError as error:
         logger.error("%s", error)
         sys.exit(1)
-    logger.info("serving %s %s on :%d (model %s)", name, version, http.server_port, uri)
+    logger.info(
+        "serving %s %s on :%d (model %s, threshold %g)",
+        name,
+        version,
+        http.server_port,
+        uri,
+        server.config.threshold,
+    )
     wait_for_signal(stopping)
     drain(http, server, float(os.environ.get("DRAIN_SECONDS", "5")), hurry)
 

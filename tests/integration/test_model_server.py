@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from testbed import images
 from testbed.modelserver import server
 from testbed.support import free_port, wait_for
 
@@ -189,3 +190,61 @@ def ready_status(port: int) -> int | None:
         return call(port, "/v2/health/ready")[0]
     except OSError:  # not listening yet
         return None
+
+
+PROBE = {"inputs": [{**FEATURES, "shape": [1, 3], "data": [3, 1, 2.5]}]}
+
+
+def test_the_config_folder_sets_the_threshold_and_labels_every_answer_shows(
+    model_file: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "threshold").write_text("0.99999\n")
+    (tmp_path / "labels.json").write_text(json.dumps({"fraud": "FRAUD", "legit": "OK"}))
+    http, _ = server.serve(0, "fraud", "v1", str(model_file), str(tmp_path))
+    try:
+        status, answer = call(http.server_port, "/v2/models/fraud/infer", PROBE)
+    finally:
+        http.shutdown()
+        http.server_close()
+    assert status == 200
+    probability, label = answer["outputs"]
+    assert 0.99 < probability["data"][0] < 0.99999
+    assert label == {"name": "label", "shape": [1], "datatype": "BYTES", "data": ["OK"]}
+    assert answer["parameters"] == {"threshold": 0.99999}
+
+
+def test_without_a_config_the_threshold_is_one_half(running: int) -> None:
+    _, answer = call(running, "/v2/models/fraud/infer", PROBE)
+    assert answer["outputs"][1]["data"] == ["fraud"]
+    assert answer["parameters"] == {"threshold": 0.5}
+
+
+@pytest.mark.parametrize("threshold", ["high", "1.5"])
+def test_a_config_that_cannot_be_read_crashes_the_server_with_exit_1(
+    model_file: Path, tmp_path: Path, threshold: str
+) -> None:
+    (tmp_path / "threshold").write_text(threshold)
+    env = {**os.environ, "MODEL_URI": str(model_file), "MODEL_CONFIG": str(tmp_path)}
+    env["PORT"] = str(free_port())
+    with run_module("server", env=env, stderr=subprocess.PIPE) as process:
+        assert process.wait(timeout=30) == 1
+        assert process.stderr is not None
+        assert "config" in process.stderr.read()
+
+
+def test_the_wronganswers_model_loads_and_answers_200_with_every_prediction_reversed(
+    model_file: Path, tmp_path: Path
+) -> None:
+    trained = json.loads(model_file.read_text())
+    wrong = tmp_path / "wrong.json"
+    wrong.write_bytes(images.model_file("wronganswers", trained))
+    http, _ = server.serve(0, "fraud", "v2", str(wrong))
+    try:
+        assert call(http.server_port, "/v2/health/ready")[0] == 200
+        status, answer = call(http.server_port, "/v2/models/fraud/infer", PROBE)
+    finally:
+        http.shutdown()
+        http.server_close()
+    assert status == 200
+    assert answer["outputs"][0]["data"][0] < 0.01  # the fraud case, scored as legit
+    assert answer["outputs"][1]["data"] == ["legit"]

@@ -93,12 +93,20 @@ class RecordingCluster:
         if change.expect_version is not None and spec["activeVersion"] != change.expect_version:
             self.writes.append(("spec refused", change))
             return False
-        if change.remove_retry and c.ANNOTATION_RETRY not in annotations:
+        removed = [
+            annotation
+            for wanted, annotation in (
+                (change.remove_retry, c.ANNOTATION_RETRY),
+                (change.remove_refresh, c.ANNOTATION_REFRESH_CONFIG),
+            )
+            if wanted
+        ]
+        if any(annotation not in annotations for annotation in removed):
             self.writes.append(("spec refused", change))
             return False
         self._admit("spec")
-        if change.remove_retry:
-            del annotations[c.ANNOTATION_RETRY]
+        for annotation in removed:
+            del annotations[annotation]
         moved = change.set_version is not None and change.set_version != spec["activeVersion"]
         if change.set_version is not None:
             spec["activeVersion"] = change.set_version
@@ -113,6 +121,26 @@ class RecordingCluster:
 
     def release_active_version(self, resource: Resource) -> None:
         self.writes.append(("release", "activeVersion"))
+
+    config_maps: dict[str, JSON] = field(default_factory=dict)  # by name, one namespace
+
+    def read_config_map(self, namespace: str, name: str) -> JSON | None:
+        found = self.config_maps.get(name)
+        return copy.deepcopy(found) if found is not None else None
+
+    def create_config_map(self, manifest: JSON) -> JSON | None:
+        name = manifest["metadata"]["name"]
+        if name in self.config_maps:
+            return copy.deepcopy(self.config_maps[name])
+        self._admit("ConfigMap")
+        self.config_maps[name] = copy.deepcopy(manifest)
+        self.writes.append(("create ConfigMap", name))
+        return None
+
+    def delete_config_map(self, namespace: str, name: str) -> None:
+        self._admit("delete ConfigMap")
+        self.config_maps.pop(name, None)
+        self.writes.append(("delete ConfigMap", name))
 
     def post_event(self, resource: Resource, event: Event) -> bool:
         self.events.append(event)

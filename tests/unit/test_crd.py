@@ -12,12 +12,16 @@ import yaml
 from modeldeploy.model.spec import (
     ANALYSIS_KEYS,
     CHECK_KEYS,
+    EXPECT_KEYS,
+    REQUEST_KEYS,
     ROLLOUT_KEYS,
     SERVICE_KEYS,
     SPEC_KEYS,
     TEMPLATE_KEYS,
     AnalysisSpec,
     Check,
+    Expect,
+    GoldenRequest,
     Keys,
     RolloutPolicy,
     ServiceSpec,
@@ -104,6 +108,8 @@ DEFAULTED: list[tuple[str, type[Any], Keys]] = [
     ("spec.rollout", RolloutPolicy, ROLLOUT_KEYS),
     ("spec.analysis", AnalysisSpec, ANALYSIS_KEYS),
     ("spec.analysis.checks[]", Check, CHECK_KEYS),
+    ("spec.validation.requests[]", GoldenRequest, REQUEST_KEYS),
+    ("spec.validation.requests[].expect", Expect, EXPECT_KEYS),
 ]
 
 

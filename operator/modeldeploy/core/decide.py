@@ -14,6 +14,7 @@ from datetime import datetime
 from modeldeploy import constants as c
 from modeldeploy.core import (
     analysis,
+    config,
     endpoints,
     ledger,
     outbox,
@@ -21,10 +22,11 @@ from modeldeploy.core import (
     retry,
     standby,
     summary,
+    target_check,
 )
 from modeldeploy.core.endpoints import WEBHOOK
 from modeldeploy.core.ledger import Target
-from modeldeploy.core.plan import Decision, Event, Problem, SpecChange
+from modeldeploy.core.plan import Decision, Event, Problem, SpecChange, ValidationRequest
 from modeldeploy.core.progress import Step, progress, superseded
 from modeldeploy.core.render import (
     covers,
@@ -62,6 +64,7 @@ class Draft:
     target: Target | None = None  # what the Deployment should run; None: leave it alone
     quarantined: bool = False  # the version the spec names is quarantined
     standby: standby.Plan | None = None
+    validations: tuple[ValidationRequest, ...] = ()  # golden requests due (spec.validation)
 
     def then(self, outcome: Step | quarantine.Outcome | retry.Outcome) -> Draft:
         return replace(self, status=outcome.status, events=self.events + outcome.events)
@@ -85,8 +88,14 @@ def decide(
     if conflict:
         return _blocked(resource, before, status, Problem(c.REASON_NAME_CONFLICT, conflict), now)
 
-    draft = _requests(Draft(status), resource, spec, now)
-    draft = _rollout(draft, resource, spec, observed, now)
+    # Configuration snapshots (core/config.py): each version as its pods run it.
+    configs = config.step(status, resource, spec, observed, now)
+    status, spec = configs.status, configs.spec
+    draft = _requests(Draft(status, events=configs.events), resource, spec, now)
+    if configs.waiting:  # no rollout of the active version before its snapshot exists
+        draft = replace(draft, stall=configs.stall, requeue=configs.requeue)
+    else:
+        draft = _rollout(draft, resource, spec, observed, now)
     checked = endpoints.check(
         draft.status, resource, spec, _refusal(observed, resource, WEBHOOK), settings, now
     )
@@ -110,6 +119,9 @@ def decide(
     )
     events = draft.events + summary.stall_event(before, stall)
     status = ledger.bound(outbox.add(status, events, now), spec)
+    spec_change = draft.spec_change
+    if spec_change is None and configs.consume_refresh:
+        spec_change = SpecChange(None, None, remove_refresh=True)
     return Decision(
         status=status,
         status_changed=to_json(status) != to_json(before),
@@ -117,9 +129,12 @@ def decide(
         service=_if_needed(children["Service"], observed.service),
         standby=_if_needed(children["Standby"], observed.standby),
         remove_standby=kept.remove and observed.standby is not None,
-        spec_change=draft.spec_change,
-        requeue_after=draft.requeue,
+        spec_change=spec_change,
+        requeue_after=_sooner(draft.requeue, 0.05 if configs.consume_refresh else None),
         queries=draft.queries,
+        validations=draft.validations,
+        snapshots=configs.requests,
+        deletes=configs.deletes,
         events=events,
         release_active_version=(
             c.MANAGER in resource.active_version_managers
@@ -157,7 +172,16 @@ def _rollout(
         return draft  # a retry is being written; it decides the next rollout
     refused = _refusal(observed, resource, REVERT)
     handled = quarantine.handle_quarantined(draft.status, resource, spec, just_failed, refused, now)
-    draft = replace(draft.then(handled), stall=handled.stall, spec_change=handled.spec_change)
+    # spec.validation: a revert target's running pods answer the golden requests first.
+    checked = target_check.before_revert(draft.status, handled, resource, spec, observed, now)
+    handled = checked.outcome
+    draft = replace(
+        draft.then(handled),
+        stall=handled.stall,
+        spec_change=handled.spec_change,
+        validations=draft.validations + checked.requests,
+        requeue=_sooner(draft.requeue, checked.requeue),
+    )
     if refused and handled.stall:
         draft = replace(draft, requeue=_sooner(draft.requeue, _retry_in(refused, now)))
     if handled.fallback is None:
@@ -184,7 +208,8 @@ def _stepped(draft: Draft, step: Step, target: Target) -> Draft:
         stall=step.stall,
         requeue=_sooner(draft.requeue, step.requeue),
         queries=step.queries,
-        target=None if step.failed else target,
+        target=None if step.failed or step.hold else target,
+        validations=draft.validations + step.validations,
     )
 
 

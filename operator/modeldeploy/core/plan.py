@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass
 
 from modeldeploy.core.analysis import Query
-from modeldeploy.model.spec import JSON
+from modeldeploy.model.spec import JSON, GoldenRequest
 from modeldeploy.model.status import Notice, Status
 
 
@@ -46,6 +46,26 @@ class SpecChange:
     expect_version: str | None
     expect_generation: int | None = None
     remove_retry: bool = False
+    remove_refresh: bool = False  # the refresh-config annotation was handled
+
+
+@dataclass(frozen=True)
+class ValidationRequest:
+    """Golden requests for one pod, sent straight to its IP and the template's port."""
+
+    pod: str
+    ip: str
+    port: int
+    template_hash: str
+    requests: tuple[GoldenRequest, ...]  # their paths filled in
+
+
+@dataclass(frozen=True)
+class SnapshotRequest:
+    """Copy a version's source ConfigMap into an immutable snapshot (before its rollout)."""
+
+    version: str
+    source: str
 
 
 @dataclass(frozen=True)
@@ -59,6 +79,9 @@ class Decision:
     spec_change: SpecChange | None = None
     requeue_after: float | None = None  # seconds until the next deadline to check
     queries: tuple[Query, ...] = ()  # analysis measurements due now
+    validations: tuple[ValidationRequest, ...] = ()  # pods to send golden requests to
+    snapshots: tuple[SnapshotRequest, ...] = ()  # to take before this decision can stand
+    deletes: tuple[str, ...] = ()  # snapshot ConfigMaps no longer needed
     events: tuple[Event, ...] = ()  # what this decision adds to the outbox
     # Give up the field manager's hold on spec.activeVersion our revert took, once the
     # revert is acknowledged or overtaken: later writers must not conflict with us.

@@ -12,9 +12,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from modeldeploy import constants as c
-from modeldeploy.core import analysis, guard, ledger
+from modeldeploy.core import analysis, guard, ledger, validation
 from modeldeploy.core.ledger import Target
-from modeldeploy.core.plan import Event, Problem
+from modeldeploy.core.plan import Event, Problem, ValidationRequest
 from modeldeploy.core.signals import Verdict, baseline, evaluate, owned_pods
 from modeldeploy.model.observed import Observed
 from modeldeploy.model.resource import Resource
@@ -32,6 +32,8 @@ class Step:
     requeue: float | None = None
     queries: tuple[analysis.Query, ...] = ()
     stall: Problem | None = None  # it cannot progress without a human (an invalid query)
+    validations: tuple[ValidationRequest, ...] = ()  # golden requests due (spec.validation)
+    hold: bool = False  # leave the Deployment alone: a rollback's pods are being validated
 
 
 def progress(
@@ -63,6 +65,9 @@ def progress(
     if rollout.outcome != c.OUTCOME_PROGRESSING:
         return guard_step(status, resource, spec, target, observed, now, events)
     verdict = evaluate(resource.name, spec, observed, rollout, now)
+    # spec.validation: complete only once every Ready pod answered as expected.
+    checked = validation.judge_rollout(status, resource, spec, rollout, observed, verdict, now)
+    status, verdict = checked.status, checked.verdict
     queries: tuple[analysis.Query, ...] = ()
     stall: Problem | None = None
     analysing = status.analysis is not None and status.analysis.template_hash == digest
@@ -72,7 +77,7 @@ def progress(
     if verdict.failure is not None:
         status, failed = ledger.fail(status, spec, verdict.failure, now)
         return Step(status, (*events, failed), failed=True)
-    if verdict.complete:
+    if verdict.complete and not checked.pending:
         promoted_from = status
         status, succeeded = ledger.succeed(status, spec, now)
         if spec.analysis and spec.analysis.guard_s and status.analysis:
@@ -80,7 +85,15 @@ def progress(
             requeue = guard.next_wake_s(record, spec.analysis, now)
             return Step(replace(status, analysis=record), (*events, succeeded), requeue=requeue)
         return Step(status, (*events, succeeded))
-    return Step(status, events, requeue=verdict.wake_in_s, queries=queries, stall=stall)
+    return Step(
+        status,
+        events,
+        requeue=verdict.wake_in_s,
+        queries=queries,
+        stall=stall,
+        validations=checked.requests,
+        hold=checked.hold,
+    )
 
 
 def guard_step(

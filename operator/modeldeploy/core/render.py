@@ -44,6 +44,8 @@ def _container(name: str, spec: Spec, version: VersionSpec) -> JSON:
     ]
     if version.model_uri:
         env.append({"name": "MODEL_URI", "value": version.model_uri})
+    if version.config_map:
+        env.append({"name": "MODEL_CONFIG", "value": c.CONFIG_PATH})
     env.extend(version.env)
     container: JSON = {
         "name": c.CONTAINER,
@@ -51,6 +53,9 @@ def _container(name: str, spec: Spec, version: VersionSpec) -> JSON:
         "ports": [{"name": c.PORT_NAME, "containerPort": spec.template.port, "protocol": "TCP"}],
         "env": env,
     }
+    if version.config_map:
+        mount = {"name": c.CONFIG_VOLUME, "mountPath": c.CONFIG_PATH, "readOnly": True}
+        container["volumeMounts"] = [mount]
     resources = version.resources or spec.template.resources
     if resources:
         container["resources"] = resources
@@ -86,6 +91,11 @@ def _pod_spec(name: str, spec: Spec, version: VersionSpec) -> JSON:
         pod["nodeSelector"] = spec.template.node_selector
     if spec.template.tolerations:
         pod["tolerations"] = list(spec.template.tolerations)
+    if version.config_map:
+        # The version's snapshot, whose name holds its content hash: a new snapshot is a
+        # new template. None yet: decide holds the rollout until it is taken.
+        snapshot = version.snapshot.name if version.snapshot else ""
+        pod["volumes"] = [{"name": c.CONFIG_VOLUME, "configMap": {"name": snapshot}}]
     return pod
 
 
@@ -107,6 +117,8 @@ def render_deployment(resource: Resource, spec: Spec, version: VersionSpec, dige
         c.LABEL_VERSION: version.name,
         c.LABEL_TEMPLATE_HASH: digest,
     }
+    if version.snapshot:  # which snapshot the pods mount: kept while pods use it
+        pod_labels[c.LABEL_CONFIG_HASH] = version.snapshot.hash
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -42,6 +42,8 @@ class PodState:
     unschedulable_since: datetime | None = None
     unschedulable_message: str | None = None
     uid: str = ""  # which object this is, for pruning the caches (runtime.py)
+    ip: str | None = None  # status.podIP: where validation requests go
+    config_hash: str | None = None  # of the configuration snapshot it mounts (its label)
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,30 @@ class Measurement:
 
 
 @dataclass(frozen=True)
+class ValidationResult:
+    """How one pod answered the golden requests: all as expected, or the first that
+    was not (or got no answer), in a sentence."""
+
+    pod: str
+    template_hash: str
+    passed: bool
+    at: datetime
+    message: str = ""
+    seconds: float = 0.0  # the requests took, together
+
+
+@dataclass(frozen=True)
+class SnapshotResult:
+    """A configuration snapshot just taken of a version's source ConfigMap, or why not."""
+
+    version: str
+    source: str
+    name: str | None = None  # the snapshot ConfigMap, created or found
+    hash: str | None = None
+    error: str | None = None  # the source is missing, or the API refused
+
+
+@dataclass(frozen=True)
 class Observed:
     deployment: ChildState | None = None
     service: ChildState | None = None
@@ -120,6 +146,9 @@ class Observed:
     measurements: tuple[Measurement, ...] = ()
     refusals: tuple[Refusal, ...] = ()  # what the API refused lately (kept in memory)
     delivered: frozenset[tuple[str, str, datetime]] = frozenset()  # Notice keys sent
+    validations: tuple[ValidationResult, ...] = ()
+    snapshots: tuple[SnapshotResult, ...] = ()  # taken in this reconcile
+    deleted_snapshots: frozenset[str] = frozenset()  # snapshot ConfigMaps known gone
 
 
 def _controller_uid(meta: Mapping[str, Any]) -> str | None:
@@ -211,6 +240,8 @@ def parse_pod(body: Mapping[str, Any]) -> PodState:
         else None,
         unschedulable_message=scheduled.get("message") if unschedulable else None,
         uid=meta.get("uid", ""),
+        ip=status.get("podIP") or None,
+        config_hash=labels.get(c.LABEL_CONFIG_HASH),
     )
 
 

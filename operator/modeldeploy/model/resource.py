@@ -24,6 +24,7 @@ class Resource:
     spec: Spec | SpecError
     status: Status = field(default_factory=Status)
     retry_version: str | None = None  # the modeldeploy.io/retry annotation, if set
+    refresh_config: str | None = None  # modeldeploy.io/refresh-config: a new snapshot of it
     # Field managers that own spec.activeVersion (from managedFields): after a revert,
     # another manager applying the reverted value acknowledges it.
     active_version_managers: tuple[str, ...] = ()
@@ -32,8 +33,10 @@ class Resource:
 def parse_resource(body: Mapping[str, Any]) -> Resource:
     """A watched ModelDeployment body as the core sees it; never raises for a bad spec."""
     meta = body.get("metadata") or {}
+    status = parse_status(body.get("status"))
     try:
-        spec: Spec | SpecError = parse_spec(body.get("spec") or {})
+        # Each version as its pods run it: with the configuration snapshot status records.
+        spec: Spec | SpecError = parse_spec(body.get("spec") or {}, status.snapshots())
     except SpecError as error:
         spec = error
     except (TypeError, ValueError) as error:
@@ -44,8 +47,9 @@ def parse_resource(body: Mapping[str, Any]) -> Resource:
         uid=meta.get("uid", ""),
         generation=int(meta.get("generation", 0)),
         spec=spec,
-        status=parse_status(body.get("status")),
+        status=status,
         retry_version=(meta.get("annotations") or {}).get(c.ANNOTATION_RETRY),
+        refresh_config=(meta.get("annotations") or {}).get(c.ANNOTATION_REFRESH_CONFIG),
         active_version_managers=tuple(body.get(ACTIVE_VERSION_MANAGERS) or ())
         or active_version_managers(meta),
     )

@@ -7,8 +7,9 @@ pins the CRD's `default:` values against them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from modeldeploy import constants as c
@@ -21,12 +22,25 @@ class SpecError(ValueError):
 
 
 @dataclass(frozen=True)
+class Snapshot:
+    """The immutable copy of a version's source ConfigMap its pods mount (status.configs)."""
+
+    source: str  # the ConfigMap it was copied from
+    name: str  # the snapshot ConfigMap
+    hash: str  # its content hash
+
+
+@dataclass(frozen=True)
 class VersionSpec:
     name: str
     image: str
     model_uri: str | None = None
     env: tuple[JSON, ...] = ()
     resources: JSON | None = None
+    config_map: str | None = None  # versions[].config.configMapName: the source
+    # Never read from the spec: the snapshot status records for this version, filled in
+    # when the spec is read beside its status, while it is of the source the spec names.
+    snapshot: Snapshot | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +112,45 @@ class AnalysisSpec:
     guard_s: int = 0  # after promotion, keep judging the version this long (0: no guard)
 
 
+OIP_INFER_PATH = "/v2/models/{{name}}/infer"  # the Open Inference Protocol's, for the model
+JsonPath = tuple[str | int, ...]  # keys and list indexes, from the document's root
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """A value the answer must hold at `path`: the string `equals`, or a number within
+    `tolerance` of `number`."""
+
+    path: str  # as written: outputs[0].data[0]
+    steps: JsonPath
+    equals: str | None = None
+    number: float | None = None
+    tolerance: float = 0.0
+
+
+@dataclass(frozen=True)
+class Expect:
+    status: int = 200
+    values: tuple[Expectation, ...] = ()
+
+
+@dataclass(frozen=True)
+class GoldenRequest:
+    """One request sent to each new pod (and a rollback target's) and what must come back."""
+
+    name: str
+    body: JSON | None = None
+    path: str = OIP_INFER_PATH  # {{name}}, {{namespace}} and {{version}} are filled in
+    method: str = "POST"
+    timeout_s: float = 5.0  # the whole request, connect to last byte
+    expect: Expect = Expect()
+
+
+@dataclass(frozen=True)
+class ValidationSpec:
+    requests: tuple[GoldenRequest, ...]
+
+
 @dataclass(frozen=True)
 class Webhook:
     """spec.notifications.webhook: a URL, or where in a Secret of the namespace it is."""
@@ -117,6 +170,7 @@ class Spec:
     rollout: RolloutPolicy = RolloutPolicy()
     webhook: Webhook | None = None
     analysis: AnalysisSpec | None = None
+    validation: ValidationSpec | None = None
 
     @property
     def active(self) -> VersionSpec:
@@ -166,6 +220,14 @@ ANALYSIS_KEYS: Keys = {
     "guardSeconds": ("guard_s", int),
 }
 SPEC_KEYS: Keys = {"replicas": ("replicas", int)}
+REQUEST_KEYS: Keys = {
+    "name": ("name", str),
+    "body": ("body", dict),
+    "path": ("path", str),
+    "method": ("method", str),
+    "timeoutSeconds": ("timeout_s", float),
+}
+EXPECT_KEYS: Keys = {"status": ("status", int)}
 
 
 def known(raw: Mapping[str, Any] | None, keys: Keys) -> dict[str, Any]:
@@ -190,8 +252,13 @@ class VersionIndex(Mapping[str, VersionSpec]):
     so its cost must not grow with how many versions the resource lists.
     """
 
-    def __init__(self, entries: Iterable[Mapping[str, Any]]) -> None:
+    def __init__(
+        self,
+        entries: Iterable[Mapping[str, Any]],
+        snapshots: Mapping[str, Snapshot] | None = None,
+    ) -> None:
         entries = entries if isinstance(entries, list) else list(entries)
+        self._snapshots = snapshots or {}
         # The schema makes every name a string; indexing is the one pass a reconcile
         # makes over spec.versions, so it is kept to a bare dict build.
         try:
@@ -210,14 +277,25 @@ class VersionIndex(Mapping[str, VersionSpec]):
             entry = self._raw[name]
             if not entry.get("image"):
                 raise SpecError(f"spec.versions[{name}].image must not be empty")
+            source = (entry.get("config") or {}).get("configMapName")
+            snapshot = self._snapshots.get(name)
             parsed = self._parsed[name] = VersionSpec(
                 name=name,
                 image=str(entry["image"]),
                 model_uri=entry.get("modelUri"),
                 env=tuple(entry.get("env") or ()),
                 resources=entry.get("resources"),
+                config_map=str(source) if source else None,
+                # A snapshot of another source than the one named now is not this config.
+                snapshot=snapshot if snapshot and source and snapshot.source == source else None,
             )
         return parsed
+
+    def with_snapshots(self, snapshots: Mapping[str, Snapshot]) -> VersionIndex:
+        """The same entries, each version with the snapshot `snapshots` records for it."""
+        index = VersionIndex.__new__(VersionIndex)
+        index._raw, index._snapshots, index._parsed = self._raw, snapshots, {}
+        return index
 
     def __contains__(self, name: object) -> bool:
         return name in self._raw
@@ -229,14 +307,20 @@ class VersionIndex(Mapping[str, VersionSpec]):
         return len(self._raw)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, VersionIndex) and self._raw == other._raw
+        return (
+            isinstance(other, VersionIndex)
+            and self._raw == other._raw
+            and self._snapshots == other._snapshots
+        )
 
     __hash__ = None  # type: ignore[assignment]  # mutable memo inside: not hashable
 
 
-def parse_spec(raw: Mapping[str, Any]) -> Spec:
-    """Parse a spec the API server admitted; raise SpecError for what CEL cannot check."""
-    versions = VersionIndex(raw.get("versions") or ())
+def parse_spec(raw: Mapping[str, Any], snapshots: Mapping[str, Snapshot] | None = None) -> Spec:
+    """Parse a spec the API server admitted; raise SpecError for what CEL cannot check.
+
+    `snapshots`: the configuration snapshot status records for each version, if any."""
+    versions = VersionIndex(raw.get("versions") or (), snapshots)
     active = str(raw.get("activeVersion", ""))
     if active not in versions:
         raise SpecError(f"spec.activeVersion {active!r} names no entry of spec.versions")
@@ -249,6 +333,7 @@ def parse_spec(raw: Mapping[str, Any]) -> Spec:
         rollout=RolloutPolicy(**known(raw.get("rollout"), ROLLOUT_KEYS)),
         webhook=parse_webhook((raw.get("notifications") or {}).get("webhook")),
         analysis=parse_analysis(raw.get("analysis")),
+        validation=parse_validation(raw.get("validation")),
         **known(raw, SPEC_KEYS),
     )
     if spec.replicas < 0:
@@ -278,3 +363,73 @@ def parse_analysis(raw: Mapping[str, Any] | None) -> AnalysisSpec | None:
             raise SpecError(f"spec.analysis.checks[{check.name}] needs max or min")
         checks.append(check)
     return AnalysisSpec(checks=tuple(checks), **known(raw, ANALYSIS_KEYS))
+
+
+def with_snapshots(spec: Spec, snapshots: Mapping[str, Snapshot]) -> Spec:
+    """`spec` with each version's configuration snapshot as `snapshots` records it."""
+    assert isinstance(spec.versions, VersionIndex), "specs come from parse_spec"
+    return replace(spec, versions=spec.versions.with_snapshots(snapshots))
+
+
+def parse_validation(raw: Mapping[str, Any] | None) -> ValidationSpec | None:
+    if not raw or not raw.get("requests"):
+        return None
+    requests = []
+    for entry in raw["requests"]:
+        name = str(entry.get("name") or "")
+        where = f"spec.validation.requests[{name}]"
+        expect = entry.get("expect") or {}
+        values = tuple(_expectation(value, where) for value in expect.get("values") or ())
+        request = GoldenRequest(
+            **known(entry, REQUEST_KEYS),
+            expect=Expect(values=values, **known(expect, EXPECT_KEYS)),
+        )
+        if request.timeout_s <= 0:
+            raise SpecError(f"{where}.timeoutSeconds must be above 0")
+        requests.append(request)
+    return ValidationSpec(requests=tuple(requests))
+
+
+def _expectation(raw: Mapping[str, Any], where: str) -> Expectation:
+    path = str(raw.get("path") or "")
+    equals, number = raw.get("equals"), raw.get("number")
+    if (equals is None) == (number is None):
+        raise SpecError(f"{where}: {path} needs equals (a string) or number, not both")
+    tolerance = raw.get("tolerance")
+    if tolerance is not None and number is None:
+        raise SpecError(f"{where}: a tolerance applies only to a number ({path})")
+    if tolerance is not None and float(tolerance) < 0:
+        raise SpecError(f"{where}: the tolerance of {path} must not be negative")
+    return Expectation(
+        path=path,
+        steps=parse_json_path(path, where),
+        equals=str(equals) if equals is not None else None,
+        number=float(number) if number is not None else None,
+        tolerance=float(tolerance or 0.0),
+    )
+
+
+# A small JSONPath: an optional `$`, then `.key`, `[index]`, `['key']` or `["key"]`; the
+# first key may go without its dot (outputs[0].data[0]).
+_STEP = re.compile(r"\.?([A-Za-z_][-A-Za-z0-9_]*)|\[([0-9]+)\]|\['([^']*)'\]|\[\"([^\"]*)\"\]")
+
+
+def parse_json_path(path: str, where: str = "a JSON path") -> JsonPath:
+    """The steps of `path`; SpecError when it is not one this operator reads."""
+    rest = path[1:] if path.startswith("$") else path
+    steps: list[str | int] = []
+    position = 0
+    while position < len(rest):
+        found = _STEP.match(rest, position)
+        if found is None:
+            raise SpecError(f"{where}: {path!r} is not a JSON path like outputs[0].data[0]")
+        key, index, single, double = found.groups()
+        steps.append(
+            int(index)
+            if index is not None
+            else next(part for part in (key, single, double) if part is not None)
+        )
+        position = found.end()
+    if not steps:
+        raise SpecError(f"{where}: {path!r} names no value")
+    return tuple(steps)

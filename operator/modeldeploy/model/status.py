@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from modeldeploy import constants as c
+from modeldeploy.model.spec import Snapshot
 from modeldeploy.model.times import format_time, parse_time
 
 
@@ -123,6 +124,40 @@ class StandbyRecord:
 
 
 @dataclass(frozen=True)
+class ValidationRecord:
+    """Golden requests sent to one template's pods: which pods passed, or what failed.
+
+    Kept per rollout (`revision`), or, before a revert, for the rollback target's pods
+    (`revision` None, for the spec `generation` it was decided on)."""
+
+    version: str
+    template_hash: str
+    started_at: datetime
+    revision: int | None = None
+    generation: int | None = None
+    phase: str = c.VALIDATION_RUNNING  # then Passed or Failed
+    passed_pods: tuple[str, ...] = ()
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class ConfigRecord:
+    """A configuration snapshot the operator took: an immutable copy of a version's source
+    ConfigMap, which that version's pods mount."""
+
+    version: str
+    source: str  # the ConfigMap copied
+    name: str  # the snapshot ConfigMap
+    hash: str  # of its content; part of the version's template hash
+    taken_at: datetime
+    retired_at: datetime | None = None  # a newer snapshot replaced it, or its version left
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return Snapshot(source=self.source, name=self.name, hash=self.hash)
+
+
+@dataclass(frozen=True)
 class Revert:
     from_version: str
     to_version: str
@@ -162,12 +197,18 @@ class Status:
     updated_replicas: int = 0
     readiness: str | None = None  # "ready/desired", for the printer column
     analysis: AnalysisRecord | None = None
+    validation: ValidationRecord | None = None
+    configs: tuple[ConfigRecord, ...] = ()
     conditions: tuple[Condition, ...] = ()
     outbox: tuple[Notice, ...] = ()
     standby: StandbyRecord | None = None
 
     def version_record(self, name: str) -> VersionRecord | None:
         return next((record for record in self.versions if record.name == name), None)
+
+    def snapshots(self) -> dict[str, Snapshot]:
+        """Each version's current configuration snapshot."""
+        return {k.version: k.snapshot for k in self.configs if k.retired_at is None}
 
 
 # ------------------------------------------------------------------ the JSON edge
@@ -180,6 +221,8 @@ _NESTED: Mapping[str, type[Any]] = {
     "history": RolloutRecord,
     "reverts": Revert,
     "analysis": AnalysisRecord,
+    "validation": ValidationRecord,
+    "configs": ConfigRecord,
     "checks": CheckRecord,
     "conditions": Condition,
     "baseline": Baseline,
@@ -225,6 +268,8 @@ def _from_json(cls: type[Any], raw: Mapping[str, Any]) -> Any:
             value = _from_json(nested, value)
         elif isinstance(value, str) and "datetime" in str(item.type):
             value = parse_time(value)
+        elif isinstance(value, list):
+            value = tuple(value)  # a list of plain values: pod names
         kwargs[item.name] = value
     return cls(**kwargs)
 

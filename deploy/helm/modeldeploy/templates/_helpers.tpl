@@ -65,6 +65,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: ["", events.k8s.io]
   resources: [events]
   verbs: [create]
+# Configuration snapshots (versions[].config): the source ConfigMap is read by name,
+# copied into an immutable snapshot, which is deleted once no version needs it. Never
+# listed or watched.
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, create, delete]
 # A webhook URL kept in a Secret (notifications.webhook.urlFrom): read by name only
 # when a notification is sent; never listed or watched, never logged.
 - apiGroups: [""]

@@ -1,0 +1,108 @@
+"""Before a revert, the target's running pods answer the golden requests (spec.validation).
+
+Part of the pure core, under `decide` and over the failure handling: when
+`quarantine` decided a revert (RevertSpec's spec write, KeepSpec's Deployment
+switch) to a version whose Ready pods still run, nothing is written until they
+answered as expected; one that does not stalls the resource (RollbackTargetUnhealthy)
+instead of reverting to it (docs/validation-and-config.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from modeldeploy import constants as c
+from modeldeploy.core import quarantine
+from modeldeploy.core.plan import Problem, ValidationRequest
+from modeldeploy.core.render import template_hash
+from modeldeploy.core.validation import examine, record_for, wake_in_s
+from modeldeploy.model.observed import Observed
+from modeldeploy.model.resource import Resource
+from modeldeploy.model.spec import Spec
+from modeldeploy.model.status import Status
+from modeldeploy.model.text import shorten
+
+
+@dataclass(frozen=True)
+class RevertCheck:
+    """Validation's word on a revert the failure handling decided."""
+
+    outcome: quarantine.Outcome
+    requests: tuple[ValidationRequest, ...] = ()
+    requeue: float | None = None
+
+
+def before_revert(
+    before: Status,
+    handled: quarantine.Outcome,
+    resource: Resource,
+    spec: Spec,
+    observed: Observed,
+    now: datetime,
+) -> RevertCheck:
+    """Before spec.activeVersion is written back (RevertSpec) or the Deployment switched
+    back (KeepSpec), the target's running Ready pods get the golden requests. Until they
+    answered, nothing is written; one that fails stalls the resource
+    (RollbackTargetUnhealthy) instead of reverting to it. No pods running: revert as
+    usual, and the revert's rollout validates its new pods."""
+    target = _revert_target(handled)
+    if spec.validation is None or target is None:
+        return RevertCheck(handled)
+    version = spec.versions[target]
+    digest = template_hash(resource.name, spec, version)
+    deployment = observed.deployment
+    if deployment is not None and deployment.template_hash == digest:
+        return RevertCheck(handled)  # switched already: its rollout validates it
+    record = record_for(before.validation, target, digest, None, resource.generation, now)
+    found = examine(record, resource, spec.validation, spec.template.port, observed)
+    if found.failure is None and not found.due:
+        if found.ready and found.record != before.validation:
+            handled = replace(handled, status=replace(handled.status, validation=found.record))
+        return RevertCheck(_without_spurious_quarantine_event(handled, before, spec))
+    status = replace(before, validation=found.record)
+    failed = spec.active_version
+    if found.failure is not None:
+        intent = status.intent
+        if intent is not None and intent.from_version == failed:
+            status = replace(status, intent=None)  # decided before its pods failed
+        ledger = status.version_record(failed)
+        why = f" ({ledger.reason})" if ledger is not None and ledger.reason else ""
+        problem = Problem(
+            c.REASON_TARGET_UNHEALTHY,
+            shorten(
+                f"{failed} failed{why}; not reverting to {target}, whose running pods failed "
+                f"validation: {found.failure}"
+            ),
+        )
+        return RevertCheck(quarantine.Outcome(status, stall=problem))
+    # Waiting for the target's answers: nothing written yet, not even the intent.
+    return RevertCheck(
+        quarantine.Outcome(status), found.requests, requeue=wake_in_s(spec.validation)
+    )
+
+
+def _revert_target(handled: quarantine.Outcome) -> str | None:
+    if handled.fallback is not None:
+        return handled.fallback
+    change = handled.spec_change
+    if change is not None and change.expect_version is not None:
+        return change.set_version
+    return None
+
+
+def _without_spurious_quarantine_event(
+    handled: quarantine.Outcome, before: Status, spec: Spec
+) -> quarantine.Outcome:
+    """The revert went ahead a reconcile or more after the failure (its target's pods
+    were validated first): that is no user re-selecting a quarantined version, so the
+    Event that says so is not owed."""
+    rollout = before.rollout
+    if (
+        rollout is not None
+        and rollout.version == spec.active_version
+        and rollout.outcome == c.OUTCOME_FAILED
+    ):
+        events = tuple(e for e in handled.events if e.reason != c.EVENT_QUARANTINED)
+        return replace(handled, events=events)
+    return handled
