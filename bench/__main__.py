@@ -50,6 +50,7 @@ class Sizes:
         self.cost_per_size = 10 if quick else 100
         self.cost_resources = 3 if quick else 10
         self.standby_samples = 0 if quick else 2
+        self.ramp = (20, 40) if quick else (1000, 2500, 5000)
 
 
 def other_apiservers() -> list[str]:
@@ -154,6 +155,8 @@ def measure(quick: bool, sizes: Sizes, audit: AuditLog | None) -> dict[str, Any]
         costs = cost.reconcile_cost(audit, sizes.cost_per_size, sizes.cost_resources, LOGS)
     scaled["reconcile_cost"] = costs
     scaled["reconcile_ratio_1000_vs_10_versions"] = costs["latency_ratio_p50"]
+    with Section(cpu, "ramp"):
+        scaled["max"] = scale.ramp(sizes.ramp, LOGS)
     with Section(cpu, "standby"):
         late = (
             {"skipped": "the quick run does not start the real node"}

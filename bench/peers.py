@@ -275,7 +275,11 @@ def undo_script(bed: Bed, samples: int, log_path: Path) -> dict[str, Any]:
         )
     try:
         with Pods(bed, f"app={name}", lambda p: image_of(p) == GOOD) as pods:
-            wait_for(lambda: len(pods.pods) == REPLICAS, 120, f"{name} up")
+            wait_for(
+                lambda: len(pods.pods) == REPLICAS and all(r for _, r in pods.pods.values()),
+                120,
+                f"{name} up",
+            )
 
             def release(i: int) -> None:
                 patch = with_image(bad_image(i))

@@ -50,7 +50,7 @@ from bench.cluster import (
 from bench.samples import Tracker, by_case
 from modeldeploy.core.render import render_deployment, render_service, template_hash
 from modeldeploy.model.resource import parse_resource
-from testbed.support import OperatorProcess, wait_for
+from testbed.support import OperatorProcess, WaitTimeout, wait_for
 
 REPLICAS = 3
 
@@ -335,3 +335,90 @@ def scale(audit: AuditLog | None, count_: int, bad: int, singles: int, log_dir: 
         "-> every Deployment Available"
     )
     return result
+
+
+# ------------------------------------------------------------------ the ramp
+
+
+def ramp(steps: tuple[int, ...], log_dir: Path) -> JSON:
+    """ModelDeployments (1 replica) added step by step up to `steps[-1]`, or until a step
+    does not settle in time: per step, the time to all Ready, the operator's memory and
+    CPU per new resource; then memory per resource extrapolated (a straight line)."""
+    total_pods = steps[-1]
+    nodes_bed = Bed("nodes")
+    added = add_nodes(nodes_bed, total_pods)
+    bed = Bed("ramp")
+    bed.create_namespace()
+    operator = OperatorProcess(log_dir / "operator-ramp.log", "--namespace", bed.namespace)
+    operator.start()
+    rows: list[JSON] = []
+    broke: str | None = None
+    have = 0
+    try:
+        with Census(bed.list_models, serving, 0) as ready:
+            for step in steps:
+                broke = ramp_step(bed, operator.pid, ready, have, step, rows)
+                have = step
+                if broke:
+                    break
+    finally:
+        operator.stop()
+        bed.delete_namespace()
+        wait_namespace_gone(bed, bed.namespace, 900)
+        remove_nodes(nodes_bed, added)
+    return {"steps": rows, "broke": broke, **extrapolate(rows)}
+
+
+def ramp_step(
+    bed: Bed, pid: int, ready: Census, have: int, step: int, rows: list[JSON]
+) -> str | None:
+    """From `have` resources to `step`; a row in `rows`; why it broke, if it did."""
+    new = [model_body(f"ramp-{i}", {"v1": GOOD}, replicas=1) for i in range(have, step)]
+    cpu_before = cpu_seconds(pid)
+    plane_before = control_plane_cpu()
+    ready.expected, ready.all_at = step, None
+    started = time.time()
+    kubectl_apply(new, bed.namespace)
+    limit = 120 + (step - have) * 0.5
+    try:
+        done = ready.wait(limit, f"{step} Ready")
+    except WaitTimeout:
+        return f"{len(ready.met)} of {step} Ready {limit:.0f} s after the step's apply began"
+    idle = idle_after(pid, done, limit_s=300)
+    rows.append(
+        {
+            "resources": step,
+            "to_all_ready_s": round(done - started, 1),
+            "operator_rss_mb": round(memory_mb(pid), 1),
+            "operator_peak_rss_mb": round(memory_mb(pid, "VmHWM"), 1),
+            "operator_cpu_ms_per_new_resource": round(
+                (cpu_seconds(pid) - cpu_before) / (step - have) * 1000, 1
+            ),
+            "control_plane_cpu_s": cpu_since(plane_before),
+            "idle_after_s": idle,
+        }
+    )
+    log(f"ramp: {rows[-1]}")
+    return None
+
+
+def extrapolate(rows: list[JSON]) -> JSON:
+    """Operator RSS per resource (least squares over the steps), and at 10,000 and 50,000."""
+    if len(rows) < 2:
+        return {"rss_mb_per_resource": None}
+    xs = [r["resources"] for r in rows]
+    ys = [r["operator_rss_mb"] for r in rows]
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sum(
+        (x - mean_x) ** 2 for x in xs
+    )
+    base = mean_y - slope * mean_x
+    return {
+        "rss_mb_per_resource": round(slope, 4),
+        "rss_mb_at_0": round(base, 1),
+        "rss_mb_at_10000": round(base + slope * 10_000, 0),
+        "rss_mb_at_50000": round(base + slope * 50_000, 0),
+        "assumptions": "a straight line through the settled RSS at each step; each resource "
+        "as here (1 version, 1 replica: its ModelDeployment, Deployment, ReplicaSet, "
+        "Service and pod cached); every resource in the watched namespaces",
+    }
