@@ -23,6 +23,9 @@ from typing import Any
 
 # What marks a stack as a reconcile: the operator's own function that runs one.
 RECONCILE_FRAME = "reconcile_once"
+# The frames worth naming: the operator's own, and the API client's calls by API method
+# (thread, executor and HTTP plumbing sit under every one of them).
+NAMED = ("modeldeploy/", "_api.py:")
 LINE = re.compile(r" \(([^:()]+):\d+\)$")  # "function (path/file.py:123)" -> path
 
 
@@ -66,8 +69,8 @@ def summarize(collapsed: str, top: int = 12) -> dict[str, Any]:
         "reconcile_samples": reconciling,
         "inclusive_pct": [
             [n, round(c * share, 1)]
-            for n, c in inclusive.most_common(top * 2)
-            if RECONCILE_FRAME not in n
+            for n, c in inclusive.most_common()
+            if any(mark in n for mark in NAMED) and RECONCILE_FRAME not in n
         ][:top],
         "leaf_pct": [[n, round(c * share, 1)] for n, c in leaf.most_common(top)],
     }

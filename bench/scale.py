@@ -47,6 +47,7 @@ from bench.cluster import (
     serving,
     wait_namespace_gone,
 )
+from bench.profile import Profile
 from bench.samples import Tracker, by_case
 from modeldeploy.core.render import render_deployment, render_service, template_hash
 from modeldeploy.model.resource import parse_resource
@@ -378,12 +379,14 @@ def ramp_step(
     plane_before = control_plane_cpu()
     ready.expected, ready.all_at = step, None
     started = time.time()
-    kubectl_apply(new, bed.namespace)
     limit = 120 + (step - have) * 0.5
-    try:
-        done = ready.wait(limit, f"{step} Ready")
-    except WaitTimeout:
-        return f"{len(ready.met)} of {step} Ready {limit:.0f} s after the step's apply began"
+    # The profile is taken here, not in the measured scale run: py-spy costs CPU too.
+    with Profile(pid) as profile:
+        kubectl_apply(new, bed.namespace)
+        try:
+            done = ready.wait(limit, f"{step} Ready")
+        except WaitTimeout:
+            return f"{len(ready.met)} of {step} Ready {limit:.0f} s after the step's apply began"
     idle = idle_after(pid, done, limit_s=300)
     rows.append(
         {
@@ -396,9 +399,10 @@ def ramp_step(
             ),
             "control_plane_cpu_s": cpu_since(plane_before),
             "idle_after_s": idle,
+            "profile": profile.result,
         }
     )
-    log(f"ramp: {rows[-1]}")
+    log(f"ramp: { ({k: v for k, v in rows[-1].items() if k != 'profile'}) }")
     return None
 
 
