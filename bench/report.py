@@ -182,6 +182,9 @@ def combine(latest: JSON, runs: list[JSON]) -> JSON:
         k: v for k, v in latest["detect_to_revert"].items() if k != "raw_ms"
     }
     combined["detect_to_revert_pooled_ms"] = pool(runs)
+    ramped = [run["scale"]["max"] for run in runs if "max" in run["scale"]]
+    if ramped and "max" not in combined["scale"]:
+        combined["scale"] = {**combined["scale"], "max": ramped[-1]}
     combined["runs"] = {
         "n": len(runs),
         "finished_at": [run["finished_at"] for run in runs],
