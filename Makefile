@@ -88,12 +88,13 @@ cluster-status:
 demo: packages-cluster venv
 	$(BIN)/python -m testbed.demo $(REAL_NODE_FLAG)
 
-$(BIN)/.bench-installed: $(BIN)/.installed
+$(BIN)/.bench-installed: $(BIN)/.installed pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $@
 
+# RUNS=3: three full runs one after another (the figures' spread is over a commit's runs).
 bench: $(BIN)/.bench-installed
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(if $(RUNS),--runs $(RUNS))
 
 bench-quick: $(BIN)/.bench-installed
 	$(BIN)/python -m bench --quick

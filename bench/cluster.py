@@ -1,28 +1,29 @@
-"""The benchmarks' cluster side: the test bed, one namespace, watches, processes measured.
+"""The benchmarks' cluster side: one namespace, watches, the processes measured.
 
-`start_testbed` brings the test bed up (reusing a running one) with the CRD; `Bed`
-is the namespace the run works in; `watching` records, in threads, when watch events
-arrive (the only clock the figures use); `Usage` samples a process's memory and CPU;
-`ArgoRollouts` is the third column's controller.
+`Bed` is a namespace and the APIs the run uses (under the bench's own user agent,
+so the audit log tells its requests from the operator's); `Watcher` keeps one
+list+watch open in a thread and hands each raw event, with its arrival time, to a
+callback; `Usage` samples a process's memory and CPU; `ArgoRollouts` is a peer's
+controller, built from Go modules like the test bed.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import kubernetes
 import urllib3
 
 import testbed.cluster
+from bench.apiserver import BENCH_AGENT
 from modeldeploy.constants import GROUP, PLURAL, VERSION
 from testbed.processes import KUBECONFIG, running_pid
 from testbed.support import Background, BackgroundWatch, end_process, free_port, wait_for
@@ -30,175 +31,167 @@ from testbed.support import Background, BackgroundWatch, end_process, free_port,
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = "registry.example/bench:1"
 CRASHLOOP = "registry.example/bench:2-crashloop"
-FAILING = {"CrashLoopBackOff", "ErrImagePull", "ImagePullBackOff"}
+JSON = dict[str, Any]
 
 
 def log(message: str) -> None:
     print(f"bench: {message}", flush=True)
 
 
-def start_testbed() -> bool:
-    """The test bed up (reused if running) with our CRD; whether it was up already."""
-    was_up = testbed.cluster.is_up()
-    testbed.cluster.up()
+def load_kubeconfig() -> None:
     os.environ["KUBECONFIG"] = str(KUBECONFIG)
     kubernetes.config.load_kube_config(config_file=str(KUBECONFIG))  # type: ignore[no-untyped-call]
-    testbed.cluster.install_crd()
-    return was_up
 
 
 class Bed:
-    """The run's namespace and the APIs it uses.
+    """A namespace of the run and the APIs it uses.
 
     The APIs are typed Any on purpose: the client's models type every field Optional,
     and the benchmarks read what the API server filled in.
     """
 
-    def __init__(self) -> None:
-        self.core: Any = kubernetes.client.CoreV1Api()
-        self.apps: Any = kubernetes.client.AppsV1Api()
-        self.custom: Any = kubernetes.client.CustomObjectsApi()
-        self.namespace = f"bench-{uuid.uuid4().hex[:6]}"
+    def __init__(self, prefix: str = "bench") -> None:
+        self.api = kubernetes.client.ApiClient()
+        self.api.user_agent = BENCH_AGENT
+        self.core: Any = kubernetes.client.CoreV1Api(self.api)
+        self.apps: Any = kubernetes.client.AppsV1Api(self.api)
+        self.custom: Any = kubernetes.client.CustomObjectsApi(self.api)
+        self.namespace = f"{prefix}-{uuid.uuid4().hex[:6]}"
 
-    def model(self, name: str, bad: str, replicas: int = 2, **rollout: Any) -> None:
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "ModelDeployment",
-            "metadata": {"name": name},
-            "spec": {
-                "activeVersion": "v1",
-                "replicas": replicas,
-                "rollout": rollout,
-                "versions": [{"name": "v1", "image": GOOD}, {"name": "v2", "image": bad}],
-            },
-        }
+    def create_namespace(self) -> None:
+        testbed.cluster.create_namespace(self.namespace)
+
+    def delete_namespace(self) -> None:
+        self.core.delete_namespace(self.namespace)
+
+    def model(
+        self,
+        name: str,
+        versions: dict[str, str],
+        replicas: int = 1,
+        active: str = "v1",
+        **rollout: Any,
+    ) -> None:
+        """A ModelDeployment serving `active`; `versions` maps version names to images."""
+        self.create_model(model_body(name, versions, replicas, active, **rollout))
+
+    def create_model(self, body: JSON) -> None:
         self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
 
     def select(self, name: str, version: str) -> None:
+        self.patch_model(name, {"spec": {"activeVersion": version}})
+
+    def patch_model(self, name: str, patch: JSON) -> None:
         self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, PLURAL, name, {"spec": {"activeVersion": version}}
+            GROUP, VERSION, self.namespace, PLURAL, name, patch
         )
 
     def delete_model(self, name: str) -> None:
         self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
 
-    def models(self) -> list[dict[str, Any]]:
-        listed = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)
-        return list(listed["items"])
-
-    def all_good(self, names: set[str], version: str = "v1") -> bool:
-        good = {
-            m["metadata"]["name"]
-            for m in self.models()
-            if (m.get("status") or {}).get("lastGoodVersion") == version
-            and any(
-                k["type"] == "Ready" and k["status"] == "True"
-                for k in m["status"].get("conditions") or ()
-            )
-        }
-        return names <= good
-
-
-@dataclass
-class Timeline:
-    """Watch-event arrival times per ModelDeployment or Deployment name."""
-
-    signal: dict[str, float] = field(default_factory=dict)  # first failure signal
-    reverted: dict[str, float] = field(default_factory=dict)  # activeVersion back to v1
-    selected: dict[str, float] = field(default_factory=dict)  # when v2 was applied
-    ready: dict[str, dict[str, bool]] = field(default_factory=dict)  # owner -> pod -> Ready
-    min_ready: dict[str, int] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-def pod_signal(pod: Any, timeout_s: int | None) -> float | None:
-    """When a bad pod first shows failure (wall clock); for a never-Ready pod, its deadline."""
-    if timeout_s is not None:
-        return float(pod.metadata.creation_timestamp.timestamp() + timeout_s)
-    for status in pod.status.container_statuses or ():
-        waiting = status.state.waiting.reason if status.state and status.state.waiting else None
-        if waiting in FAILING or (status.restart_count or 0) > 0:
-            return time.time()
-    return None
-
-
-class Watch(BackgroundWatch[kubernetes.watch.Watch]):
-    """One watch of the run's namespace, recording into `timeline` in a thread."""
-
-    def __init__(self, bed: Bed, timeline: Timeline) -> None:
-        # Stopping the watch cuts its connection: the stream ends with a ProtocolError.
-        super().__init__(kubernetes.watch.Watch(), cut=(urllib3.exceptions.ProtocolError,))  # type: ignore[no-untyped-call]
-        self.bed, self.timeline = bed, timeline
-
-
-class PodWatch(Watch):
-    """Ready pods per owner (and the fewest once v2 was selected), and v2's first failure."""
-
-    def __init__(
-        self, bed: Bed, timeline: Timeline, label: str, ready_timeout: dict[str, int] | None
-    ) -> None:
-        super().__init__(bed, timeline)
-        self.label, self.ready_timeout = label, ready_timeout or {}
-
-    def _read(self) -> None:
-        core, namespace = self.bed.core, self.bed.namespace
-        stream = self._watch.stream(  # type: ignore[no-untyped-call]
-            core.list_namespaced_pod, namespace, label_selector=self.label, timeout_seconds=3600
+    def get_model(self, name: str) -> JSON:
+        body: JSON = self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, name
         )
-        for event in stream:
-            self.record(event["object"], alive=event["type"] != "DELETED")
+        return body
 
-    def record(self, pod: Any, alive: bool) -> None:
-        labels = pod.metadata.labels or {}
-        owner = labels.get("modeldeploy.io/name") or labels.get("app", "")
-        alive = alive and pod.metadata.deletion_timestamp is None
-        timeline = self.timeline
-        with timeline.lock:
-            ready = alive and any(
-                c.type == "Ready" and c.status == "True" for c in pod.status.conditions or ()
-            )
-            timeline.ready.setdefault(owner, {})[pod.metadata.name] = ready
-            if owner in timeline.selected:
-                count = sum(timeline.ready[owner].values())
-                timeline.min_ready[owner] = min(timeline.min_ready.get(owner, count), count)
-            bad = labels.get("modeldeploy.io/version") == "v2"
-            if bad and alive and owner not in timeline.signal:
-                at = pod_signal(pod, self.ready_timeout.get(owner))
-                if at is not None:
-                    timeline.signal[owner] = at
+    def list_models(self, **params: Any) -> Any:
+        return self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, **params
+        )
+
+    def list_pods(self, **params: Any) -> Any:
+        return self.core.list_namespaced_pod(self.namespace, **params)
+
+    def list_deployments(self, **params: Any) -> Any:
+        return self.apps.list_namespaced_deployment(self.namespace, **params)
 
 
-class ModelWatch(Watch):
-    """When each selected ModelDeployment's spec.activeVersion came back to v1."""
+def model_body(
+    name: str, versions: dict[str, str], replicas: int = 1, active: str = "v1", **rollout: Any
+) -> JSON:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
+        "spec": {
+            "activeVersion": active,
+            "replicas": replicas,
+            "rollout": rollout,
+            "versions": [{"name": v, "image": image} for v, image in versions.items()],
+        },
+    }
+
+
+def serving(model: JSON, version: str = "v1") -> bool:
+    """Settled on `version`: the spec names it, it is the last good one, Ready, no rollout."""
+    status = model.get("status") or {}
+    return bool(
+        model["spec"]["activeVersion"] == version
+        and status.get("lastGoodVersion") == version
+        and status.get("observedGeneration") == model["metadata"]["generation"]
+        and any(
+            k["type"] == "Ready" and k["status"] == "True" for k in status.get("conditions") or ()
+        )
+        and not any(
+            k["type"] == "Reconciling" and k["status"] == "True"
+            for k in status.get("conditions") or ()
+        )
+    )
+
+
+def pod_ready(pod: JSON) -> bool:
+    alive = not pod["metadata"].get("deletionTimestamp")
+    conditions = (pod.get("status") or {}).get("conditions") or ()
+    return alive and any(k["type"] == "Ready" and k["status"] == "True" for k in conditions)
+
+
+Handler = Callable[[str, JSON, float], None]
+
+
+class Watcher(BackgroundWatch[kubernetes.watch.Watch]):
+    """List, then watch from there, in a thread; `handle(type, object, arrival)` per event.
+
+    The objects stay raw JSON (decoding them into the client's models costs the
+    observer CPU that the measured processes share). The list's items come as ADDED.
+    `ready` is set once the list was handled: from then on nothing is missed.
+    """
+
+    def __init__(self, list_call: Callable[..., Any], handle: Handler, **params: Any) -> None:
+        # Stopping cuts the connection: the stream then ends with a urllib3 or socket error.
+        super().__init__(
+            kubernetes.watch.Watch(),  # type: ignore[no-untyped-call]
+            cut=(urllib3.exceptions.HTTPError, OSError, ValueError),
+        )
+        self.list_call, self.handle, self.params = list_call, handle, params
+        self.ready = threading.Event()
+
+    def __enter__(self) -> Self:
+        super().__enter__()
+        if not self.ready.wait(30):
+            self._raise_error()
+            raise TimeoutError("the watch's list did not come back in 30 s")
+        return self
 
     def _read(self) -> None:
-        bed, timeline = self.bed, self.timeline
+        listed = self.list_call(_preload_content=False, **self.params)
+        body = json.loads(listed.data)
+        arrival = time.time()
+        for item in body["items"]:
+            self.handle("ADDED", item, arrival)
+        self.ready.set()
         stream = self._watch.stream(  # type: ignore[no-untyped-call]
-            bed.custom.list_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            bed.namespace,
-            PLURAL,
+            self.list_call,
+            resource_version=body["metadata"]["resourceVersion"],
             timeout_seconds=3600,
+            deserialize=False,
+            **self.params,
         )
         for event in stream:
-            if not isinstance(event.get("object"), dict) or event["type"] == "ERROR":
-                continue  # an expired watch
-            name = event["object"]["metadata"]["name"]
-            active = event["object"]["spec"]["activeVersion"]
-            with timeline.lock:
-                if name in timeline.selected and active == "v1" and name not in timeline.reverted:
-                    timeline.reverted[name] = time.time()
-
-
-@contextmanager
-def watching(
-    bed: Bed, label: str, timeline: Timeline, ready_timeout: dict[str, int] | None = None
-) -> Iterator[None]:
-    """Pod and ModelDeployment watches of the run's namespace, for the `with` block."""
-    with PodWatch(bed, timeline, label, ready_timeout), ModelWatch(bed, timeline):
-        time.sleep(0.5)  # let both watches open before anything is measured
-        yield
+            if self._stopping.is_set():
+                return
+            if event["type"] in {"ADDED", "MODIFIED", "DELETED"}:
+                self.handle(event["type"], event["object"], time.time())
 
 
 def cpu_seconds(pid: int) -> float:
@@ -206,27 +199,36 @@ def cpu_seconds(pid: int) -> float:
     return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def rss_megabytes(pid: int) -> float:
+def memory_mb(pid: int, field: str = "VmRSS") -> float:
+    """A /proc/PID/status memory field in MB: VmRSS now, VmHWM the peak so far."""
     status = Path(f"/proc/{pid}/status").read_text().splitlines()
-    return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+    return next(int(line.split()[1]) for line in status if line.startswith(f"{field}:")) / 1024
+
+
+def own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 class Usage(Background):
-    """(seconds since `since`, RSS MB, CPU seconds) of process `pid`, every second."""
+    """(seconds since `since`, RSS MB, CPU seconds) of process `pid`, every `every` s;
+    `peak_mb` is its VmHWM when last read (the kernel's peak, not a sampled one)."""
 
-    def __init__(self, pid: int, since: float) -> None:
+    def __init__(self, pid: int, since: float, every: float = 1.0) -> None:
         super().__init__()
-        self.pid, self.since = pid, since
+        self.pid, self.since, self.every = pid, since, every
         self.samples: list[tuple[float, float, float]] = []
+        self.peak_mb = 0.0
 
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
-                sample = (time.time() - self.since, rss_megabytes(self.pid), cpu_seconds(self.pid))
+                sample = (time.time() - self.since, memory_mb(self.pid), cpu_seconds(self.pid))
+                self.peak_mb = memory_mb(self.pid, "VmHWM")
             except (FileNotFoundError, StopIteration, ProcessLookupError):
                 return  # the process ended
             self.samples.append(sample)
-            self._stopping.wait(1)
+            self._stopping.wait(self.every)
 
 
 def control_plane_cpu() -> dict[str, float]:
@@ -239,24 +241,53 @@ def control_plane_cpu() -> dict[str, float]:
     return used
 
 
+def cpu_since(before: dict[str, float]) -> dict[str, float]:
+    return {k: round(v - before.get(k, 0.0), 1) for k, v in control_plane_cpu().items()}
+
+
 def add_nodes(bed: Bed, pods: int) -> list[str]:
-    """Fake nodes beside the test bed's three until `pods` more pods fit; returns their names."""
+    """Fake nodes beside the test bed's until `pods` more pods fit; returns their names."""
     nodes = bed.core.list_node().items
-    room = sum(int(n.status.allocatable.get("pods", 0)) for n in nodes) - 20  # others' pods
+    room = sum(int(n.status.allocatable.get("pods", 0)) for n in nodes) - 40  # others' pods
+    room -= len(bed.core.list_pod_for_all_namespaces(limit=5000).items)
     added: list[str] = []
-    index = len(nodes)
+    index = max(int(n.metadata.name.rsplit("-", 1)[-1]) for n in nodes if "kwok" in n.metadata.name)
     while room < pods:
+        index += 1
         node = testbed.cluster.fake_node(index)
         bed.core.create_node(node)
         added.append(node["metadata"]["name"])
         room += int(node["status"]["allocatable"]["pods"])
-        index += 1
     wait_for(
         lambda: testbed.cluster.nodes_ready(len(nodes) + len(added)),
-        60,
+        120,
         f"{len(added)} added nodes Ready",
     )
     return added
+
+
+def remove_nodes(bed: Bed, names: list[str]) -> None:
+    for name in names:
+        bed.core.delete_node(name)
+
+
+def wait_pods_gone(bed: Bed, namespace: str, timeout: float) -> None:
+    wait_for(
+        lambda: not bed.core.list_namespaced_pod(namespace, limit=1).items,
+        timeout,
+        f"the pods of {namespace} deleted",
+    )
+
+
+def wait_namespace_gone(bed: Bed, namespace: str, timeout: float) -> None:
+    def gone() -> bool:
+        try:
+            bed.core.read_namespace(namespace)
+        except kubernetes.client.ApiException as error:
+            return bool(error.status == 404)
+        return False
+
+    wait_for(gone, timeout, f"namespace {namespace} deleted")
 
 
 class ArgoRollouts:
@@ -294,6 +325,11 @@ class ArgoRollouts:
         except kubernetes.client.ApiException:
             return False
         return True
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
 
     def stop(self) -> None:
         if self.process is not None:

@@ -1,278 +1,341 @@
-"""The benchmarks' report: percentiles, the figures against their targets, the plot.
+"""The benchmarks' report: the figures against their targets, over runs, and the plot.
 
-`assemble` gathers one run's figures as latest.json holds them; `write` saves
-latest.json (and a dated copy), latest.md and latest.png. Only `plot` needs
-matplotlib (the bench extra).
+Each run is saved as a dated JSON file (raw samples included). `latest.json` is the
+newest run plus what the full runs of the same commit say together: the
+detect-to-revert samples pooled, and each target figure's value in every run (its
+spread). `latest.md` is the table; `latest.png` the plot (matplotlib, the bench
+extra).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import platform
-import time
+import statistics
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import kopf
+from bench.stats import spread, summary
+
+JSON = dict[str, Any]
+KEEP_RUNS = 3  # the spread is over the newest full runs of one commit
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
+def _worst(result: JSON, key: str) -> float:
+    """The worst kind's figure: pooled over the runs where pooled, else this run's."""
+    kinds = result.get("detect_to_revert_pooled_ms") or result["detect_to_revert_ms"]
+    return float(max(v[key] for v in kinds.values()))
 
 
-def summary(values: list[float]) -> dict[str, float | int]:
-    return {
-        "p50": round(percentile(values, 50), 1),
-        "p95": round(percentile(values, 95), 1),
-        "p99": round(percentile(values, 99), 1),
-        "n": len(values),
-    }
+def _scale(*path: str) -> Callable[[JSON], Any]:
+    def get(result: JSON) -> Any:
+        value: Any = result["scale"]
+        for key in path:
+            value = value[key]
+        return value
+
+    return get
 
 
 # (figure, target as text, how to read it from a result, whether it meets the target)
-Target = tuple[str, str, Callable[[dict[str, Any]], float], Callable[[float], bool]]
+Target = tuple[str, str, Callable[[JSON], Any], Callable[[Any], bool]]
 TARGETS: list[Target] = [
     (
-        "detect-to-revert p50 (ms)",
+        "detect-to-revert p50, worst failure kind (ms)",
         "< 200",
-        lambda r: max(v["p50"] for v in r["detect_to_revert_ms"].values()),
+        lambda r: _worst(r, "p50"),
         lambda v: v < 200,
     ),
     (
-        "detect-to-revert p99 (ms)",
+        "detect-to-revert p99, worst failure kind (ms)",
         "< 1000",
-        lambda r: max(v["p99"] for v in r["detect_to_revert_ms"].values()),
+        lambda r: _worst(r, "p99"),
         lambda v: v < 1000,
     ),
     (
-        "recovery vs plain Deployment, default deadline (x faster)",
-        ">= 100",
-        lambda r: r["ratios"]["default_deadline_over_modeldeploy"],
-        lambda v: v >= 100,
+        "a plain Deployment recovers from a crash-looping release",
+        "modeldeploy recovers; report the Deployment's failure time",
+        lambda r: r["recover_s"]["deployment_default"].get("failure_reported_s"),
+        lambda v: v is not None,
     ),
     (
-        "min ready ratio during a failed rollout",
+        "ready replicas during a failed rollout and revert (of spec.replicas)",
         ">= 1.0",
         lambda r: r["min_ready_ratio"]["modeldeploy"],
         lambda v: v >= 1.0,
     ),
     (
-        "operator RSS (MB) with the scale run",
+        "operator peak RSS (VmHWM) with the scale run (MB)",
         "< 250",
-        lambda r: r["scale"]["operator_rss_mb"],
+        _scale("operator_rss_mb"),
         lambda v: v < 250,
     ),
     (
-        "all reconciled after operator start (s)",
+        "all new ModelDeployments reconciled, from kubectl apply (s)",
         "< 20",
-        lambda r: r["scale"]["all_reconciled_s"],
+        _scale("all_reconciled_s"),
         lambda v: v < 20,
     ),
     (
-        "detect-to-revert p99 under load (ms)",
+        "all Available: modeldeploy / kubectl apply of the same Deployments + Services",
+        "<= 1.3",
+        _scale("modeldeploy_over_kubectl"),
+        lambda v: v <= 1.3,
+    ),
+    (
+        "API writes per new resource (operator)",
+        "<= 3 (2 children + 1 status)",
+        _scale("api_requests_per_resource", "writes_per_new_resource"),
+        lambda v: v <= 3,
+    ),
+    (
+        "API writes per unchanged resource after a restart",
+        "0",
+        _scale("api_requests_per_resource", "writes_per_unchanged_resource"),
+        lambda v: v == 0,
+    ),
+    (
+        "restart with the resources settled: time to idle (s)",
+        "< 10",
+        _scale("restart_idle_s"),
+        lambda v: v < 10,
+    ),
+    (
+        "detect-to-revert p99, releases right after a restart (ms)",
         "< 1000",
-        lambda r: r["scale"]["detect_to_revert_p99_ms_under_load"],
+        _scale("restart_detect_to_revert_ms", "p99"),
         lambda v: v < 1000,
     ),
     (
-        "reconcile cost, 1000 vs 10 versions",
+        "detect-to-revert p50, one bad release among them (ms)",
+        "< 200",
+        _scale("single_release_detect_to_revert_ms", "p50"),
+        lambda v: v < 200,
+    ),
+    (
+        "detect-to-revert p99, bad releases at once among them (ms)",
+        "< 1000",
+        _scale("detect_to_revert_p99_ms_under_load"),
+        lambda v: v < 1000,
+    ),
+    (
+        "reconcile latency, 1,000 vs 10 versions (end to end, p50 ratio)",
         "< 1.2",
-        lambda r: r["scale"]["reconcile_ratio_1000_vs_10_versions"],
+        _scale("reconcile_ratio_1000_vs_10_versions"),
         lambda v: v < 1.2,
     ),
 ]
 
 
-def markdown(result: dict[str, Any]) -> str:
-    lines = [
-        f"# Benchmark results ({result['mode']} run, {result['finished_at']})",
-        "",
-        f"{result['machine']['nproc']} cores, {result['machine']['memory_gb']} GiB, "
-        f"Python {result['machine']['python']}; Kubernetes {result['versions']['kubernetes']}"
-        f", kwok {result['versions']['kwok']}, kopf {result['versions']['kopf']}; scale run:"
-        f" {result['scale']['crs']} ModelDeployments, {result['scale']['pods']} pods.",
-        "",
-        "| figure | target | measured | |",
-        "|---|---|---|---|",
-    ]
+def measure(result: JSON, get: Callable[[JSON], Any]) -> Any:
+    try:
+        return get(result)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def targets(latest: JSON, runs: list[JSON]) -> list[JSON]:
+    """Each target: the value now (pooled where samples pool), every run's, met or not."""
+    rows = []
     for name, target, get, ok in TARGETS:
+        value = measure(latest, get)
+        per_run = [measure(run, get) for run in runs]
+        rows.append(
+            {
+                "figure": name,
+                "target": target,
+                "measured": value,
+                "runs": spread(per_run),
+                "met": None if value is None else bool(ok(value)),
+            }
+        )
+    return rows
+
+
+def same_commit_runs(results: Path, latest: JSON) -> list[JSON]:
+    """The newest full runs (up to KEEP_RUNS) of `latest`'s commit, oldest first."""
+    if latest["mode"] != "full":
+        return [latest]
+    runs = []
+    for path in sorted(results.glob("20*.json")):
         try:
-            value = get(result)
-        except (KeyError, TypeError, ValueError):
-            lines.append(f"| {name} | {target} | not measured | |")
+            run = json.loads(path.read_text())
+        except ValueError:
             continue
-        if value is None:
-            lines.append(f"| {name} | {target} | not measured | |")
-        else:
-            lines.append(f"| {name} | {target} | {value} | {'met' if ok(value) else 'MISSED'} |")
-    lines += [
+        if run.get("mode") == "full" and run.get("commit") == latest["commit"]:
+            runs.append(run)
+    return runs[-KEEP_RUNS:] or [latest]
+
+
+def pool(runs: list[JSON]) -> JSON:
+    """The detect-to-revert samples of all runs, per failure kind."""
+    cases: dict[str, list[float]] = {}
+    for run in runs:
+        for case, values in run["detect_to_revert"]["raw_ms"].items():
+            cases.setdefault(case, []).extend(values)
+    return {case: summary(values) for case, values in cases.items()}
+
+
+def combine(latest: JSON, runs: list[JSON]) -> JSON:
+    combined = {key: value for key, value in latest.items() if key != "detect_to_revert"}
+    combined["detect_to_revert"] = {
+        k: v for k, v in latest["detect_to_revert"].items() if k != "raw_ms"
+    }
+    combined["detect_to_revert_pooled_ms"] = pool(runs)
+    ramped = [run["scale"]["max"] for run in runs if "max" in run["scale"]]
+    if ramped and "max" not in combined["scale"]:
+        combined["scale"] = {**combined["scale"], "max": ramped[-1]}
+    combined["runs"] = {
+        "n": len(runs),
+        "finished_at": [run["finished_at"] for run in runs],
+        "load_at_start": [run["machine"].get("load_at_start") for run in runs],
+        "detect_to_revert_ms": {
+            case: spread([run["detect_to_revert_ms"].get(case, {}).get("p99") for run in runs])
+            for case in latest["detect_to_revert_ms"]
+        },
+    }
+    combined["targets"] = targets(combined, runs)
+    return combined
+
+
+# ------------------------------------------------------------------- markdown
+
+
+def cell(value: Any) -> str:
+    if value is None:
+        return "not measured"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def markdown(result: JSON) -> str:
+    runs = result["runs"]
+    machine = result["machine"]
+    lines = [
+        f"# Benchmark results ({result['mode']} run, {result['finished_at']}, "
+        f"commit {result['commit'][:10]}{' + changes' if result.get('dirty') else ''})",
         "",
-        "Detect-to-revert, first failure signal to `spec.activeVersion` reverted (ms):",
+        f"{machine['nproc']} cores, {machine['memory_gb']} GiB, Python {machine['python']}; "
+        f"Kubernetes {result['versions']['kubernetes']}, kwok {result['versions']['kwok']}. "
+        f"Clock: {result['clock']}. Runs of this commit: {runs['n']} "
+        f"({', '.join(runs['finished_at'])}); 1-minute load at each start: "
+        f"{', '.join(cell(x) for x in runs['load_at_start'])}.",
         "",
-        "| scenario | p50 | p95 | p99 | n |",
+        "| figure | target | measured | each run | |",
         "|---|---|---|---|---|",
     ]
-    for scenario, s in result["detect_to_revert_ms"].items():
-        lines.append(f"| {scenario} | {s['p50']} | {s['p95']} | {s['p99']} | {s['n']} |")
-    recover = result["recover_s"]
-    lines += [
-        "",
-        "Bad version applied -> last good version fully serving, no bad pods (s):",
-        "",
-        "| | failure reported after | recovered after | min ready / replicas |",
-        "|---|---|---|---|",
-        f"| modeldeploy | {recover['modeldeploy']['recovered_s']} (reverted) | "
-        f"{recover['modeldeploy']['recovered_s']} | "
-        f"{result['min_ready_ratio']['modeldeploy']} |",
-    ]
-    for key, label in (
-        ("deployment_default", "plain Deployment, default 600 s deadline"),
-        ("deployment_undo_script", "plain Deployment, 30 s deadline + `kubectl rollout undo`"),
-        ("argo_rollouts_abort", "Argo Rollouts, 30 s deadline + `progressDeadlineAbort`"),
-    ):
-        entry = recover[key]
+    for row in result["targets"]:
+        verdict = {True: "met", False: "MISSED", None: ""}[row["met"]]
+        each = " / ".join(cell(v) for v in row["runs"]["runs"])
         lines.append(
-            f"| {label} | {entry.get('failure_reported_s', 'not measured')} | "
-            f"{entry.get('recovered_s') or entry.get('note', 'never')} | "
-            f"{entry.get('min_ready_ratio', '')} |"
+            f"| {row['figure']} | {row['target']} | {cell(row['measured'])} | {each} | {verdict} |"
         )
-    scaled = result["scale"]
+    lines += ["", "Detect-to-revert (ms), the API server's clock, all runs pooled:", ""]
     lines += [
-        "",
-        f"Scale: {scaled['crs']} ModelDeployments created while the operator was stopped; "
-        f"it had reconciled all of them {scaled['all_reconciled_s']} s after it started, and "
-        f"all {scaled['pods']} pods were Ready and every resource Available after "
-        f"{scaled['all_available_s']} s (the control plane and kwok making the pods). CPU "
-        f"seconds while it reconciled: {scaled['cpu_seconds_while_reconciling']}. Operator "
-        f"peak RSS {scaled['operator_rss_mb']} MB, {scaled['cpu_seconds']} CPU seconds in all. "
-        f"Once it was idle again ({scaled['settle_s']} s later), "
-        f"{scaled['bad_rollouts']} bad rollouts at once: detect-to-revert p50 "
-        f"{scaled['detect_to_revert_p50_ms_under_load']} ms, p99 "
-        f"{scaled['detect_to_revert_p99_ms_under_load']} ms.",
+        "| kind | n | p50 | p95 | p99 | p99 95% interval | max |",
+        "|---|---|---|---|---|---|---|",
     ]
-    ratios = result["ratios"]
-    lines += [
-        "",
-        f"modeldeploy recovered {ratios['undo_script_over_modeldeploy']}x faster than the undo "
-        f"script, {ratios['argo_abort_over_modeldeploy']}x faster than Argo Rollouts' abort, "
-        f"and {ratios['default_deadline_over_modeldeploy']}x faster than a plain Deployment "
-        "even reports the failure (it never recovers by itself). After Argo Rollouts aborts, "
-        "the Rollout stays Degraded and its spec still names the bad image; modeldeploy puts "
-        "`spec.activeVersion` back, so the spec and what serves agree.",
-        "",
-    ]
+    for case, s in result["detect_to_revert_pooled_ms"].items():
+        lines.append(
+            f"| {case} | {s['n']} | {s['p50']} | {s['p95']} | {s['p99']} | "
+            f"{cell(s['p99_ci95'])} | {s['max']} |"
+        )
+    lines += ["", "Recovery from a crash-looping release, 4 replicas (s):", ""]
+    lines += ["| contender | n | recovered p50 (max) | failure reported | min ready | spec after |"]
+    lines += ["|---|---|---|---|---|---|"]
+    for key, entry in result["recover_s"].items():
+        recovered = entry.get("recovered") or {}
+        rec = (
+            f"{recovered['p50']} ({recovered['max']})"
+            if recovered.get("n")
+            else f"never ({entry.get('never_recovered')} of {entry.get('n')})"
+        )
+        lines.append(
+            f"| {key} | {entry.get('n')} | {rec} | {cell(entry.get('failure_reported_s'))} | "
+            f"{cell(entry.get('min_ready_ratio'))} | {entry.get('spec_after', '')} |"
+        )
+    lines += ["", "Configurations:", ""]
+    lines += [f"- {key}: {entry.get('config', '')}" for key, entry in result["recover_s"].items()]
+    lines += ["", "```json", json.dumps(_details(result), indent=1), "```", ""]
     return "\n".join(lines)
 
 
-def plot(result: dict[str, Any], raw: dict[str, list[float]], path: Path) -> None:
+def _details(result: JSON) -> JSON:
+    scaled = {k: v for k, v in result["scale"].items() if k != "samples"}
+    return {
+        "scale": scaled,
+        "standby_revert": result.get("standby_revert"),
+        "bench_cpu_seconds": result.get("bench_cpu_seconds"),
+    }
+
+
+# ----------------------------------------------------------------------- plot
+
+
+def plot(result: JSON, raw: dict[str, list[float]], path: Path) -> None:
     import matplotlib  # noqa: PLC0415 - only `make bench` needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    figure, (left, right, load) = plt.subplots(1, 3, figsize=(16, 4.5))
-    left.boxplot(list(raw.values()), tick_labels=list(raw))
-    left.set_ylabel("ms")
-    left.set_title("Detect-to-revert (first failure signal -> spec reverted)")
-    recover = result["recover_s"]
-    bars = {
-        "modeldeploy": recover["modeldeploy"]["recovered_s"],
-        "Deployment\n+ undo script\n(30 s deadline)": recover["deployment_undo_script"].get(
-            "recovered_s"
-        ),
-        "Argo Rollouts\nabort\n(30 s deadline)": recover["argo_rollouts_abort"].get("recovered_s"),
-        "Deployment\n(600 s deadline,\nreports only)": recover["deployment_default"].get(
-            "failure_reported_s"
-        )
-        or 600.0,
-    }
-    right.bar(
-        list(bars),
-        [v or 0 for v in bars.values()],
-        color=["tab:green", "tab:orange", "tab:purple", "tab:red"],
-    )
-    right.set_yscale("log")
-    right.set_ylabel("seconds (log)")
-    right.set_title("Bad version applied -> good version serving")
-    samples = result["scale"]["samples"]
+    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(17, 4.8))
+    for case, values in raw.items():
+        ordered = sorted(values)
+        if ordered:
+            shares = [(i + 1) / len(ordered) for i in range(len(ordered))]
+            left.plot(ordered, shares, label=f"{case} (n={len(ordered)})")
+    left.set_xscale("log")
+    left.set_xlabel("ms (API server clock)")
+    left.set_ylabel("share of samples")
+    left.axhline(0.99, color="grey", linewidth=0.5)
+    left.legend()
+    left.set_title("Detect-to-revert: failure written -> revert written")
+    names, p50s, maxes, colours = [], [], [], []
+    for key, entry in result["recover_s"].items():
+        recovered = entry.get("recovered") or {}
+        names.append(key.replace("_", "\n"))
+        if recovered.get("n"):
+            p50s.append(recovered["p50"])
+            maxes.append(recovered["max"] - recovered["p50"])
+            colours.append("tab:green" if key == "modeldeploy" else "tab:blue")
+        else:
+            p50s.append(entry.get("failure_reported_s") or 600)
+            maxes.append(0)
+            colours.append("tab:red")
+    middle.bar(names, p50s, yerr=[[0] * len(maxes), maxes], color=colours)
+    middle.set_yscale("log")
+    middle.set_ylabel("seconds (log); red: never recovers, bar = failure reported")
+    middle.set_title("Crash-looping release -> last good serving (p50, max)")
+    samples = result["scale"].get("samples") or []
     seconds = [t for t, _, _ in samples]
-    load.plot(seconds, [rss for _, rss, _ in samples], color="tab:blue")
-    load.set_xlabel("seconds after the operator started")
-    load.set_ylabel("RSS (MB)", color="tab:blue")
-    cpu = load.twinx()
-    cpu.plot(seconds, [c for _, _, c in samples], color="tab:gray")
-    cpu.set_ylabel("CPU seconds used", color="tab:gray")
-    load.set_title(f"Operator with {result['scale']['crs']} ModelDeployments")
+    right.plot(seconds, [rss for _, rss, _ in samples], color="tab:blue")
+    right.set_xlabel("seconds after kubectl apply started")
+    right.set_ylabel("RSS (MB)", color="tab:blue")
+    cpu = right.twinx()
+    cpu.plot(seconds, [c for _, _, c in samples], color="tab:grey")
+    cpu.set_ylabel("CPU seconds used", color="tab:grey")
+    right.set_title(f"Operator taking on {result['scale']['crs']} ModelDeployments")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 
 
-def assemble(
-    quick: bool,
-    started: float,
-    raw: dict[str, list[float]],
-    recover: dict[str, dict[str, Any]],
-    scaled: dict[str, Any],
-) -> dict[str, Any]:
-    """The figures of one run as latest.json holds them."""
-    modeldeploy, undo = recover["modeldeploy"], recover["deployment_undo_script"]
-    rollouts, default = recover["argo_rollouts_abort"], recover["deployment_default"]
-    return {
-        "mode": "quick" if quick else "full",
-        "finished_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "duration_s": round(time.time() - started, 1),
-        "detect_to_revert_ms": {k: summary(v) for k, v in raw.items()},
-        "recover_s": recover,
-        "ratios": {
-            "undo_script_over_modeldeploy": round(
-                undo["recovered_s"] / modeldeploy["recovered_s"], 1
-            )
-            if undo["recovered_s"]
-            else None,
-            "argo_abort_over_modeldeploy": round(
-                rollouts["recovered_s"] / modeldeploy["recovered_s"], 1
-            )
-            if rollouts["recovered_s"]
-            else None,
-            "default_deadline_over_modeldeploy": round(
-                (default["failure_reported_s"] or 600) / modeldeploy["recovered_s"], 1
-            ),
-            "default_deadline_note": "the plain Deployment never recovers by itself; this is "
-            "the time until Kubernetes even reports the failure",
-        },
-        "min_ready_ratio": {
-            "modeldeploy": modeldeploy["min_ready_ratio"],
-            "deployment": undo["min_ready_ratio"],
-            "argo_rollouts": rollouts["min_ready_ratio"],
-        },
-        "scale": scaled,
-        "machine": {
-            "nproc": os.cpu_count(),
-            "python": platform.python_version(),
-            "kernel": platform.release(),
-            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        },
-        "versions": {
-            "kubernetes": "v1.33.13",
-            "kwok": "v0.7.0",
-            "argo_rollouts": "v1.8.3",
-            "etcd": "3.5.24",
-            "kopf": kopf.__version__ if hasattr(kopf, "__version__") else "1.45.2",
-            "modeldeploy": "0.1.0",
-        },
-    }
+def write(result: JSON, results: Path) -> JSON:
+    """The dated run file; latest.json, latest.md and latest.png over the commit's runs."""
+    stamp = result["finished_at"].replace(":", "")
+    (results / f"{stamp}.json").write_text(json.dumps(result, indent=1))
+    runs = same_commit_runs(results, result)
+    latest = combine(result, runs)
+    (results / "latest.json").write_text(json.dumps(latest, indent=1))
+    (results / "latest.md").write_text(markdown(latest))
+    raw: dict[str, list[float]] = {}
+    for run in runs:
+        for case, values in run["detect_to_revert"]["raw_ms"].items():
+            raw.setdefault(case, []).extend(values)
+    plot(latest, raw, results / "latest.png")
+    print(markdown(latest))
+    return latest
 
 
-def write(result: dict[str, Any], raw: dict[str, list[float]], results: Path) -> None:
-    """latest.json, its dated copy, latest.md and latest.png; the table on stdout too."""
-    text = json.dumps(result, indent=2)
-    (results / "latest.json").write_text(text)
-    (results / f"{result['finished_at'].replace(':', '')}.json").write_text(text)
-    (results / "latest.md").write_text(markdown(result))
-    plot(result, raw, results / "latest.png")
-    print(markdown(result))
+def median_or_none(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
