@@ -35,7 +35,7 @@ def py_spy() -> str | None:
 
 
 def frame_name(frame: str) -> str:
-    """`function (…/modeldeploy/kube.py:91)` -> `modeldeploy/kube.py:function`."""
+    """`function (…/modeldeploy/kube/cluster.py:91)` -> `kube/cluster.py:function`."""
     match = LINE.search(frame)
     if not match:
         return frame

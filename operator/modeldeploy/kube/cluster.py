@@ -1,0 +1,282 @@
+"""The write protocol of a reconcile over the API: children, status, spec, Events.
+
+Part of the `kube` package, between the pure core and the kopf handlers: it applies
+rendered children, writes status with an optimistic lock, makes the conditional spec
+change, and posts Events. Every call here is synchronous; callers run it off the
+event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import urllib3
+from kubernetes.client.exceptions import ApiException
+
+from modeldeploy import constants as c
+from modeldeploy.core.plan import Event, SpecChange, event_id
+from modeldeploy.kube.api import JSON_PATCH, KubeApi
+from modeldeploy.kube.client import DEADLINE, api_message, failed_precondition, refusals
+from modeldeploy.model.observed import ChildState, parse_child
+from modeldeploy.model.resource import Resource, released
+from modeldeploy.model.spec import JSON
+from modeldeploy.model.times import format_time
+from modeldeploy.reconcile import Refused
+
+logger = logging.getLogger(__name__)
+
+_APPLY = "application/apply-patch+yaml"
+
+
+class KubeCluster(KubeApi):
+    """Typed writes for one ModelDeployment's children, status and Events, over the API.
+
+    Implements `modeldeploy.reconcile.Cluster`; the plugin uses its reads and patches
+    too. Every write carries field manager `modeldeploy` and every call a deadline; a
+    refusal (4xx other than a failed precondition) becomes `Refused` with the API's
+    own message, a transient error (429, 5xx, no answer) stays an ApiException. With a
+    `fence`, every write asks it just before the call and is refused (`Fenced`) when it
+    says no: a leader that could not renew its Lease writes nothing more.
+    """
+
+    # ------------------------------------------------------------------ children
+
+    def apply(self, manifest: JSON) -> None:
+        """Server-side apply as our field manager: creates, or repairs drift in our fields."""
+        meta = manifest["metadata"]
+        kind = manifest["kind"]
+        call = {
+            "Deployment": self.apps.patch_namespaced_deployment,
+            "Service": self.core.patch_namespaced_service,
+        }[kind]
+        with refusals():
+            self._write(
+                call,
+                meta["name"],
+                meta["namespace"],
+                manifest,
+                field_manager=c.MANAGER,
+                force=True,
+                _content_type=_APPLY,
+                _request_timeout=DEADLINE,
+            )
+        logger.info("applied %s %s/%s", kind, meta["namespace"], meta["name"])
+
+    def read_child(self, kind: str, resource: Resource, name: str) -> ChildState | None:
+        """The Deployment or Service `name` in `resource`'s namespace, whoever made it."""
+        read = {
+            "Deployment": self.apps.read_namespaced_deployment,
+            "Service": self.core.read_namespaced_service,
+        }[kind]
+        try:
+            child = read(name, resource.namespace, _request_timeout=DEADLINE)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return parse_child(self.api.sanitize_for_serialization(child))
+
+    def delete_child(self, kind: str, resource: Resource, name: str) -> None:
+        """Delete a child we own; one already gone is fine."""
+        delete = {"Deployment": self.apps.delete_namespaced_deployment}[kind]
+        try:
+            with refusals():
+                self._write(delete, name, resource.namespace, _request_timeout=DEADLINE)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+        logger.info("deleted %s %s/%s", kind, resource.namespace, name)
+
+    # ------------------------------------------------------------------ the CR
+
+    def replace_status(self, resource: Resource, resource_version: str, status: JSON) -> bool:
+        """Write the whole status if the object is still at `resource_version`.
+
+        False when it moved on: our view was stale, and the watch is about to
+        deliver the newer object, which is reconciled afresh.
+        """
+        patch: list[JSON] = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
+            {"op": "add", "path": "/status", "value": status},
+        ]
+        try:
+            with refusals():
+                self._write(
+                    self.custom.patch_namespaced_custom_object_status,
+                    c.GROUP,
+                    c.VERSION,
+                    resource.namespace,
+                    c.PLURAL,
+                    resource.name,
+                    patch,
+                    field_manager=c.MANAGER,
+                    _content_type=JSON_PATCH,
+                    _request_timeout=DEADLINE,
+                )
+        except ApiException as error:
+            if not failed_precondition(error):
+                raise
+        except Refused as refusal:
+            if not self._moved_on(resource, resource_version, refusal):
+                raise
+        else:
+            return True
+        logger.debug("status of %s/%s is stale", resource.namespace, resource.name)
+        return False
+
+    def _moved_on(self, resource: Resource, resource_version: str, refusal: Refused) -> bool:
+        """Whether a 422 answering a patch guarded by `resource_version` was its `test`
+        failing: since 1.33 the API server says only "the server rejected our request due
+        to an error in our request" for that, so ask for the object's version instead."""
+        if refusal.code != 422:
+            return False
+        try:
+            current = self.get(resource.namespace, resource.name)
+        except LookupError:
+            return True
+        return bool(current["metadata"].get("resourceVersion") != resource_version)
+
+    def change_spec(self, resource: Resource, change: SpecChange) -> bool:
+        """The conditional spec write: JSON-patch `test`s let a user's edit win.
+
+        False when the spec is no longer the one the decision was about; `Refused`
+        when it still is and the API (a ValidatingAdmissionPolicy, a webhook) said no.
+        """
+        patch: list[JSON] = []
+        if change.expect_generation is not None:
+            patch.append(
+                {"op": "test", "path": "/metadata/generation", "value": change.expect_generation}
+            )
+        if change.expect_version is not None:
+            patch.append(
+                {"op": "test", "path": "/spec/activeVersion", "value": change.expect_version}
+            )
+        if change.set_version is not None:
+            patch.append(
+                {"op": "replace", "path": "/spec/activeVersion", "value": change.set_version}
+            )
+        for wanted, annotation in (
+            (change.remove_retry, c.ANNOTATION_RETRY),
+            (change.remove_refresh, c.ANNOTATION_REFRESH_CONFIG),
+        ):
+            if wanted:
+                key = annotation.replace("~", "~0").replace("/", "~1")
+                patch.append({"op": "remove", "path": f"/metadata/annotations/{key}"})
+        try:
+            applied = self.patch(resource.namespace, resource.name, patch)
+        except Refused:
+            if self._moved(resource, change):
+                applied = False
+            else:
+                raise
+        where = f"{resource.namespace}/{resource.name}"
+        if not applied:
+            logger.info("spec change of %s not applied: the spec moved on", where)
+        elif change.set_version is not None:
+            logger.info(
+                "set spec.activeVersion of %s: %s -> %s",
+                where,
+                change.expect_version,
+                change.set_version,
+            )
+        return applied
+
+    def _moved(self, resource: Resource, change: SpecChange) -> bool:
+        """Whether the spec is no longer what `change` was decided on (a user's edit)."""
+        try:
+            body = self.get(resource.namespace, resource.name)
+        except LookupError:
+            return True
+        spec = body.get("spec") or {}
+        return bool(
+            (
+                change.expect_generation is not None
+                and body["metadata"].get("generation") != change.expect_generation
+            )
+            or (
+                change.expect_version is not None
+                and spec.get("activeVersion") != change.expect_version
+            )
+            or (
+                change.remove_retry
+                and c.ANNOTATION_RETRY not in (body["metadata"].get("annotations") or {})
+            )
+            or (
+                change.remove_refresh
+                and c.ANNOTATION_REFRESH_CONFIG not in (body["metadata"].get("annotations") or {})
+            )
+        )
+
+    def release_active_version(self, resource: Resource) -> None:
+        """Take spec.activeVersion out of our managedFields entries, so a later writer
+        (Helm, Flux, kubectl apply --server-side) never conflicts with a revert that is
+        over. Guarded by resourceVersion; a stale view leaves it for the next look."""
+        raw = self.custom.get_namespaced_custom_object(
+            c.GROUP,
+            c.VERSION,
+            resource.namespace,
+            c.PLURAL,
+            resource.name,
+            _request_timeout=DEADLINE,
+        )
+        meta = dict(raw["metadata"])  # type: ignore[index]
+        fields = released(meta.get("managedFields") or [], c.MANAGER)
+        patch: list[JSON] = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
+            {"op": "replace", "path": "/metadata/managedFields", "value": fields},
+        ]
+        try:
+            applied = self.patch(resource.namespace, resource.name, patch)
+        except Refused as refusal:
+            if not self._moved_on(resource, meta["resourceVersion"], refusal):
+                raise
+            applied = False
+        if applied:
+            logger.info("released spec.activeVersion of %s/%s", resource.namespace, resource.name)
+
+    def post_event(self, resource: Resource, event: Event) -> bool:
+        """An Event about `resource`; True once it exists. Its name comes from the event's
+        identity, so posting an owed Event again after a restart finds it there (409)."""
+        now = datetime.now(UTC)
+        body: JSON = {
+            "metadata": {"name": event_name(resource, event), "namespace": resource.namespace},
+            "involvedObject": {
+                "apiVersion": c.API_VERSION,
+                "kind": c.KIND,
+                "name": resource.name,
+                "namespace": resource.namespace,
+                "uid": resource.uid,
+            },
+            "type": event.type,
+            "reason": event.reason,
+            "message": event.message[:1024],
+            "source": {"component": c.MANAGER},
+            "reportingComponent": c.MANAGER,
+            "reportingInstance": self.instance,
+            "firstTimestamp": format_time(now),
+            "lastTimestamp": format_time(now),
+            "count": 1,
+        }
+        try:
+            self._write(
+                self.core.create_namespaced_event,
+                resource.namespace,
+                body,
+                field_manager=c.MANAGER,
+                _request_timeout=DEADLINE,
+            )
+        except ApiException as error:
+            if error.status == 409:
+                return True  # posted before a restart: delivered already
+            logger.warning("could not post event %s: %s", event.reason, api_message(error))
+            return False
+        except urllib3.exceptions.HTTPError as error:
+            logger.warning("could not post event %s: %s", event.reason, error)
+            return False
+        return True
+
+
+def event_name(resource: Resource, event: Event) -> str:
+    """`<resource>.<16 hex>`: the same owed Event gets the same name on every attempt."""
+    return f"{resource.name}.{event_id(resource.uid, event)}"
