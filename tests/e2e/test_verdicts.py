@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import yaml
 
-from modeldeploy.constants import GROUP, PLURAL, VERSION
+from modeldeploy.constants import ANNOTATION_RETRY, GROUP, PLURAL, VERSION
 from modeldeploy.model.text import MESSAGE_LIMIT
 from testbed.support import OperatorProcess
 from tests.e2e.helpers import (
@@ -196,6 +197,37 @@ def test_a_spec_the_api_server_refuses_stalls_with_its_message_until_fixed(
     )
     wait_for(lambda: ready(kube, namespace, name), 60, "Ready once the spec is fixed")
     assert kube.condition(namespace, name, "Stalled")["status"] == "False"
+
+
+@pytest.mark.parametrize("retry", ["v1", "0"], ids=["retry-the-version", "retry-no-version"])
+def test_a_version_the_api_server_cannot_type_stalls_quietly_with_its_message(
+    kube: Kube, namespace: str, operator: OperatorProcess, retry: str
+) -> None:
+    """The schema lets an env entry's configMapKeyRef be a string; server-side apply then
+    answers 500 "failed to create typed patch object", the same every time: a refusal,
+    shown and backed off from, never a reconcile retried (and status rewritten) in a loop.
+    Found by tests/e2e/test_fuzz.py, with a retry annotation that no reconcile consumed."""
+    name = "untyped"
+    body = model_deployment(name, {"v1": GOOD}, "v1")
+    body["metadata"]["annotations"] = {ANNOTATION_RETRY: retry}
+    body["spec"]["versions"][0]["env"] = [{"name": "W", "valueFrom": {"configMapKeyRef": "x"}}]
+    kube.create(namespace, body)
+    stalled = wait_for(
+        lambda: (k := kube.condition(namespace, name, "Stalled")).get("status") == "True" and k,
+        60,
+        "Stalled=True",
+    )
+    assert stalled["reason"] == "InvalidSpec"
+    assert "the API server refused the Deployment (HTTP 500)" in stalled["message"]
+    assert "configMapKeyRef: expected map" in stalled["message"]
+    assert kube.delivered(namespace, name, "InvalidSpec") == 1
+    wait_for(lambda: not kube.status(namespace, name).get("outbox"), 60, "the outbox drained")
+    settled = kube.get(namespace, name)["metadata"]["resourceVersion"]
+    # Several backed-off attempts fit in this time; each is refused again, and a refusal
+    # already said is not written again.
+    time.sleep(10)
+    assert kube.get(namespace, name)["metadata"]["resourceVersion"] == settled
+    assert kube.deployment_or_none(namespace, name) is None
 
 
 # ---------------------------------------------------- 4: status stays bounded

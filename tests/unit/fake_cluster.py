@@ -1,4 +1,4 @@
-"""A recording stand-in for the API server's side of `modeldeploy.reconcile.Cluster`.
+"""A recording stand-in for the API server's side of `modeldeploy.ports.Cluster`.
 
 It keeps one ModelDeployment as the API server would (resourceVersion, generation,
 spec, status, annotations) and applies the operator's writes with the API's
@@ -21,7 +21,6 @@ from modeldeploy.core.plan import Event, SpecChange
 from modeldeploy.model.observed import ChildState
 from modeldeploy.model.resource import Resource
 from modeldeploy.model.spec import JSON
-from modeldeploy.reconcile import Refused
 
 
 @dataclass
@@ -33,8 +32,9 @@ class RecordingCluster:
     foreign: dict[str, ChildState] = field(default_factory=dict)  # what read_child finds
     # Runs just before a spec change lands: a user's concurrent edit, in tests.
     before_spec_change: Callable[[], None] | None = None
-    # Writes to refuse, as admission would: "status", "spec", "Deployment", "Service".
-    refuse: dict[str, Refused] = field(default_factory=dict)
+    # Writes to refuse, as admission would: "status", "spec", "Deployment", "Service";
+    # any other exception is an outage of that write.
+    refuse: dict[str, Exception] = field(default_factory=dict)
 
     @classmethod
     def holding(cls, body: JSON) -> RecordingCluster:

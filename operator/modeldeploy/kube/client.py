@@ -18,9 +18,13 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from modeldeploy.model.spec import JSON
-from modeldeploy.reconcile import Refused
+from modeldeploy.ports import Refused
 
 DEADLINE = (5.0, 30.0)  # seconds to connect, then to wait for each answer
+# The API server answers 500 with this when a server-side apply's body has a field of
+# the wrong type (an env entry's configMapKeyRef given as a string): the same body gets
+# the same answer every time, so it is a refusal to show and back off from, not an outage.
+_UNTYPED_APPLY = "failed to create typed patch object"
 _SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
@@ -107,12 +111,15 @@ def api_errors() -> Iterator[None]:
 @contextlib.contextmanager
 def refusals() -> Iterator[None]:
     """Turns the API's refusals into `Refused`: a 4xx other than 404, 429 and a failed
-    precondition (409, a JSON-patch `test`); anything else stays an ApiException."""
+    precondition (409, a JSON-patch `test`), and a server-side apply whose body does not
+    fit the kind's schema; anything else stays an ApiException."""
     try:
         yield
     except ApiException as error:
         status = int(error.status or 0)
         if 400 <= status < 500 and status not in (404, 429) and not failed_precondition(error):
+            raise Refused(status, api_message(error)) from None
+        if status == 500 and api_message(error).startswith(_UNTYPED_APPLY):
             raise Refused(status, api_message(error)) from None
         raise
 
