@@ -32,7 +32,7 @@ from modeldeploy.kube import (
 )
 from modeldeploy.model.resource import Resource, parse_resource
 from modeldeploy.model.spec import JSON, Spec, SpecError
-from modeldeploy.reconcile import Refused
+from modeldeploy.ports import Refused
 
 EXIT_REFUSED, EXIT_USAGE, EXIT_FORBIDDEN, EXIT_UNAVAILABLE, EXIT_TIMEOUT = 1, 2, 3, 4, 124
 

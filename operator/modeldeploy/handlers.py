@@ -25,7 +25,7 @@ from modeldeploy.model.observed import (
     parse_replica_set,
 )
 from modeldeploy.model.resource import ACTIVE_VERSION_MANAGERS, active_version_managers
-from modeldeploy.reconcile import Key
+from modeldeploy.ports import Key
 from modeldeploy.runtime import SELECTOR, Caches, Options, Runtime, Stalled
 
 MANAGED = {c.LABEL_MANAGED_BY: c.MANAGER}

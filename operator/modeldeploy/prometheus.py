@@ -22,7 +22,7 @@ from modeldeploy.core.answer import read_answer
 from modeldeploy.lanes import Lanes
 from modeldeploy.model.egress import EgressPolicy
 from modeldeploy.model.observed import Measurement
-from modeldeploy.reconcile import Key
+from modeldeploy.ports import Key
 
 logger = logging.getLogger(__name__)
 

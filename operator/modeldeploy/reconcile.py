@@ -11,147 +11,30 @@ drive it with a recording fake and tests/e2e with the real API server.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from modeldeploy import constants as c
 from modeldeploy import faults, metrics
 from modeldeploy.core import config
-from modeldeploy.core.analysis import Query
 from modeldeploy.core.decide import APPLY, REVERT, decide
 from modeldeploy.core.endpoints import WEBHOOK
-from modeldeploy.core.plan import Decision, Event, SnapshotRequest, SpecChange, ValidationRequest
+from modeldeploy.core.plan import Decision, Event, SnapshotRequest, SpecChange
 from modeldeploy.core.quarantine import retry_delay_s, retry_due
 from modeldeploy.core.render import standby_name
-from modeldeploy.model.observed import ChildState, Observed, Refusal, SnapshotResult
+from modeldeploy.model.observed import Observed, SnapshotResult
 from modeldeploy.model.resource import Resource, parse_resource
-from modeldeploy.model.settings import Settings
-from modeldeploy.model.spec import JSON, Spec
+from modeldeploy.model.spec import Spec
 from modeldeploy.model.status import Notice, Status, to_json
 from modeldeploy.model.times import format_time
+from modeldeploy.ports import Cluster, Memory, NoticeKey, Refused, Services
 
 logger = logging.getLogger(__name__)
-Key = tuple[str, str]  # (namespace, ModelDeployment name): what the work queue holds
-NoticeKey = tuple[str, str, datetime]
 DRAIN_S = 0.5  # after delivering, look again this soon to clear the outbox
 EVENT_RETRY_S = 5.0
 STATUS = "status"
-
-
-class Refused(Exception):
-    """The API server or an admission check refused a write; `message` is its own."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(f"HTTP {code}: {message}")
-        self.code = code
-        self.message = message
-
-
-class Cluster(Protocol):
-    """The writes a reconcile makes (modeldeploy.kube.KubeCluster against the API)."""
-
-    def replace_status(self, resource: Resource, resource_version: str, status: JSON) -> bool:
-        """Write the whole status if the object is still at `resource_version`."""
-
-    def apply(self, manifest: JSON) -> None:
-        """Create or repair a child by server-side apply; Refused if the API says no."""
-
-    def read_child(self, kind: str, resource: Resource, name: str) -> ChildState | None:
-        """The child of that kind and name in `resource`'s namespace, whoever made it."""
-
-    def delete_child(self, kind: str, resource: Resource, name: str) -> None:
-        """Delete a child (the standby Deployment); gone already is fine."""
-
-    def change_spec(self, resource: Resource, change: SpecChange) -> bool:
-        """The conditional spec write; False when the spec is no longer the one the
-        decision was about, Refused when admission said no."""
-
-    def post_event(self, resource: Resource, event: Event) -> bool:
-        """A Kubernetes Event about `resource`; False if it could not be posted."""
-
-    def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
-        """One value of a Secret (decoded); None when the Secret or the key is missing."""
-
-    def release_active_version(self, resource: Resource) -> None:
-        """Drop our field manager's ownership of spec.activeVersion (managedFields)."""
-
-    def read_config_map(self, namespace: str, name: str) -> JSON | None:
-        """A ConfigMap's body; None when there is none."""
-
-    def create_config_map(self, manifest: JSON) -> JSON | None:
-        """Create a ConfigMap; when one of that name exists, return its body, else None."""
-
-    def delete_config_map(self, namespace: str, name: str) -> None:
-        """Delete a ConfigMap; one already gone is fine."""
-
-
-class Notifier(Protocol):
-    def notify(
-        self, resource: Resource, event: Event, urls: tuple[str, ...], done: Callable[[], None]
-    ) -> bool:
-        """Queue `event` for `urls`; call `done` once each was sent or given up. False
-        when nothing is sent (no URL, or an event no webhook receives)."""
-
-
-class Measurer(Protocol):
-    def request(self, key: Key, queries: tuple[Query, ...]) -> None:
-        """Take these analysis measurements off the reconcile path."""
-
-
-class Validating(Protocol):
-    def request(self, key: Key, requests: tuple[ValidationRequest, ...]) -> None:
-        """Send these golden requests to their pods off the reconcile path."""
-
-
-@dataclass(frozen=True)
-class Services:
-    """Where a reconcile's decisions go: the API, webhooks, the analysis queries; and
-    what the admin configured (the egress policy, the operator-wide webhook)."""
-
-    cluster: Cluster
-    notifier: Notifier
-    measurer: Measurer
-    settings: Settings = field(default_factory=Settings)
-    webhook_url: str | None = None  # --webhook: every resource's notifications
-    validator: Validating | None = None  # spec.validation's golden requests
-
-
-@dataclass
-class Memory:
-    """What one resource's reconciles remember between runs, in this process only:
-    refusals to back off from, notices sent. Losing it (a restart) costs a retry or a
-    repeated Event, never a lost one."""
-
-    refusals: dict[str, Refusal] = field(default_factory=dict)
-    delivered: set[NoticeKey] = field(default_factory=set)
-    sending: set[NoticeKey] = field(default_factory=set)
-    deleted_snapshots: set[str] = field(default_factory=set)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def observe(self, observed: Observed) -> Observed:
-        with self.lock:
-            return replace(
-                observed,
-                refusals=tuple(self.refusals.values()),
-                delivered=frozenset(self.delivered),
-                deleted_snapshots=frozenset(self.deleted_snapshots),
-            )
-
-    def refused(self, action: str, generation: int, error: Refused, now: datetime) -> None:
-        previous = self.refusals.get(action)
-        again = previous is not None and previous.generation == generation
-        attempts = previous.attempts + 1 if previous is not None and again else 1
-        self.refusals[action] = Refusal(
-            action, generation, error.code, error.message, now, attempts
-        )
-
-    def sent(self, key: NoticeKey) -> None:
-        with self.lock:
-            self.sending.discard(key)
-            self.delivered.add(key)
 
 
 def reconcile_once(
@@ -207,21 +90,41 @@ def reconcile_once(
         logger.debug(
             "reconciled %s/%s: up to date, nothing written", resource.namespace, resource.name
         )
-    _apply_children(cluster, resource, decision, memory, now)
+    failed: list[Exception] = []
+
+    def attempt(write: Callable[[], float | None]) -> float | None:
+        """Each write after the status runs even if one before it failed (an outage, a
+        5xx): a failed apply must not keep the spec change that consumes an annotation
+        from landing, or every retry would owe its Event again. The first error is
+        raised at the end, so the reconcile is retried as before."""
+        try:
+            return write()
+        except Exception as error:  # raised again at the end
+            failed.append(error)
+            return None
+
+    attempt(lambda: _apply_children(cluster, resource, decision, memory, now))
     if decision.remove_standby:
-        cluster.delete_child("Deployment", resource, standby_name(resource.name))
-    _change_spec(cluster, resource, decision.spec_change, memory, now)
+        attempt(lambda: cluster.delete_child("Deployment", resource, standby_name(resource.name)))
+    attempt(lambda: _change_spec(cluster, resource, decision.spec_change, memory, now))
     if decision.release_active_version:
-        cluster.release_active_version(resource)
+        attempt(lambda: cluster.release_active_version(resource))
     if decision.deletes:
-        requeue = _min(requeue, _delete_snapshots(cluster, resource, decision.deletes, memory, now))
-    requeue = _min(requeue, _deliver(services, resource, decision.notices, memory, wake, now))
-    requeue = _min(requeue, _recheck_webhook(services, resource, memory, now))
+        deletes = decision.deletes
+        requeue = _min(
+            requeue, attempt(lambda: _delete_snapshots(cluster, resource, deletes, memory, now))
+        )
+    requeue = _min(
+        requeue, attempt(lambda: _deliver(services, resource, decision.notices, memory, wake, now))
+    )
+    requeue = _min(requeue, attempt(lambda: _recheck_webhook(services, resource, memory, now)))
     services.measurer.request((resource.namespace, resource.name), decision.queries)
     if services.validator is not None:
         services.validator.request((resource.namespace, resource.name), decision.validations)
     elif decision.validations:
         logger.error("no validator to send %d golden requests", len(decision.validations))
+    if failed:
+        raise failed[0]
     return requeue
 
 

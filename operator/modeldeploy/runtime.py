@@ -29,8 +29,9 @@ from modeldeploy.model.egress import EgressPolicy
 from modeldeploy.model.observed import ChildState, Observed, PodState, ReplicaSetState
 from modeldeploy.model.settings import Settings
 from modeldeploy.notify import Notifier
+from modeldeploy.ports import Key, Memory, Services
 from modeldeploy.prometheus import Analyzer, Sources
-from modeldeploy.reconcile import Key, Memory, Services, reconcile_once
+from modeldeploy.reconcile import reconcile_once
 from modeldeploy.validator import Validator
 from modeldeploy.workqueue import WorkQueue
 

@@ -24,7 +24,7 @@ from modeldeploy.core.plan import ValidationRequest
 from modeldeploy.lanes import Lanes
 from modeldeploy.model.observed import ValidationResult
 from modeldeploy.model.spec import GoldenRequest
-from modeldeploy.reconcile import Key
+from modeldeploy.ports import Key
 
 logger = logging.getLogger(__name__)
 WORKERS = 4  # golden requests in flight at once, over all resources

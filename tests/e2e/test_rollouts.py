@@ -12,7 +12,7 @@ from modeldeploy.constants import ANNOTATION_RETRY, GROUP, PLURAL, VERSION
 from modeldeploy.core.plan import SpecChange
 from modeldeploy.kube import KubeCluster
 from modeldeploy.model.resource import parse_resource
-from modeldeploy.reconcile import Refused
+from modeldeploy.ports import Refused
 from testbed.support import OperatorProcess
 from tests.e2e.helpers import (
     Kube,

@@ -16,7 +16,8 @@ from modeldeploy.model.observed import ContainerState, Observed, PodState, Snaps
 from modeldeploy.model.resource import Resource, parse_resource
 from modeldeploy.model.spec import JSON, Spec
 from modeldeploy.model.status import to_json
-from modeldeploy.reconcile import Memory, Refused, Services, reconcile_once
+from modeldeploy.ports import Memory, Refused, Services
+from modeldeploy.reconcile import reconcile_once
 from tests.unit.builders import OURS, RS_UID, UID, at, body, present
 from tests.unit.fake_cluster import RecordingCluster, RecordingMeasurer, RecordingNotifier
 

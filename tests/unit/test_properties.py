@@ -23,7 +23,8 @@ from modeldeploy.core.render import template_hash
 from modeldeploy.model.observed import ChildState, ContainerState, Observed, PodState
 from modeldeploy.model.resource import parse_resource
 from modeldeploy.model.status import Status, parse_status
-from modeldeploy.reconcile import Services, reconcile_once
+from modeldeploy.ports import Services
+from modeldeploy.reconcile import reconcile_once
 from tests.unit.builders import UID, at, body, spec_of
 from tests.unit.fake_cluster import RecordingCluster, RecordingMeasurer, RecordingNotifier
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import pytest
+
 from modeldeploy import constants as c
 from modeldeploy.model.egress import EgressPolicy
 from modeldeploy.model.observed import ContainerState, Observed, PodState
 from modeldeploy.model.resource import parse_resource
 from modeldeploy.model.settings import Settings
-from modeldeploy.reconcile import Memory, Refused, Services, reconcile_once
+from modeldeploy.ports import Memory, Refused, Services
+from modeldeploy.reconcile import reconcile_once
 from tests.unit.builders import OURS, RS_UID, at, body, deployment, digest, service
 from tests.unit.fake_cluster import RecordingCluster, RecordingMeasurer, RecordingNotifier
 
@@ -178,6 +181,24 @@ def test_a_child_the_api_refuses_stalls_with_invalid_spec_until_the_spec_changes
     bed.api.edit_spec(replicas=3)  # the user fixes the spec: a new generation
     bed.reconcile(Observed(), 2)
     assert bed.condition(c.STALLED)[0] == "False"
+    assert "Deployment" in bed.api.children
+
+
+def test_a_failed_apply_does_not_keep_an_annotation_from_being_consumed() -> None:
+    """An outage of one child's apply is raised (the reconcile is retried), but the
+    writes after it still run: an ignored retry annotation is consumed, so the retries
+    do not owe its Warning again and again (found by the e2e fuzzer, tests/e2e)."""
+    bed = Bed()
+    bed.api.annotate(c.ANNOTATION_RETRY, "nope")
+    bed.api.refuse["Deployment"] = ConnectionResetError("connection reset by peer")
+    for seconds in (0, 0.5, 1):
+        with pytest.raises(ConnectionResetError):
+            bed.reconcile(Observed(), seconds)
+    assert c.ANNOTATION_RETRY not in bed.api.body["metadata"].get("annotations", {})
+    assert "Service" in bed.api.children
+    assert [e.reason for e in bed.api.events].count(c.EVENT_RETRY) == 1
+    del bed.api.refuse["Deployment"]
+    bed.reconcile(Observed(), 2)
     assert "Deployment" in bed.api.children
 
 

@@ -22,7 +22,7 @@ from modeldeploy.model.observed import ChildState, parse_child
 from modeldeploy.model.resource import Resource, released
 from modeldeploy.model.spec import JSON
 from modeldeploy.model.times import format_time
-from modeldeploy.reconcile import Refused
+from modeldeploy.ports import Refused
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ _APPLY = "application/apply-patch+yaml"
 class KubeCluster(KubeApi):
     """Typed writes for one ModelDeployment's children, status and Events, over the API.
 
-    Implements `modeldeploy.reconcile.Cluster`; the plugin uses its reads and patches
+    Implements `modeldeploy.ports.Cluster`; the plugin uses its reads and patches
     too. Every write carries field manager `modeldeploy` and every call a deadline; a
     refusal (4xx other than a failed precondition) becomes `Refused` with the API's
     own message, a transient error (429, 5xx, no answer) stays an ApiException. With a
