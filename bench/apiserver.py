@@ -1,7 +1,7 @@
 """The API server's own record of a run: its audit log, read back as requests.
 
-The benchmarks start the test bed's kube-apiserver with an audit log (two flags
-added to its command line by `start_testbed`; the test bed itself is unchanged).
+The benchmarks start the test bed's kube-apiserver with an audit log (the flags
+`start_testbed` hands to `testbed.cluster.up`).
 Every request is then written down by the server with microsecond times: who made
 it (user agent), what (verb, resource, subresource, name) and, for pod status and
 ModelDeployment writes, the body. That is the clock of the detect-to-revert figures
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import tempfile
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -21,12 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import testbed.cluster
-import testbed.processes
 from testbed.processes import STATE, api, running_pid
 from testbed.support import wait_for
 
 AUDIT_LOG = STATE / "logs" / "audit.log"
-POLICY_FILE = STATE / "bench-audit-policy.json"
+POLICY_FILE = Path(tempfile.gettempdir()) / "modeldeploy-bench-audit-policy.json"
 # Leases (kwok's node heartbeats) and discovery are noise. Pod status and ModelDeployment
 # writes keep their bodies: which pod update first showed a failure, which patch reverted.
 POLICY: dict[str, Any] = {
@@ -81,28 +81,12 @@ def audited() -> bool:
 
 
 def start_testbed() -> bool:
-    """The test bed up with the audit log, unless one runs already; whether one did.
-
-    The flags go in through the one function the test bed starts its processes with,
-    for this call only: nothing in testbed/ changes.
-    """
-    was_up = testbed.cluster.is_up()
-    if was_up:
+    """The test bed up with the audit log, unless one runs already; whether one did."""
+    if testbed.cluster.is_up():
         return True
-    plain_start = testbed.processes.start
-
-    def start(name: str, argv: list[str]) -> None:
-        if name == "kube-apiserver":
-            POLICY_FILE.write_text(json.dumps(POLICY))
-            argv = [*argv, *AUDIT_FLAGS]
-        plain_start(name, argv)
-
-    # testbed.cluster calls `start` by the name it imported from testbed.processes.
-    setattr(testbed.cluster, "start", start)  # noqa: B010 - a name mypy sees as private
-    try:
-        testbed.cluster.up()
-    finally:
-        setattr(testbed.cluster, "start", plain_start)  # noqa: B010
+    # Outside the test bed's state folder, which a start empties; read once, at start.
+    POLICY_FILE.write_text(json.dumps(POLICY))
+    testbed.cluster.up(apiserver_flags=AUDIT_FLAGS)
     return False
 
 

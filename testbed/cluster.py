@@ -14,6 +14,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,7 @@ def openssl(*args: str | Path) -> None:
     subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
 
 
-def start_control_plane(bin_dir: Path) -> None:
+def start_control_plane(bin_dir: Path, apiserver_flags: Sequence[str] = ()) -> None:
     etcd_port, etcd_peer, api_port, kwok_port = (free_port() for _ in range(4))
     server = f"https://127.0.0.1:{api_port}"
     (STATE / "endpoint.json").write_text(json.dumps({"server": server}))
@@ -124,6 +125,7 @@ def start_control_plane(bin_dir: Path) -> None:
             f"--kubelet-client-certificate={certs / 'kubelet-client.crt'}",
             f"--kubelet-client-key={certs / 'kubelet-client.key'}",
             "--kubelet-preferred-address-types=InternalIP",
+            *apiserver_flags,
         ],
     )
     wait_for_component("kube-apiserver /readyz", api_ready, "kube-apiserver", START_TIMEOUT_S)
@@ -258,19 +260,20 @@ def is_up() -> bool:
         return False
 
 
-def up(real_node: bool = False) -> None:
-    """Start the control plane and the kwok nodes (if not running); add the real node."""
+def up(real_node: bool = False, apiserver_flags: Sequence[str] = ()) -> None:
+    """Start the control plane and the kwok nodes (if not running); add the real node.
+    `apiserver_flags` go to a new API server as well (the benchmarks' audit log)."""
     bin_dir = ensure_binaries()
     if is_up():
         log("the control plane is already running")
     else:
-        start_cluster(bin_dir)
+        start_cluster(bin_dir, apiserver_flags)
     if real_node and not realnode.is_up():
         realnode.up(bin_dir)
     print(f"Test bed is up. Use it with:\n  export KUBECONFIG={KUBECONFIG}\n  kubectl get nodes")
 
 
-def start_cluster(bin_dir: Path) -> None:
+def start_cluster(bin_dir: Path, apiserver_flags: Sequence[str] = ()) -> None:
     down(quiet=True)
     started = time.monotonic()
     shutil.rmtree(STATE, ignore_errors=True)
@@ -278,7 +281,7 @@ def start_cluster(bin_dir: Path) -> None:
     (STATE / "logs").mkdir()
     write_credentials()
     try:
-        start_control_plane(bin_dir)
+        start_control_plane(bin_dir, apiserver_flags)
         for index in range(3):
             api("POST", "/api/v1/nodes", fake_node(index))
         wait_for_component("3 Ready nodes", lambda: nodes_ready(3), "kwok", START_TIMEOUT_S)
