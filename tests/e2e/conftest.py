@@ -8,6 +8,7 @@ tests can stop, kill and restart the operator without touching each other.
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,10 +16,11 @@ from typing import Any
 
 import kubernetes
 import pytest
+import yaml
 
 import testbed.cluster
 from testbed import realnode
-from testbed.processes import KUBECONFIG, TestbedError, log_file, log_tail
+from testbed.processes import KUBECONFIG, ROOT, TestbedError, log_file, log_tail
 from testbed.support import OperatorProcess, free_port
 from tests.e2e.helpers import Kube
 from tests.e2e.metrics_bed import Exporter, Prometheus
@@ -145,3 +147,25 @@ def prometheus(exporter: Exporter, tmp_path_factory: pytest.TempPathFactory) -> 
     server.start()
     yield server.url
     server.stop()
+
+
+def on_its_service_account(kube: Kube, operator: OperatorProcess, tmp_path: Path) -> None:
+    """Give `operator` a kubeconfig holding only the token of the ServiceAccount that
+    deploy/base/rbac.yaml grants its rights to: it then runs on those rights alone."""
+    subprocess.run(
+        ["kubectl", "create", "namespace", "modeldeploy-system"], capture_output=True, check=False
+    )  # may exist from an earlier test
+    subprocess.run(
+        ["kubectl", "apply", "-f", str(ROOT / "deploy" / "base" / "rbac.yaml")],
+        capture_output=True,
+        check=True,
+    )
+    token = kube.core.create_namespaced_service_account_token(
+        "modeldeploy-operator", "modeldeploy-system", {"spec": {"expirationSeconds": 3600}}
+    ).status.token
+    admin = yaml.safe_load(Path(os.environ["KUBECONFIG"]).read_text())
+    admin["users"] = [{"name": "operator", "user": {"token": token}}]
+    admin["contexts"][0]["context"]["user"] = "operator"
+    config = tmp_path / "operator.kubeconfig"
+    config.write_text(yaml.safe_dump(admin))
+    operator.env["KUBECONFIG"] = str(config)

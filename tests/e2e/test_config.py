@@ -7,18 +7,16 @@ configuration does inside a real pod is tests/e2e/test_real_validation.py's part
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import kubernetes
 import pytest
-import yaml
 
 from modeldeploy import constants as c
 from modeldeploy.core.config import content_hash
 from testbed.support import OperatorProcess
+from tests.e2e.conftest import on_its_service_account
 from tests.e2e.helpers import (
     Kube,
     model_deployment,
@@ -40,23 +38,7 @@ def least_privilege(
     kube: Kube, stopped_operator: OperatorProcess, tmp_path: Path
 ) -> OperatorProcess:
     """The operator with only what deploy/rbac.yaml grants its ServiceAccount."""
-    subprocess.run(
-        ["kubectl", "create", "namespace", "modeldeploy-system"], capture_output=True, check=False
-    )  # may exist from an earlier test
-    subprocess.run(
-        ["kubectl", "apply", "-f", str(ROOT / "deploy" / "base" / "rbac.yaml")],
-        capture_output=True,
-        check=True,
-    )
-    token = kube.core.create_namespaced_service_account_token(
-        "modeldeploy-operator", "modeldeploy-system", {"spec": {"expirationSeconds": 3600}}
-    ).status.token
-    admin = yaml.safe_load(Path(os.environ["KUBECONFIG"]).read_text())
-    admin["users"] = [{"name": "operator", "user": {"token": token}}]
-    admin["contexts"][0]["context"]["user"] = "operator"
-    config = tmp_path / "operator.kubeconfig"
-    config.write_text(yaml.safe_dump(admin))
-    stopped_operator.env["KUBECONFIG"] = str(config)
+    on_its_service_account(kube, stopped_operator, tmp_path)
     stopped_operator.start()
     return stopped_operator
 

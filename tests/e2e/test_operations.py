@@ -19,6 +19,7 @@ import yaml
 
 from modeldeploy.model.times import parse_time
 from testbed.support import OperatorProcess, free_port
+from tests.e2e.conftest import on_its_service_account
 from tests.e2e.helpers import Kube, model_deployment, revert_scenario, wait_for
 
 GOOD, BAD = "registry.example/m:1", "registry.example/m:2-crashloop"
@@ -246,23 +247,7 @@ def test_plugin_wait_fails_fast_when_the_first_version_fails(
 def test_operator_runs_on_its_service_account_rbac_alone(
     kube: Kube, namespace: str, stopped_operator: OperatorProcess, tmp_path: Path
 ) -> None:
-    subprocess.run(
-        ["kubectl", "create", "namespace", "modeldeploy-system"], capture_output=True, check=False
-    )  # may exist from an earlier run
-    subprocess.run(
-        ["kubectl", "apply", "-f", str(ROOT / "deploy" / "base" / "rbac.yaml")],
-        capture_output=True,
-        check=True,
-    )
-    token = kube.core.create_namespaced_service_account_token(
-        "modeldeploy-operator", "modeldeploy-system", {"spec": {"expirationSeconds": 3600}}
-    ).status.token
-    admin = yaml.safe_load(Path(os.environ["KUBECONFIG"]).read_text())
-    admin["users"] = [{"name": "operator", "user": {"token": token}}]
-    admin["contexts"][0]["context"]["user"] = "operator"
-    config = tmp_path / "operator.kubeconfig"
-    config.write_text(yaml.safe_dump(admin))
-    stopped_operator.env["KUBECONFIG"] = str(config)
+    on_its_service_account(kube, stopped_operator, tmp_path)
     lease = f"modeldeploy-operator-{namespace}"  # its own Lease, as the installed replicas use
     stopped_operator.start(
         "--leader-elect",
