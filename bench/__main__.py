@@ -15,7 +15,6 @@ import argparse
 import os
 import platform
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import testbed.cluster
-from bench import cost, peers, samples, scale, standby
+from bench import chaos, cost, peers, samples, scale, standby
 from bench.apiserver import AuditLog, audited, start_testbed
 from bench.cluster import ROOT, ArgoRollouts, Bed, load_kubeconfig, log, own_cpu_seconds
 from bench.report import write
@@ -52,6 +51,11 @@ class Sizes:
         self.cost_resources = 3 if quick else 10
         self.standby_samples = 0 if quick else 2
         self.ramp = (20, 40) if quick else (1000, 2500, 5000)
+        self.chaos = (
+            chaos.Plan(resources=30, seconds=120, releases_per_minute=6, kill_every_s=(20, 40))
+            if quick
+            else chaos.Plan(resources=200, seconds=1800, releases_per_minute=6)
+        )
 
 
 def other_apiservers() -> list[str]:
@@ -89,16 +93,6 @@ def commit() -> tuple[str, bool]:
     )
     changed = [line for line in status.stdout.splitlines() if "bench/results" not in line]
     return head.stdout.strip() or "unknown", bool(changed)
-
-
-def leader_pair() -> dict[str, Any]:
-    """Issue 10's leader-elected pair: measured only where the operator has --leader-elect."""
-    help_text = subprocess.run(
-        [sys.executable, "-m", "modeldeploy", "--help"], capture_output=True, text=True, check=False
-    ).stdout
-    if "--leader-elect" not in help_text:
-        return {"skipped": "this commit's operator has no --leader-elect (issue 10)"}
-    return {"skipped": "--leader-elect exists; the pair's benchmark is not written yet"}
 
 
 class Section:
@@ -165,13 +159,15 @@ def measure(quick: bool, sizes: Sizes, audit: AuditLog | None, ramp: bool) -> di
             if quick
             else standby.standby_revert(sizes.standby_samples, LOGS)
         )
+    with Section(cpu, "chaos"):
+        chaotic = chaos.run(sizes.chaos, LOGS)
     return {
         "detect_to_revert_ms": dict(reverts["by_case"]),
         "detect_to_revert": {k: v for k, v in reverts.items() if k != "by_case"},
         "recover_s": recover,
         "scale": scaled,
         "standby_revert": late,
-        "leader_pair": leader_pair(),
+        "chaos": chaotic,
         "bench_cpu_seconds": cpu,
     }
 

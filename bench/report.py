@@ -257,8 +257,37 @@ def markdown(result: JSON) -> str:
         )
     lines += ["", "Configurations:", ""]
     lines += [f"- {key}: {entry.get('config', '')}" for key, entry in result["recover_s"].items()]
+    lines += chaos_lines(result.get("chaos"))
     lines += ["", "```json", json.dumps(_details(result), indent=1), "```", ""]
     return "\n".join(lines)
+
+
+def chaos_lines(chaos: JSON | None) -> list[str]:
+    """The chaos run's table: what was done to the pair, and what status says of it."""
+    if not chaos:
+        return []
+    spread = chaos["release_to_revert_s"]
+    verdict = chaos["verdict_to_revert_ms"]
+    rows = [
+        ("resources / minutes", f"{chaos['resources']} / {chaos['seconds'] / 60:g}"),
+        ("bad releases / reverted", f"{chaos['bad_releases']} / {chaos['reverted']}"),
+        ("double reverts (must be 0)", chaos["double_reverts"]),
+        ("missing reverts (must be 0)", chaos["missing_reverts"]),
+        ("lost history entries (must be 0)", chaos["lost_history_entries"]),
+        ("leader kills / leader changes", f"{chaos['leader_kills']} / {chaos['leader_changes']}"),
+        ("API server restarts", chaos["api_server_restarts"]),
+        (
+            "bad release -> revert (s), p50 / p99 / max",
+            f"{cell(spread.get('p50'))} / {cell(spread.get('p99'))} / {cell(spread.get('max'))}",
+        ),
+        (
+            "verdict -> revert (ms), p50 / p99 / max",
+            f"{cell(verdict.get('p50'))} / {cell(verdict.get('p99'))} / {cell(verdict.get('max'))}",
+        ),
+        ("converged after the run", chaos["converged"]),
+    ]
+    lines = ["", f"Chaos run ({chaos['config']}):", "", "| | |", "|---|---|"]
+    return lines + [f"| {name} | {cell(value)} |" for name, value in rows]
 
 
 def _details(result: JSON) -> JSON:
