@@ -36,7 +36,7 @@ LOGS = STATE / "logs"
 class Sizes:
     """How much of everything a run measures."""
 
-    def __init__(self, quick: bool) -> None:
+    def __init__(self, quick: bool, chaos_minutes: float = 30) -> None:
         self.plan = (
             samples.Plan(per_case=8, rate=2.0, pool=3)
             if quick
@@ -54,7 +54,7 @@ class Sizes:
         self.chaos = (
             chaos.Plan(resources=30, seconds=120, releases_per_minute=6, kill_every_s=(20, 40))
             if quick
-            else chaos.Plan(resources=200, seconds=1800, releases_per_minute=6)
+            else chaos.Plan(resources=200, seconds=60 * chaos_minutes, releases_per_minute=6)
         )
 
 
@@ -186,7 +186,7 @@ def contenders(bed: Bed, sizes: Sizes) -> dict[str, Any]:
     return recover
 
 
-def one_run(quick: bool, quiet: bool | None, ramp: bool) -> dict[str, Any]:
+def one_run(quick: bool, quiet: bool | None, ramp: bool, chaos_minutes: float) -> dict[str, Any]:
     load = [round(x, 2) for x in os.getloadavg()]
     others = len(other_apiservers())
     started = time.time()
@@ -196,7 +196,7 @@ def one_run(quick: bool, quiet: bool | None, ramp: bool) -> dict[str, Any]:
     audit = AuditLog() if audited() else None
     if audit is None:
         log("the running test bed has no audit log: times come from the observer's watches")
-    sizes = Sizes(quick)
+    sizes = Sizes(quick, chaos_minutes)
     try:
         figures = measure(quick, sizes, audit, ramp)
     finally:
@@ -256,6 +256,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small N, same code (< 5 min)")
     parser.add_argument("--runs", type=int, default=1, help="full runs one after another")
     parser.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine")
+    parser.add_argument("--no-ramp", action="store_true", help="leave out the ramp to 5,000")
+    parser.add_argument("--chaos-minutes", type=float, default=30, help="the chaos run's length")
     args = parser.parse_args()
     results = RESULTS / "quick" if args.quick else RESULTS
     results.mkdir(parents=True, exist_ok=True)
@@ -263,8 +265,8 @@ def main() -> None:
         quiet = None if args.quick or args.no_wait else wait_quiet()
         log(f"run {run + 1} of {args.runs}" + ("" if quiet in (None, True) else " (not quiet)"))
         # The ramp to thousands of resources takes a quarter of an hour: the last run only.
-        last = run == args.runs - 1 or args.quick
-        write(one_run(args.quick, quiet, ramp=last), results)
+        last = (run == args.runs - 1 or args.quick) and not args.no_ramp
+        write(one_run(args.quick, quiet, ramp=last, chaos_minutes=args.chaos_minutes), results)
 
 
 if __name__ == "__main__":
