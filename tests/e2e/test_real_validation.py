@@ -121,6 +121,18 @@ class ReadyCount(KubeWatch):
             self.events += 1
 
 
+def reverted_and_done(kube: Kube, namespace: str) -> bool:
+    """The spec names v1 again and the automatic rollout back to it has finished (its pods
+    never left, but on a loaded machine it can take a while to be seen Ready)."""
+    status = kube.status(namespace, "fraud")
+    latest = (status.get("history") or [{}])[0]
+    return bool(
+        kube.get(namespace, "fraud")["spec"]["activeVersion"] == "v1"
+        and status.get("servingVersion") == "v1"
+        and (latest.get("version"), latest.get("outcome")) == ("v1", "Succeeded")
+    )
+
+
 def wrong_answers_rollout(
     kube: Kube, namespace: str, body: dict[str, Any], record_property: RecordProperty
 ) -> tuple[InferenceLoad, FirstSeen, FirstSeen, FirstSeen]:
@@ -147,14 +159,7 @@ def wrong_answers_rollout(
             "v2 to be judged",
         )
         if v2_failed.at is not None:
-            wait_for(
-                lambda: (
-                    kube.status(namespace, "fraud").get("servingVersion") == "v1"
-                    and kube.get(namespace, "fraud")["spec"]["activeVersion"] == "v1"
-                ),
-                90,
-                "the revert to v1",
-            )
+            wait_for(lambda: reverted_and_done(kube, namespace), 90, "the revert to v1, done")
         else:
             wait_for(lambda: load.answered.get("v2", 0) >= 20, 30, "v2 to answer")
         settled = load.requests + 20
