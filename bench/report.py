@@ -53,8 +53,8 @@ TARGETS: list[Target] = [
         lambda v: v < 1000,
     ),
     (
-        "a plain Deployment recovers from a crash-looping release",
-        "modeldeploy recovers; report the Deployment's failure time",
+        "a plain Deployment (600 s deadline) reports a crash-looping release failed (s)",
+        "reported; it never recovers by itself",
         lambda r: r["recover_s"]["deployment_default"].get("failure_reported_s"),
         lambda v: v is not None,
     ),
