@@ -257,7 +257,9 @@ class Plan:
 
 
 def bad_versions(plan: Plan) -> list[str]:
-    return [f"b{i}" for i in range(1, math.ceil(plan.per_case / plan.pool) + 2)]
+    """Each resource's failure versions, one per release of it: twice the even share, as
+    resources are picked at random among those settled, not in turn."""
+    return [f"b{i}" for i in range(1, 2 * math.ceil(plan.per_case / plan.pool) + 2)]
 
 
 def create_pool(bed: Bed, plan: Plan) -> dict[str, list[str]]:
@@ -292,7 +294,9 @@ def poisson(bed: Bed, audit: AuditLog | None, plan: Plan) -> dict[str, Any]:
             pool = pools[case]
 
             def idle(pool: list[str] = pool) -> str | None:
-                return next((n for n in rng.sample(pool, len(pool)) if tracker.settled(n)), None)
+                shuffled = rng.sample(pool, len(pool))
+                unused = (n for n in shuffled if used[n] < len(versions))
+                return next((n for n in unused if tracker.settled(n)), None)
 
             name = wait_for(idle, 120, f"a settled {case} resource", interval=0.05)
             waited_for_idle += time.time() - idle_since
