@@ -17,6 +17,7 @@ import platform
 import subprocess
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -118,7 +119,21 @@ def with_operator(bed: Bed, name: str, body: Callable[[], Any]) -> Any:
         operator.stop()
 
 
-def measure(quick: bool, sizes: Sizes, audit: AuditLog | None, ramp: bool) -> dict[str, Any]:
+def soft(name: str, skip: set[str], section: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A later section's figures, or why there are none: one that fails (or is skipped)
+    is said in the results, and the sections after it still run."""
+    if name in skip:
+        return {"skipped": "--skip"}
+    try:
+        return section()
+    except Exception as error:  # recorded in the results, with the traceback in the log
+        log(f"{name} failed: {error}\n{traceback.format_exc()}")
+        return {"failed": f"{type(error).__name__}: {error}"}
+
+
+def measure(
+    quick: bool, sizes: Sizes, audit: AuditLog | None, ramp: bool, skip: set[str]
+) -> dict[str, Any]:
     """Every section of one run, in order; the run's figures."""
     cpu: dict[str, float] = {}
     peers_bed = Bed("peers")
@@ -145,11 +160,19 @@ def measure(quick: bool, sizes: Sizes, audit: AuditLog | None, ramp: bool) -> di
         recover["deployment_default"] = default
     peers_bed.delete_namespace()
     with Section(cpu, "scale"):
-        scaled = scale.scale(audit, sizes.scale, sizes.scale_bad, sizes.scale_singles, LOGS)
+        scaled = soft(
+            "scale",
+            skip,
+            lambda: scale.scale(audit, sizes.scale, sizes.scale_bad, sizes.scale_singles, LOGS),
+        )
     with Section(cpu, "reconcile_cost"):
-        costs = cost.reconcile_cost(audit, sizes.cost_per_size, sizes.cost_resources, LOGS)
+        costs = soft(
+            "reconcile_cost",
+            skip,
+            lambda: cost.reconcile_cost(audit, sizes.cost_per_size, sizes.cost_resources, LOGS),
+        )
     scaled["reconcile_cost"] = costs
-    scaled["reconcile_ratio_1000_vs_10_versions"] = costs["latency_ratio_p50"]
+    scaled["reconcile_ratio_1000_vs_10_versions"] = costs.get("latency_ratio_p50")
     if ramp:
         with Section(cpu, "ramp"):
             scaled["max"] = scale.ramp(sizes.ramp, LOGS)
@@ -157,10 +180,10 @@ def measure(quick: bool, sizes: Sizes, audit: AuditLog | None, ramp: bool) -> di
         late = (
             {"skipped": "the quick run does not start the real node"}
             if quick
-            else standby.standby_revert(sizes.standby_samples, LOGS)
+            else soft("standby", skip, lambda: standby.standby_revert(sizes.standby_samples, LOGS))
         )
     with Section(cpu, "chaos"):
-        chaotic = chaos.run(sizes.chaos, LOGS)
+        chaotic = soft("chaos", skip, lambda: chaos.run(sizes.chaos, LOGS))
     return {
         "detect_to_revert_ms": dict(reverts["by_case"]),
         "detect_to_revert": {k: v for k, v in reverts.items() if k != "by_case"},
@@ -186,7 +209,9 @@ def contenders(bed: Bed, sizes: Sizes) -> dict[str, Any]:
     return recover
 
 
-def one_run(quick: bool, quiet: bool | None, ramp: bool, chaos_minutes: float) -> dict[str, Any]:
+def one_run(
+    quick: bool, quiet: bool | None, ramp: bool, chaos_minutes: float, skip: set[str]
+) -> dict[str, Any]:
     load = [round(x, 2) for x in os.getloadavg()]
     others = len(other_apiservers())
     started = time.time()
@@ -198,7 +223,7 @@ def one_run(quick: bool, quiet: bool | None, ramp: bool, chaos_minutes: float) -
         log("the running test bed has no audit log: times come from the observer's watches")
     sizes = Sizes(quick, chaos_minutes)
     try:
-        figures = measure(quick, sizes, audit, ramp)
+        figures = measure(quick, sizes, audit, ramp, skip)
     finally:
         if not was_up:
             testbed.cluster.down()
@@ -258,6 +283,12 @@ def main() -> None:
     parser.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine")
     parser.add_argument("--no-ramp", action="store_true", help="leave out the ramp to 5,000")
     parser.add_argument("--chaos-minutes", type=float, default=30, help="the chaos run's length")
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        help="leave a section out: scale, reconcile_cost, standby or chaos",
+    )
     args = parser.parse_args()
     results = RESULTS / "quick" if args.quick else RESULTS
     results.mkdir(parents=True, exist_ok=True)
@@ -266,7 +297,8 @@ def main() -> None:
         log(f"run {run + 1} of {args.runs}" + ("" if quiet in (None, True) else " (not quiet)"))
         # The ramp to thousands of resources takes a quarter of an hour: the last run only.
         last = (run == args.runs - 1 or args.quick) and not args.no_ramp
-        write(one_run(args.quick, quiet, ramp=last, chaos_minutes=args.chaos_minutes), results)
+        run_figures = one_run(args.quick, quiet, last, args.chaos_minutes, set(args.skip))
+        write(run_figures, results)
 
 
 if __name__ == "__main__":
