@@ -344,7 +344,8 @@ def plot(result: JSON, raw: dict[str, list[float]], path: Path) -> None:
     cpu = right.twinx()
     cpu.plot(seconds, [c for _, _, c in samples], color="tab:grey")
     cpu.set_ylabel("CPU seconds used", color="tab:grey")
-    right.set_title(f"Operator taking on {result['scale']['crs']} ModelDeployments")
+    taken = result["scale"].get("crs")
+    right.set_title(f"Operator taking on {taken} ModelDeployments" if taken else "scale: not run")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 
