@@ -9,10 +9,10 @@ sent, in this process). The adapters implement the protocols; tests/unit fake th
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from modeldeploy.core.analysis import Query
 from modeldeploy.core.plan import Event, SpecChange, ValidationRequest
@@ -37,8 +37,9 @@ class Refused(Exception):
 class Cluster(Protocol):
     """The writes a reconcile makes (modeldeploy.kube.KubeCluster against the API)."""
 
-    def replace_status(self, resource: Resource, resource_version: str, status: JSON) -> bool:
-        """Write the whole status if the object is still at `resource_version`."""
+    def replace_status(self, resource: Resource, resource_version: str, status: JSON) -> str | None:
+        """Write the whole status if the object is still at `resource_version`; the
+        resourceVersion the write made, or None when the object had moved on."""
 
     def apply(self, manifest: JSON) -> None:
         """Create or repair a child by server-side apply; Refused if the API says no."""
@@ -113,7 +114,18 @@ class Memory:
     delivered: set[NoticeKey] = field(default_factory=set)
     sending: set[NoticeKey] = field(default_factory=set)
     deleted_snapshots: set[str] = field(default_factory=set)
+    # The resourceVersions our last writes to the resource replaced. A body still at one
+    # is our own cache lagging behind those writes: deciding on it again would repeat
+    # them (a status patch that conflicts, an Event the API already has).
+    superseded: frozenset[str] = frozenset()
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def outdated(self, body: Mapping[str, Any]) -> bool:
+        """Whether `body` is one our own write has already replaced."""
+        return resource_version(body) in self.superseded
+
+    def wrote_over(self, *versions: str) -> None:
+        self.superseded = frozenset(versions)
 
     def observe(self, observed: Observed) -> Observed:
         with self.lock:
@@ -136,3 +148,7 @@ class Memory:
         with self.lock:
             self.sending.discard(key)
             self.delivered.add(key)
+
+
+def resource_version(body: Mapping[str, Any]) -> str:
+    return str(body["metadata"]["resourceVersion"])

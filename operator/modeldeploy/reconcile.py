@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from modeldeploy import constants as c
 from modeldeploy import faults, metrics
@@ -29,11 +29,15 @@ from modeldeploy.model.resource import Resource, parse_resource
 from modeldeploy.model.spec import Spec
 from modeldeploy.model.status import Notice, Status, to_json
 from modeldeploy.model.times import format_time
-from modeldeploy.ports import Cluster, Memory, NoticeKey, Refused, Services
+from modeldeploy.ports import Cluster, Memory, NoticeKey, Refused, Services, resource_version
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 DRAIN_S = 0.5  # after delivering, look again this soon to clear the outbox
 EVENT_RETRY_S = 5.0
+# A body our own write replaced is skipped: the watch brings the new one at once; this
+# look again is only in case it does not.
+STALE_RECHECK_S = 2.0
 STATUS = "status"
 
 
@@ -47,6 +51,9 @@ def reconcile_once(
 ) -> float | None:
     """Decide and write; the seconds until this resource should be looked at again."""
     memory = memory if memory is not None else Memory()
+    if memory.outdated(body):
+        logger.debug("a stale view of %s: our own write is on its way", body["metadata"]["name"])
+        return STALE_RECHECK_S
     cluster = services.cluster
     resource = parse_resource(body)
     observed = memory.observe(observed)
@@ -73,13 +80,16 @@ def reconcile_once(
             or (cluster.read_child("Deployment", resource, warm) if decision.standby else None),
         )
         decision = decide(resource, observed, now, services.settings)
+    written: tuple[str, ...] = (resource_version(body),)  # what our writes replace
     if decision.status_changed:
-        version = str(body["metadata"]["resourceVersion"])
         try:
-            if not cluster.replace_status(resource, version, to_json(decision.status)):
-                return None  # stale view; the newer object is on its way, reconciled then
+            made = cluster.replace_status(resource, written[0], to_json(decision.status))
         except Refused as error:
             return _status_refused(cluster, resource, error, memory, now)
+        if made is None:
+            return None  # stale view; the newer object is on its way, reconciled then
+        memory.wrote_over(*written)
+        written = (*written, made)
         _forget_pruned(memory, decision.status)
         metrics.observe(resource, resource.status, decision.status)
         for event in decision.events:
@@ -92,7 +102,7 @@ def reconcile_once(
         )
     failed: list[Exception] = []
 
-    def attempt(write: Callable[[], float | None]) -> float | None:
+    def attempt(write: Callable[[], T]) -> T | None:
         """Each write after the status runs even if one before it failed (an outage, a
         5xx): a failed apply must not keep the spec change that consumes an annotation
         from landing, or every retry would owe its Event again. The first error is
@@ -106,7 +116,8 @@ def reconcile_once(
     attempt(lambda: _apply_children(cluster, resource, decision, memory, now))
     if decision.remove_standby:
         attempt(lambda: cluster.delete_child("Deployment", resource, standby_name(resource.name)))
-    attempt(lambda: _change_spec(cluster, resource, decision.spec_change, memory, now))
+    if attempt(lambda: _change_spec(cluster, resource, decision.spec_change, memory, now)):
+        memory.wrote_over(*written)
     if decision.release_active_version:
         attempt(lambda: cluster.release_active_version(resource))
     if decision.deletes:
@@ -209,19 +220,21 @@ def _change_spec(
     change: SpecChange | None,
     memory: Memory,
     now: datetime,
-) -> None:
+) -> bool:
+    """Whether the spec was changed."""
     if change is None:
-        return
+        return False
     action = REVERT if change.expect_version is not None else "retry"
     try:
         applied = cluster.change_spec(resource, change)
     except Refused as error:
         logger.warning("%s of %s/%s refused: %s", action, resource.namespace, resource.name, error)
         memory.refused(action, resource.generation, error, now)
-        return
+        return False
     memory.refusals.pop(action, None)
     if applied and action == REVERT:
         faults.point("revert")
+    return applied
 
 
 def _deliver(

@@ -31,7 +31,7 @@ from modeldeploy.model.settings import Settings
 from modeldeploy.notify import Notifier
 from modeldeploy.ports import Key, Memory, Services
 from modeldeploy.prometheus import Analyzer, Sources
-from modeldeploy.reconcile import reconcile_once
+from modeldeploy.reconcile import STALE_RECHECK_S, reconcile_once
 from modeldeploy.validator import Validator
 from modeldeploy.workqueue import WorkQueue
 
@@ -211,11 +211,14 @@ class Runtime:
             self.memory.pop(key, None)
             return None
         body, observed = snapshot
+        memory = self.memory.setdefault(key, Memory())
+        if memory.outdated(body):
+            # Our own write is on its way; what arrived meanwhile waits for it (not taken).
+            return STALE_RECHECK_S
         observed = replace(
             observed, measurements=self.analyzer.take(key), validations=self.validator.take(key)
         )
         loop = asyncio.get_running_loop()
-        memory = self.memory.setdefault(key, Memory())
         now = datetime.now(UTC)
         try:
             return await loop.run_in_executor(

@@ -325,12 +325,13 @@ def test_a_stale_status_write_is_stale_and_a_refused_one_is_refused(
     resource = parse_resource(kube.get(namespace, "guarded"))
     current = kube.get(namespace, "guarded")["metadata"]["resourceVersion"]
     cluster = KubeCluster()
-    assert cluster.replace_status(resource, "1", {"phase": "Pending"}) is False
+    assert cluster.replace_status(resource, "1", {"phase": "Pending"}) is None
     with pytest.raises(Refused) as refused:
         cluster.replace_status(resource, current, {"phase": "Sideways"})
     assert refused.value.code == 422
     assert "Sideways" in refused.value.message  # the API server's own words
-    assert cluster.replace_status(resource, current, {"phase": "Pending"}) is True
+    made = cluster.replace_status(resource, current, {"phase": "Pending"})
+    assert made == kube.get(namespace, "guarded")["metadata"]["resourceVersion"]
 
 
 # ------------------------------------------------------------ B10 crash safety

@@ -35,6 +35,7 @@ class RecordingCluster:
     # Writes to refuse, as admission would: "status", "spec", "Deployment", "Service";
     # any other exception is an outage of that write.
     refuse: dict[str, Exception] = field(default_factory=dict)
+    after_status: JSON | None = None  # the object as the last status write left it
 
     @classmethod
     def holding(cls, body: JSON) -> RecordingCluster:
@@ -60,14 +61,16 @@ class RecordingCluster:
 
     # ----------------------------------------------------- the Cluster protocol
 
-    def replace_status(self, resource: Resource, resource_version: str, status: JSON) -> bool:
+    def replace_status(self, resource: Resource, resource_version: str, status: JSON) -> str | None:
         if self.body["metadata"]["resourceVersion"] != resource_version:
-            return False
+            self.writes.append(("stale status", resource_version))  # a request all the same
+            return None
         self._admit("status")
         self.body["status"] = copy.deepcopy(status)
         self._bump(generation=False)
         self.writes.append(("status", status))
-        return True
+        self.after_status = self.snapshot()
+        return str(self.body["metadata"]["resourceVersion"])
 
     def apply(self, manifest: JSON) -> None:
         kind = manifest["kind"]

@@ -219,7 +219,7 @@ def test_a_stale_view_writes_nothing_else() -> None:
     stale = bed.api.snapshot()
     bed.api.annotate("someone", "else")  # the object moves on before the status write
     reconcile_once(bed.services, stale, bed.crashing_v2(), at(10), bed.memory)
-    assert bed.api.writes == []
+    assert bed.kinds() == ["stale status"]
     assert bed.api.body["spec"]["activeVersion"] == "v2"
 
 
@@ -262,3 +262,34 @@ def test_a_webhook_url_from_a_secret_is_used_when_allowed_and_said_when_missing(
     assert ("https://hooks.slack.com/services/T1/B2/secret", "http://hooks.example/x") in (
         bed.notifier.urls
     )
+
+
+def test_a_body_our_own_status_write_replaced_is_not_decided_on_again() -> None:
+    """The cache lags behind our writes: reconciling the body a write replaced would
+    patch a status that conflicts and post the Events again (docs/architecture.md)."""
+    bed = Bed()
+    before = bed.api.snapshot()
+    bed.reconcile(Observed(), 0)
+    assert bed.api.writes, "the first reconcile writes status and children"
+    bed.api.writes.clear()
+    requeue = reconcile_once(bed.services, before, bed.v1(), at(1), bed.memory)
+    assert bed.api.writes == []
+    assert requeue is not None and requeue > 0  # looked at again if the watch stays silent
+    bed.reconcile(bed.v1(), 1)  # the body the write made is decided on as usual
+    assert bed.api.body["status"]["lastGoodVersion"] == "v1"
+
+
+def test_the_bodies_our_status_write_and_revert_replaced_are_not_decided_on_again() -> None:
+    bed = Bed().serving_v1()
+    bed.api.edit_spec(activeVersion="v2")
+    released = bed.api.snapshot()
+    bed.reconcile(bed.crashing_v2(), 10)  # status (Failed), then the revert
+    assert bed.api.body["spec"]["activeVersion"] == "v1"
+    failed_not_reverted = bed.api.after_status
+    assert failed_not_reverted is not None
+    bed.api.writes.clear()
+    bed.api.events.clear()
+    for lagging in (released, failed_not_reverted):
+        reconcile_once(bed.services, lagging, bed.crashing_v2(), at(11), bed.memory)
+    assert bed.api.writes == []
+    assert bed.api.events == []

@@ -90,10 +90,11 @@ class KubeCluster(KubeApi):
 
     # ------------------------------------------------------------------ the CR
 
-    def replace_status(self, resource: Resource, resource_version: str, status: JSON) -> bool:
-        """Write the whole status if the object is still at `resource_version`.
+    def replace_status(self, resource: Resource, resource_version: str, status: JSON) -> str | None:
+        """Write the whole status if the object is still at `resource_version`; the
+        resourceVersion the write made.
 
-        False when it moved on: our view was stale, and the watch is about to
+        None when it moved on: our view was stale, and the watch is about to
         deliver the newer object, which is reconciled afresh.
         """
         patch: list[JSON] = [
@@ -102,7 +103,7 @@ class KubeCluster(KubeApi):
         ]
         try:
             with refusals():
-                self._write(
+                written = self._write(
                     self.custom.patch_namespaced_custom_object_status,
                     c.GROUP,
                     c.VERSION,
@@ -121,9 +122,9 @@ class KubeCluster(KubeApi):
             if not self._moved_on(resource, resource_version, refusal):
                 raise
         else:
-            return True
+            return str(written["metadata"]["resourceVersion"])
         logger.debug("status of %s/%s is stale", resource.namespace, resource.name)
-        return False
+        return None
 
     def _moved_on(self, resource: Resource, resource_version: str, refusal: Refused) -> bool:
         """Whether a 422 answering a patch guarded by `resource_version` was its `test`
