@@ -26,7 +26,7 @@ import testbed.cluster
 from bench import chaos, cost, peers, samples, scale, standby
 from bench.apiserver import AuditLog, audited, start_testbed
 from bench.cluster import ROOT, ArgoRollouts, Bed, load_kubeconfig, log, own_cpu_seconds
-from bench.report import write
+from bench.report import write, write_section
 from testbed.processes import STATE, TOKEN, running_pid
 from testbed.support import OperatorProcess
 
@@ -210,7 +210,7 @@ def contenders(bed: Bed, sizes: Sizes) -> dict[str, Any]:
 
 
 def one_run(
-    quick: bool, quiet: bool | None, ramp: bool, chaos_minutes: float, skip: set[str]
+    quick: bool, quiet: bool | None, ramp: bool, sizes: Sizes, skip: set[str]
 ) -> dict[str, Any]:
     load = [round(x, 2) for x in os.getloadavg()]
     others = len(other_apiservers())
@@ -221,7 +221,6 @@ def one_run(
     audit = AuditLog() if audited() else None
     if audit is None:
         log("the running test bed has no audit log: times come from the observer's watches")
-    sizes = Sizes(quick, chaos_minutes)
     try:
         figures = measure(quick, sizes, audit, ramp, skip)
     finally:
@@ -258,6 +257,33 @@ def one_run(
     }
 
 
+def scale_alone(sizes: Sizes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The scale section by itself, on a test bed of its own; its figures and when and
+    on what they were measured."""
+    started = time.time()
+    was_up = start_testbed()
+    load_kubeconfig()
+    testbed.cluster.install_crd()
+    audit = AuditLog() if audited() else None
+    before = own_cpu_seconds()
+    try:
+        figures = scale.scale(audit, sizes.scale, sizes.scale_bad, sizes.scale_singles, LOGS)
+    finally:
+        if not was_up:
+            testbed.cluster.down()
+    head, dirty = commit()
+    measured = {
+        "finished_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "duration_s": round(time.time() - started, 1),
+        "commit": head,
+        "dirty": dirty,
+        "clock": "the API server's audit log (stageTimestamp)" if audit else "observer watch",
+        "bench_cpu_seconds": round(own_cpu_seconds() - before, 1),
+        "load_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+    return figures, measured
+
+
 def ratios(recover: dict[str, Any]) -> dict[str, Any]:
     """Recovery time over modeldeploy's (p50s); the plain Deployment has none."""
     ours = recover["modeldeploy"]["recovered_s"]
@@ -289,15 +315,28 @@ def main() -> None:
         default=[],
         help="leave a section out: scale, reconcile_cost, standby or chaos",
     )
+    parser.add_argument(
+        "--only",
+        choices=["scale"],
+        help="run one section alone; its figures replace latest.json's for it",
+    )
+    parser.add_argument("--scale", type=int, help="resources in the scale section")
     args = parser.parse_args()
     results = RESULTS / "quick" if args.quick else RESULTS
     results.mkdir(parents=True, exist_ok=True)
+    sizes = Sizes(args.quick, args.chaos_minutes)
+    if args.scale:
+        sizes.scale = args.scale
+    if args.only == "scale":
+        figures, measured = scale_alone(sizes)
+        write_section("scale", figures, measured, results)
+        return
     for run in range(1 if args.quick else args.runs):
         quiet = None if args.quick or args.no_wait else wait_quiet()
         log(f"run {run + 1} of {args.runs}" + ("" if quiet in (None, True) else " (not quiet)"))
         # The ramp to thousands of resources takes a quarter of an hour: the last run only.
         last = (run == args.runs - 1 or args.quick) and not args.no_ramp
-        run_figures = one_run(args.quick, quiet, last, args.chaos_minutes, set(args.skip))
+        run_figures = one_run(args.quick, quiet, last, sizes, set(args.skip))
         write(run_figures, results)
 
 

@@ -258,6 +258,14 @@ def markdown(result: JSON) -> str:
     lines += ["", "Configurations:", ""]
     lines += [f"- {key}: {entry.get('config', '')}" for key, entry in result["recover_s"].items()]
     lines += chaos_lines(result.get("chaos"))
+    alone = (result.get("scale") or {}).get("measured_alone")
+    if alone:
+        lines += [
+            "",
+            f"The scale figures were measured alone (`--only scale`) on commit "
+            f"{alone['commit'][:10]}{' + changes' if alone.get('dirty') else ''}, "
+            f"{alone['finished_at']}; the rest come from the full run above.",
+        ]
     lines += ["", "```json", json.dumps(_details(result), indent=1), "```", ""]
     return "\n".join(lines)
 
@@ -364,6 +372,27 @@ def write(result: JSON, results: Path) -> JSON:
             raw.setdefault(case, []).extend(values)
     plot(latest, raw, results / "latest.png")
     print(markdown(latest))
+    return latest
+
+
+# What a section measured alone leaves of the full run's figures under its key.
+KEPT_BESIDE = {"scale": ("reconcile_cost", "reconcile_ratio_1000_vs_10_versions", "max")}
+
+
+def write_section(name: str, figures: JSON, measured: JSON, results: Path) -> JSON:
+    """A section run alone (`--only`): its own dated file under results/sections/, and
+    latest.json's figures for it replaced, saying on which commit and when."""
+    stamp = measured["finished_at"].replace(":", "")
+    sections = results / "sections"
+    sections.mkdir(parents=True, exist_ok=True)
+    (sections / f"{name}-{stamp}.json").write_text(json.dumps({**measured, name: figures}))
+    latest: JSON = json.loads((results / "latest.json").read_text())
+    previous = latest.get(name) or {}
+    kept = {key: previous[key] for key in KEPT_BESIDE.get(name, ()) if key in previous}
+    latest[name] = {**kept, **figures, "measured_alone": measured}
+    latest["targets"] = targets(latest, same_commit_runs(results, latest))
+    (results / "latest.json").write_text(json.dumps(latest, indent=1))
+    (results / "latest.md").write_text(markdown(latest))
     return latest
 
 
