@@ -57,29 +57,7 @@ def reconcile_once(
     cluster = services.cluster
     resource = parse_resource(body)
     observed = memory.observe(observed)
-    decision = decide(resource, observed, now, services.settings)
-    if decision.snapshots:
-        # A version's configuration snapshot comes before its rollout: take it, then
-        # decide again with it, once per reconcile (docs/validation-and-config.md).
-        taken = tuple(take_snapshot(cluster, resource, wanted) for wanted in decision.snapshots)
-        observed = replace(observed, snapshots=taken)
-        decision = decide(resource, observed, now, services.settings)
-    if (
-        (decision.deployment and observed.deployment is None)
-        or (decision.service and observed.service is None)
-        or (decision.standby and observed.standby is None)
-    ):
-        # About to create a child our label-filtered caches do not show: one of that
-        # name may still exist, made by someone else. Look first, never take it over (B1).
-        name, warm = resource.name, standby_name(resource.name)
-        observed = replace(
-            observed,
-            deployment=observed.deployment or cluster.read_child("Deployment", resource, name),
-            service=observed.service or cluster.read_child("Service", resource, name),
-            standby=observed.standby
-            or (cluster.read_child("Deployment", resource, warm) if decision.standby else None),
-        )
-        decision = decide(resource, observed, now, services.settings)
+    decision = _decide(cluster, resource, observed, now, services)
     written: tuple[str, ...] = (resource_version(body),)  # what our writes replace
     if decision.status_changed:
         try:
@@ -137,6 +115,37 @@ def reconcile_once(
     if failed:
         raise failed[0]
     return requeue
+
+
+def _decide(
+    cluster: Cluster, resource: Resource, observed: Observed, now: datetime, services: Services
+) -> Decision:
+    """The core's decision, with what it needs read first: a version's configuration
+    snapshot, and a child of our name that our caches do not show."""
+    decision = decide(resource, observed, now, services.settings)
+    if decision.snapshots:
+        # A version's configuration snapshot comes before its rollout: take it, then
+        # decide again with it, once per reconcile (docs/validation-and-config.md).
+        taken = tuple(take_snapshot(cluster, resource, wanted) for wanted in decision.snapshots)
+        observed = replace(observed, snapshots=taken)
+        decision = decide(resource, observed, now, services.settings)
+    if (
+        (decision.deployment and observed.deployment is None)
+        or (decision.service and observed.service is None)
+        or (decision.standby and observed.standby is None)
+    ):
+        # About to create a child our label-filtered caches do not show: one of that
+        # name may still exist, made by someone else. Look first, never take it over (B1).
+        name, warm = resource.name, standby_name(resource.name)
+        observed = replace(
+            observed,
+            deployment=observed.deployment or cluster.read_child("Deployment", resource, name),
+            service=observed.service or cluster.read_child("Service", resource, name),
+            standby=observed.standby
+            or (cluster.read_child("Deployment", resource, warm) if decision.standby else None),
+        )
+        decision = decide(resource, observed, now, services.settings)
+    return decision
 
 
 def take_snapshot(cluster: Cluster, resource: Resource, wanted: SnapshotRequest) -> SnapshotResult:
