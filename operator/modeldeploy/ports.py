@@ -22,6 +22,7 @@ from modeldeploy.model.settings import Settings
 from modeldeploy.model.spec import JSON
 
 Key = tuple[str, str]  # (namespace, ModelDeployment name): what the work queue holds
+Identity = tuple[str, str, str]  # (namespace, name, uid) of one object
 NoticeKey = tuple[str, str, datetime]
 
 

@@ -1,9 +1,11 @@
 """The running operator's parts, typed: caches, work queue, reconcile pool, adapters.
 
 Built once by the kopf startup handler (handlers.py) from the flags (`Options`)
-and kopf's indexes; every watch event marks a key in its queue, and its workers
-run `reconcile_once` on their own thread pool. With leader election, only the
-leader's queue hands out keys, and every write is fenced by its Lease.
+and the caches (caches.py) its event handlers fill; every watch event marks a key
+in its queue, and its workers run `reconcile_once` on their own thread pool. The
+queue hands out nothing until the caches hold what a LIST of each kind shows. With
+leader election, only the leader's queue hands out keys, and every write is fenced
+by its Lease.
 """
 
 from __future__ import annotations
@@ -12,24 +14,22 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-import kopf
-
 from modeldeploy import constants as c
 from modeldeploy import metrics
-from modeldeploy.core.render import standby_name
-from modeldeploy.kube import Fenced, Identity, KubeCluster, KubeLeases
+from modeldeploy.caches import Caches
+from modeldeploy.kube import Fenced, KubeCluster, KubeLeases
 from modeldeploy.leader import Elector, Timing
 from modeldeploy.model.egress import EgressPolicy
-from modeldeploy.model.observed import ChildState, Observed, PodState, ReplicaSetState
 from modeldeploy.model.settings import Settings
 from modeldeploy.notify import Notifier
-from modeldeploy.ports import Key, Memory, Services
+from modeldeploy.ports import Identity, Key, Memory, Services
 from modeldeploy.prometheus import Analyzer, Sources
 from modeldeploy.reconcile import STALE_RECHECK_S, reconcile_once
 from modeldeploy.validator import Validator
@@ -43,6 +43,8 @@ SELECTOR = f"{c.LABEL_MANAGED_BY}={c.MANAGER}"  # children are watched and liste
 RESYNC_DEBOUNCE_S = 1.0  # a re-list brings a burst of events: one resync after it
 RESYNC_PERIOD_S = 600.0  # a backstop for a re-list that brought no event at all
 CATCH_UP_RESYNC_S = 10.0  # the longest a new leader waits for its resync before reconciling
+WARM_TIMEOUT_S = 30.0  # the longest the start waits for the caches to hold what was listed
+WARM_POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -101,65 +103,6 @@ WATCHED = {
 }
 
 
-def identity(key: Key, value: Any) -> Identity:
-    """Which object a cached value came from: (namespace, name, uid), kopf's own index key."""
-    if isinstance(value, Mapping):
-        meta = value["metadata"]
-        return (meta.get("namespace", ""), meta.get("name", ""), meta.get("uid", ""))
-    return (key[0], value.name, value.uid)
-
-
-def forget(index: kopf.Index[Any, Any], gone: Identity) -> None:
-    """Drop one object from a kopf index, as its DELETED event would have.
-
-    kopf (1.45) exposes no public way; `_discard` is what its indexer calls on
-    DELETED. tests/e2e/test_leadership.py proves this still works on every run.
-    """
-    index._discard(gone)  # type: ignore[attr-defined]
-
-
-@dataclass(frozen=True)
-class Caches:
-    """Live kopf indexes, keyed by (namespace, ModelDeployment name): everything that
-    carries our name label. Whether it is really ours (owner uids) the core decides."""
-
-    resources: kopf.Index[Key, Mapping[str, Any]]
-    deployments: kopf.Index[Key, ChildState]
-    replica_sets: kopf.Index[Key, ReplicaSetState]
-    services: kopf.Index[Key, ChildState]
-    pods: kopf.Index[Key, PodState]
-
-    def read(self, key: Key) -> tuple[Mapping[str, Any], Observed] | None:
-        bodies = list(self.resources.get(key, ()))
-        if not bodies:
-            return None  # deleted; owner references clean up the children (B11)
-        _, name = key
-        return bodies[0], Observed(
-            deployment=_named(self.deployments.get(key, ()), name),
-            standby=_named(self.deployments.get(key, ()), standby_name(name)),
-            service=_named(self.services.get(key, ()), name),
-            replica_sets=tuple(self.replica_sets.get(key, ())),
-            pods=tuple(self.pods.get(key, ())),
-        )
-
-    def indexes(self) -> Iterator[tuple[str, kopf.Index[Key, Any]]]:
-        yield from (
-            ("resources", self.resources),
-            ("deployments", self.deployments),
-            ("replica_sets", self.replica_sets),
-            ("services", self.services),
-            ("pods", self.pods),
-        )
-
-    def identities(self, index: kopf.Index[Key, Any]) -> dict[Identity, Key]:
-        return {identity(key, value): key for key, store in index.items() for value in store}
-
-
-def _named(children: Iterable[ChildState], name: str) -> ChildState | None:
-    """The child named after the resource: a labelled one of another name is not ours."""
-    return next((child for child in children if child.name == name), None)
-
-
 class Runtime:
     """One operator process's moving parts, started and stopped together."""
 
@@ -199,6 +142,7 @@ class Runtime:
         self.memory: dict[Key, Memory] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._resync_wanted = asyncio.Event()
+        self._warm = asyncio.Event()
         if options.metrics_port:
             metrics.serve(options.metrics_port, options.metrics_address)
 
@@ -248,13 +192,52 @@ class Runtime:
 
     def start(self) -> None:
         self.queue.start()
+        # Nothing is handed out before the caches are warm (a decision on a half-listed
+        # cache would miss children and pods that exist), nor while a follower.
+        self.queue.pause()
+        self._spawn(self._warm_up())
         self._spawn(self._resync_loop())
         if self.elector is not None:
-            self.queue.pause()  # a follower until the Lease says otherwise
             self._spawn(self.elector.run(self._lead, self.queue.pause))
 
     def _lead(self) -> None:
         self._spawn(self._catch_up())
+
+    async def _warm_up(self) -> None:
+        try:
+            await self._until_warm()
+        finally:
+            self._warm.set()
+        if self.elector is None:
+            self.queue.resume()  # the listing's events queued every key meanwhile
+
+    async def _until_warm(self) -> None:
+        """Until each cache holds every object a LIST of its kind showed at start. Past
+        WARM_TIMEOUT_S (an object deleted between that LIST and the watch's own never
+        arrives), the work goes out anyway, saying what was still missing."""
+        started = time.monotonic()
+        stores = dict(self.caches.stores())
+        try:
+            listed = await asyncio.wait_for(
+                asyncio.gather(*(self._live(kind) for kind in stores)), WARM_TIMEOUT_S
+            )
+        except Exception as error:  # the API server is away: events are all there is
+            logger.warning("could not list what the caches must hold: %s", error)
+            return
+        wanted = dict(zip(stores, listed, strict=True))
+        while True:
+            missing = {
+                kind: len(wanted[kind] - stores[kind].identities().keys()) for kind in stores
+            }
+            missing = {kind: n for kind, n in missing.items() if n}
+            waited = time.monotonic() - started
+            if not missing:
+                logger.info("caches warm after %.1fs: %s", waited, _sizes(wanted))
+                return
+            if waited > WARM_TIMEOUT_S:
+                logger.warning("caches still missing %s after %.0fs; reconciling", missing, waited)
+                return
+            await asyncio.sleep(WARM_POLL_S)
 
     async def _catch_up(self) -> None:
         """On leading (or back after an outage): forget the gone, reconcile every key once.
@@ -262,12 +245,13 @@ class Runtime:
         The resync goes first, but a slow API server does not hold the work up for long:
         past CATCH_UP_RESYNC_S the keys go out and the resync is tried again later.
         """
+        await self._warm.wait()
         try:
             await asyncio.wait_for(self.resync(), CATCH_UP_RESYNC_S)
         except TimeoutError:
             logger.warning("resync took over %gs; reconciling, resyncing later", CATCH_UP_RESYNC_S)
             self._resync_wanted.set()
-        for key in list(self.caches.resources):
+        for key in self.caches.resources.held_keys():
             self.queue.add(key)
         if self.leads():  # leadership may have gone again while the resync ran
             self.queue.resume()
@@ -280,7 +264,10 @@ class Runtime:
     # ------------------------------------------------------------ stale caches
 
     def relisted(self) -> None:
-        """A watch listed again (kopf does after 410 Gone): what it missed is still cached."""
+        """A watch listed again (kopf does after 410 Gone): what it missed is still cached.
+        The first listing needs no resync: the caches start empty, and the warm-up lists."""
+        if not self._warm.is_set():
+            return
         self._resync_wanted.set()
 
     async def _resync_loop(self) -> None:
@@ -295,11 +282,11 @@ class Runtime:
     async def resync(self) -> None:
         """Forget cached objects that no longer exist, by a fresh LIST of each kind.
 
-        kopf's indexes drop an object only on its DELETED event, and a watch that
+        The caches drop an object only on its DELETED event, and a watch that
         re-lists after 410 Gone never sends one for what was deleted meanwhile. An
         entry cached before the LIST began and absent from it is gone for good.
         """
-        cached = {kind: self.caches.identities(index) for kind, index in self.caches.indexes()}
+        cached = {kind: store.identities() for kind, store in self.caches.stores()}
         kinds = [kind for kind, identities in cached.items() if identities]
         listed = await asyncio.gather(*(self._live(kind) for kind in kinds), return_exceptions=True)
         for kind, live in zip(kinds, listed, strict=True):
@@ -324,9 +311,11 @@ class Runtime:
             )
         return live
 
-    def _forget(self, kind: str, gone: Identity, key: Key) -> None:
-        forget(dict(self.caches.indexes())[kind], gone)
+    def _forget(self, kind: str, gone: Identity, key: Key | None) -> None:
+        dict(self.caches.stores())[kind].discard(gone)
         logger.info("forgot %s %s/%s: gone while unwatched", kind, gone[0], gone[1])
+        if key is None:
+            return
         if kind == "resources" and key not in self.caches.resources:
             metrics.forget(*key)
         else:
@@ -362,6 +351,10 @@ class Runtime:
         self.notifier.close()
         self.analyzer.close()
         self.validator.close()
+
+
+def _sizes(listed: Mapping[str, set[Identity]]) -> str:
+    return ", ".join(f"{len(objects)} {kind}" for kind, objects in listed.items())
 
 
 class Stalled(Exception):

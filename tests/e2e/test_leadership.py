@@ -184,11 +184,11 @@ def test_frozen_leader_writes_nothing_once_it_thaws(
     settled = wait_for(lambda: settled_state(kube, namespace, name), 60, "the new leader to settle")
     old = identity(leader)
     events_before = {e.metadata.name for e in kube.core.list_namespaced_event(namespace).items}
-    indexed = leader.log().count("Indexer 'resource_index' succeeded")
+    indexed = leader.log().count("Handler 'on_resource' succeeded")
     leader.process.send_signal(signal.SIGCONT)
     wait_for(lambda: "lost the lease; following" in leader.log(), 30, "the old leader to follow")
     wait_for(
-        lambda: leader.log().count("Indexer 'resource_index' succeeded") > indexed,
+        lambda: leader.log().count("Handler 'on_resource' succeeded") > indexed,
         30,
         "the old leader to see what happened while it was frozen",
     )

@@ -2,23 +2,19 @@
 
 The client points at a closed port on loopback, so a write that got past the fence
 fails to connect instead: the two outcomes tell the fence and the network apart.
-Also pins the one kopf internal the caches rely on (dropping an object from an index).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import kubernetes
 import pytest
 import urllib3
-from kopf._core.engines.indexing import OperatorIndexer
 
 from modeldeploy.core.plan import Event, SpecChange
 from modeldeploy.kube import Fenced, KubeCluster
-from modeldeploy.model.observed import PodState
-from modeldeploy.runtime import forget, identity
 from tests.unit.builders import resource
 
 DEPLOYMENT = {"kind": "Deployment", "metadata": {"name": "m", "namespace": "ns"}}
@@ -62,18 +58,3 @@ def test_an_open_fence_lets_an_event_go_out(caplog: pytest.LogCaptureFixture) ->
     # An Event that cannot be posted stays owed in status.outbox: False, not an exception.
     assert WRITES["event"](unreachable(lambda: True)) is False
     assert "Connection refused" in caplog.text
-
-
-def test_forget_drops_an_object_from_a_kopf_index_as_its_deletion_would() -> None:
-    indexer = OperatorIndexer()
-    pod = PodState(name="p", owner="m", template_hash=None, created_at=None, uid="u1")
-    other = PodState(name="q", owner="m", template_hash=None, created_at=None, uid="u2")
-    # kopf types its keys with its own NewTypes; plain strings are what it stores
-    indexer.replace(cast(Any, ("ns", "p", "u1")), {("ns", "m"): pod})
-    indexer.replace(cast(Any, ("ns", "q", "u2")), {("ns", "m"): other})
-    index = indexer.index
-    assert identity(("ns", "m"), pod) == ("ns", "p", "u1")
-    forget(index, ("ns", "p", "u1"))
-    assert list(index[("ns", "m")]) == [other]
-    forget(index, ("ns", "q", "u2"))
-    assert ("ns", "m") not in index

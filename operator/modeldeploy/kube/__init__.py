@@ -5,7 +5,7 @@ by name and writes behind the leader fence; `cluster` is a reconcile's write pro
 (children, status, spec, Events); `leases` is leader election's Lease.
 """
 
-from modeldeploy.kube.api import Fenced, Identity, KubeApi
+from modeldeploy.kube.api import Fenced, KubeApi
 from modeldeploy.kube.client import (
     DEADLINE,
     ApiUnavailable,
@@ -26,7 +26,6 @@ __all__ = [
     "ApiUnavailable",
     "ConfigError",
     "Fenced",
-    "Identity",
     "KubeApi",
     "KubeCluster",
     "KubeLeases",

@@ -20,13 +20,13 @@ from kubernetes.client.exceptions import ApiException
 from modeldeploy import constants as c
 from modeldeploy.kube.client import DEADLINE, failed_precondition, refusals, request_json
 from modeldeploy.model.spec import JSON
+from modeldeploy.ports import Identity
 
 logger = logging.getLogger(__name__)
 
 JSON_PATCH = "application/json-patch+json"
 _METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 _LIST_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds: a hung LIST must not hold up a resync
-Identity = tuple[str, str, str]  # (namespace, name, uid) of one object
 
 
 class Fenced(Exception):
