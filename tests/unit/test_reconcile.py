@@ -293,3 +293,14 @@ def test_the_bodies_our_status_write_and_revert_replaced_are_not_decided_on_agai
         reconcile_once(bed.services, lagging, bed.crashing_v2(), at(11), bed.memory)
     assert bed.api.writes == []
     assert bed.api.events == []
+
+
+def test_an_event_delivered_at_a_time_finer_than_status_keeps_is_not_posted_again() -> None:
+    """Status keeps milliseconds; the clock has microseconds. The delivered notice and the
+    one read back from status must be the same, or each Event is posted twice (409)."""
+    bed = Bed()
+    bed.reconcile(Observed(), 0.000_123_4)
+    assert [e.reason for e in bed.api.events] == ["RolloutStarted"]
+    bed.reconcile(Observed(), 0.5)
+    assert [e.reason for e in bed.api.events] == ["RolloutStarted"]
+    assert bed.api.body["status"]["outbox"] == []

@@ -15,14 +15,18 @@ from datetime import datetime
 from modeldeploy.core.plan import Event
 from modeldeploy.model.status import Notice, Status
 from modeldeploy.model.text import shorten
+from modeldeploy.model.times import truncate
 
 LIMIT = 16  # notices kept; beyond that the oldest are dropped (a receiver down for long)
 NOTICE_LIMIT = 512  # characters of a notice's message (an Event holds at most 1024)
 
 
 def add(status: Status, events: Iterable[Event], now: datetime) -> Status:
+    # Each notice carries its time as status will read back (milliseconds): its key, what
+    # the reconcile that delivers it remembers, must match the one read back next time.
+    at = truncate(now)
     new = tuple(
-        Notice(type=e.type, reason=e.reason, message=shorten(e.message, NOTICE_LIMIT), at=now)
+        Notice(type=e.type, reason=e.reason, message=shorten(e.message, NOTICE_LIMIT), at=at)
         for e in events
     )
     if not new:
