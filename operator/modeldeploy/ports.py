@@ -119,6 +119,7 @@ class Memory:
     # is our own cache lagging behind those writes: deciding on it again would repeat
     # them (a status patch that conflicts, an Event the API already has).
     superseded: frozenset[str] = frozenset()
+    status_written_at: datetime | None = None  # when this process last wrote the status
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def outdated(self, body: Mapping[str, Any]) -> bool:

@@ -38,6 +38,7 @@ EVENT_RETRY_S = 5.0
 # A body our own write replaced is skipped: the watch brings the new one at once; this
 # look again is only in case it does not.
 STALE_RECHECK_S = 2.0
+PROGRESS_PACE_S = 5.0  # the least time between two status writes that only report progress
 STATUS = "status"
 
 
@@ -59,6 +60,7 @@ def reconcile_once(
     observed = memory.observe(observed)
     decision = _decide(cluster, resource, observed, now, services)
     written: tuple[str, ...] = (resource_version(body),)  # what our writes replace
+    decision = _paced(decision, memory, now)
     if decision.status_changed:
         try:
             made = cluster.replace_status(resource, written[0], to_json(decision.status))
@@ -67,17 +69,13 @@ def reconcile_once(
         if made is None:
             return None  # stale view; the newer object is on its way, reconciled then
         memory.wrote_over(*written)
+        memory.status_written_at = now
         written = (*written, made)
         _forget_pruned(memory, decision.status)
         metrics.observe(resource, resource.status, decision.status)
         for event in decision.events:
             faults.point(f"status:{event.reason}")
     requeue = decision.requeue_after
-    writes = decision.status_changed or decision.deployment or decision.service
-    if not writes and decision.spec_change is None and not decision.notices:
-        logger.debug(
-            "reconciled %s/%s: up to date, nothing written", resource.namespace, resource.name
-        )
     failed: list[Exception] = []
 
     def attempt(write: Callable[[], T]) -> T | None:
@@ -146,6 +144,22 @@ def _decide(
         )
         decision = decide(resource, observed, now, services.settings)
     return decision
+
+
+def _paced(decision: Decision, memory: Memory, now: datetime) -> Decision:
+    """The decision with a progress-only status write held back until PROGRESS_PACE_S
+    after the last one: counts move with every pod, and written each time they cost a
+    burst of new resources a write per pod. Anything else (a condition, a verdict, a
+    notice) goes at once, and with it whatever progress waited."""
+    if not (decision.status_changed and decision.status_may_wait):
+        return decision
+    if memory.status_written_at is None:
+        return decision
+    left = PROGRESS_PACE_S - (now - memory.status_written_at).total_seconds()
+    if left <= 0:
+        return decision
+    requeue = _min(decision.requeue_after, left)
+    return replace(decision, status_changed=False, requeue_after=requeue)
 
 
 def take_snapshot(cluster: Cluster, resource: Resource, wanted: SnapshotRequest) -> SnapshotResult:

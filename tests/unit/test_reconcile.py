@@ -304,3 +304,37 @@ def test_an_event_delivered_at_a_time_finer_than_status_keeps_is_not_posted_agai
     bed.reconcile(Observed(), 0.5)
     assert [e.reason for e in bed.api.events] == ["RolloutStarted"]
     assert bed.api.body["status"]["outbox"] == []
+
+
+def rolling_out(bed: Bed, ready: int) -> Observed:
+    resource = parse_resource(bed.api.body)
+    return Observed(deployment=deployment(resource, "v1", ready=ready), service=service(resource))
+
+
+def test_progress_alone_is_written_at_most_every_few_seconds_and_not_lost() -> None:
+    bed = Bed()
+    bed.api.body["spec"]["replicas"] = 3
+    bed.reconcile(Observed(), 0)  # the rollout starts: written
+    bed.reconcile(rolling_out(bed, 0), 0.2)  # the RolloutStarted notice leaves the outbox
+    bed.api.writes.clear()
+    requeue = bed.reconcile(rolling_out(bed, 1), 0.4)
+    assert bed.kinds() == []  # 1/3 ready: only progress, 0.2 s after the last write
+    assert requeue is not None
+    assert 0 < requeue <= 5
+    bed.reconcile(rolling_out(bed, 1), 0.2 + 5)  # when it is due, it is written
+    assert bed.kinds() == ["status"]
+    assert bed.api.body["status"]["readiness"] == "1/3"
+
+
+def test_a_change_beyond_progress_is_written_at_once_with_the_progress_that_waited() -> None:
+    bed = Bed()
+    bed.api.body["spec"]["replicas"] = 3
+    bed.reconcile(Observed(), 0)
+    bed.reconcile(rolling_out(bed, 0), 0.2)
+    bed.reconcile(rolling_out(bed, 2), 0.3)  # waits
+    bed.api.writes.clear()
+    bed.reconcile(rolling_out(bed, 3), 0.4)  # Ready: a condition changes
+    assert bed.kinds()[0] == "status"
+    assert [e.reason for e in bed.api.events][-1] == "RolloutSucceeded"
+    assert bed.condition(c.READY)[0] == "True"
+    assert bed.api.body["status"]["readiness"] == "3/3"

@@ -122,9 +122,11 @@ def decide(
     spec_change = draft.spec_change
     if spec_change is None and configs.consume_refresh:
         spec_change = SpecChange(None, None, remove_refresh=True)
+    written, read = to_json(status), to_json(before)
     return Decision(
         status=status,
-        status_changed=to_json(status) != to_json(before),
+        status_changed=written != read,
+        status_may_wait=summary.only_progress(read, written),
         deployment=_if_needed(children["Deployment"], observed.deployment),
         service=_if_needed(children["Service"], observed.service),
         standby=_if_needed(children["Standby"], observed.standby),

@@ -72,6 +72,8 @@ class SnapshotRequest:
 class Decision:
     status: Status
     status_changed: bool
+    # Only progress changed (core/summary.only_progress): the write may wait a little.
+    status_may_wait: bool = False
     deployment: JSON | None = None  # apply this; None leaves the Deployment alone
     service: JSON | None = None
     standby: JSON | None = None  # the standby Deployment (spec.rollout.standby)

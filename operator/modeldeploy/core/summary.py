@@ -16,7 +16,7 @@ from modeldeploy.core.ledger import set_status_condition
 from modeldeploy.core.plan import Event, Problem
 from modeldeploy.model.observed import Observed
 from modeldeploy.model.resource import Resource
-from modeldeploy.model.spec import Spec
+from modeldeploy.model.spec import JSON, Spec
 from modeldeploy.model.status import Status
 
 
@@ -155,3 +155,23 @@ def blocked(resource: Resource, status: Status, stall: Problem, now: datetime) -
         status, resource, c.READY, False, stall.reason, stall.message, now
     )
     return with_phase(status, resource, now)
+
+
+# What a status write may wait for (docs/status.md, how often status is written): the
+# replica counts, the printer column and the condition messages that repeat them.
+PROGRESS_FIELDS = frozenset({"replicas", "readyReplicas", "updatedReplicas", "readiness"})
+
+
+def only_progress(before: JSON, after: JSON) -> bool:
+    """Whether status `after` differs from `before` only in progress: no condition,
+    verdict, ledger entry or notice."""
+    return _without_progress(before) == _without_progress(after)
+
+
+def _without_progress(status: JSON) -> JSON:
+    kept = {k: v for k, v in status.items() if k not in PROGRESS_FIELDS}
+    kept["conditions"] = [
+        {k: v for k, v in condition.items() if k != "message"}
+        for condition in status.get("conditions") or []
+    ]
+    return kept
