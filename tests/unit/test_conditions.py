@@ -6,6 +6,7 @@ import pytest
 
 from modeldeploy.core.conditions import derive_phase, set_condition
 from modeldeploy.core.summary import only_progress
+from modeldeploy.model.spec import JSON
 from modeldeploy.model.status import Condition
 from tests.unit.builders import at
 
@@ -55,20 +56,21 @@ def test_phase_is_derived_from_the_conditions(
 
 
 def test_counts_and_the_messages_repeating_them_are_progress_a_reason_is_not() -> None:
-    before = {
+    before: JSON = {
         "readiness": "1/3",
         "readyReplicas": 1,
         "conditions": [{"type": "Ready", "status": "False", "reason": "R", "message": "1/3"}],
         "outbox": [],
     }
-    counted = {
+    counted: JSON = {
         **before,
         "readiness": "2/3",
         "readyReplicas": 2,
         "conditions": [{"type": "Ready", "status": "False", "reason": "R", "message": "2/3"}],
     }
     assert only_progress(before, counted)
-    reasoned = {**counted, "conditions": [{**counted["conditions"][0], "reason": "Other"}]}
+    ready = {"type": "Ready", "status": "False", "reason": "Other", "message": "2/3"}
+    reasoned = {**counted, "conditions": [ready]}
     assert not only_progress(before, reasoned)
     owed = {**counted, "outbox": [{"reason": "RolloutFailed"}]}
     assert not only_progress(before, owed)
