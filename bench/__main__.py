@@ -26,7 +26,7 @@ import testbed.cluster
 from bench import chaos, cost, peers, samples, scale, standby
 from bench.apiserver import AuditLog, audited, start_testbed
 from bench.cluster import ROOT, ArgoRollouts, Bed, load_kubeconfig, log, own_cpu_seconds
-from bench.report import write, write_section
+from bench.report import write, write_revert_runs, write_section
 from testbed.processes import STATE, TOKEN, running_pid
 from testbed.support import OperatorProcess
 
@@ -257,9 +257,9 @@ def one_run(
     }
 
 
-def scale_alone(sizes: Sizes) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The scale section by itself, on a test bed of its own; its figures and when and
-    on what they were measured."""
+def alone(section: str, sizes: Sizes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One section by itself (detect-to-revert, scale, or the ramp), on a test bed of its
+    own; its figures and when and on what they were measured."""
     started = time.time()
     was_up = start_testbed()
     load_kubeconfig()
@@ -267,7 +267,15 @@ def scale_alone(sizes: Sizes) -> tuple[dict[str, Any], dict[str, Any]]:
     audit = AuditLog() if audited() else None
     before = own_cpu_seconds()
     try:
-        figures = scale.scale(audit, sizes.scale, sizes.scale_bad, sizes.scale_singles, LOGS)
+        if section == "revert":
+            bed = Bed("revert")
+            bed.create_namespace()
+            figures = with_operator(bed, "revert", lambda: samples.poisson(bed, audit, sizes.plan))
+            bed.delete_namespace()
+        elif section == "ramp":
+            figures = scale.ramp(sizes.ramp, LOGS)
+        else:
+            figures = scale.scale(audit, sizes.scale, sizes.scale_bad, sizes.scale_singles, LOGS)
     finally:
         if not was_up:
             testbed.cluster.down()
@@ -317,7 +325,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["scale"],
+        choices=["revert", "scale", "ramp"],
         help="run one section alone; its figures replace latest.json's for it",
     )
     parser.add_argument("--scale", type=int, help="resources in the scale section")
@@ -327,9 +335,14 @@ def main() -> None:
     sizes = Sizes(args.quick, args.chaos_minutes)
     if args.scale:
         sizes.scale = args.scale
-    if args.only == "scale":
-        figures, measured = scale_alone(sizes)
-        write_section("scale", figures, measured, results)
+    if args.only:
+        for run in range(args.runs if args.only == "revert" else 1):
+            log(f"--only {args.only}: run {run + 1}")
+            figures, measured = alone(args.only, sizes)
+            if args.only == "revert":
+                write_revert_runs(figures, measured, results)
+            else:
+                write_section(args.only, figures, measured, results)
         return
     for run in range(1 if args.quick else args.runs):
         quiet = None if args.quick or args.no_wait else wait_quiet()

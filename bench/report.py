@@ -257,15 +257,20 @@ def markdown(result: JSON) -> str:
         )
     lines += ["", "Configurations:", ""]
     lines += [f"- {key}: {entry.get('config', '')}" for key, entry in result["recover_s"].items()]
+    lines += alone_lines(result.get("detect_to_revert_alone"))
     lines += chaos_lines(result.get("chaos"))
-    alone = (result.get("scale") or {}).get("measured_alone")
-    if alone:
-        lines += [
-            "",
-            f"The scale figures were measured alone (`--only scale`) on commit "
-            f"{alone['commit'][:10]}{' + changes' if alone.get('dirty') else ''}, "
-            f"{alone['finished_at']}; the rest come from the full run above.",
-        ]
+    scaled = result.get("scale") or {}
+    for name, alone in (
+        ("scale", scaled.get("measured_alone")),
+        ("ramp", (scaled.get("max") or {}).get("measured_alone")),
+    ):
+        if alone:
+            lines += [
+                "",
+                f"The {name} figures were measured alone (`--only {name}`) on commit "
+                f"{alone['commit'][:10]}{' + changes' if alone.get('dirty') else ''}, "
+                f"{alone['finished_at']}; the rest come from the full run above.",
+            ]
     lines += ["", "```json", json.dumps(_details(result), indent=1), "```", ""]
     return "\n".join(lines)
 
@@ -375,8 +380,11 @@ def write(result: JSON, results: Path) -> JSON:
     return latest
 
 
-# What a section measured alone leaves of the full run's figures under its key.
-KEPT_BESIDE = {"scale": ("reconcile_cost", "reconcile_ratio_1000_vs_10_versions", "max")}
+# Where a section measured alone goes in latest.json, and what it keeps of what was there.
+SECTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "scale": (("scale",), ("reconcile_cost", "reconcile_ratio_1000_vs_10_versions", "max")),
+    "ramp": (("scale", "max"), ()),
+}
 
 
 def write_section(name: str, figures: JSON, measured: JSON, results: Path) -> JSON:
@@ -387,13 +395,77 @@ def write_section(name: str, figures: JSON, measured: JSON, results: Path) -> JS
     sections.mkdir(parents=True, exist_ok=True)
     (sections / f"{name}-{stamp}.json").write_text(json.dumps({**measured, name: figures}))
     latest: JSON = json.loads((results / "latest.json").read_text())
-    previous = latest.get(name) or {}
-    kept = {key: previous[key] for key in KEPT_BESIDE.get(name, ()) if key in previous}
-    latest[name] = {**kept, **figures, "measured_alone": measured}
+    path, keep = SECTIONS[name]
+    parent = latest
+    for key in path[:-1]:
+        parent = parent.setdefault(key, {})
+    previous = parent.get(path[-1]) or {}
+    kept = {key: previous[key] for key in keep if key in previous}
+    parent[path[-1]] = {**kept, **figures, "measured_alone": measured}
     latest["targets"] = targets(latest, same_commit_runs(results, latest))
     (results / "latest.json").write_text(json.dumps(latest, indent=1))
     (results / "latest.md").write_text(markdown(latest))
     return latest
+
+
+def write_revert_runs(figures: JSON, measured: JSON, results: Path) -> JSON:
+    """Detect-to-revert measured alone (`--only revert`): the newest KEEP_RUNS such runs
+    of this commit, pooled and spread, as latest.json's `detect_to_revert_alone`."""
+    stamp = measured["finished_at"].replace(":", "")
+    sections = results / "sections"
+    sections.mkdir(parents=True, exist_ok=True)
+    (sections / f"revert-{stamp}.json").write_text(json.dumps({**measured, "revert": figures}))
+    runs = []
+    for path in sorted(sections.glob("revert-*.json")):
+        run = json.loads(path.read_text())
+        if run["commit"] == measured["commit"] and run["dirty"] == measured["dirty"]:
+            runs.append(run)
+    runs = runs[-KEEP_RUNS:]
+    cases = list(figures["raw_ms"])
+    latest: JSON = json.loads((results / "latest.json").read_text())
+    latest["detect_to_revert_alone"] = {
+        "commit": measured["commit"],
+        "dirty": measured["dirty"],
+        "finished_at": [run["finished_at"] for run in runs],
+        "plan": figures["plan"],
+        "pooled_ms": {
+            case: summary([v for run in runs for v in run["revert"]["raw_ms"][case]])
+            for case in cases
+        },
+        "spread_ms": {
+            case: {
+                q: spread([run["revert"]["by_case"].get(case, {}).get(q) for run in runs])
+                for q in ("p50", "p95", "p99")
+            }
+            for case in cases
+        },
+    }
+    (results / "latest.json").write_text(json.dumps(latest, indent=1))
+    (results / "latest.md").write_text(markdown(latest))
+    return latest
+
+
+def alone_lines(alone: JSON | None) -> list[str]:
+    """The detect-to-revert runs measured alone: pooled, and each run's p50 / p99."""
+    if not alone:
+        return []
+    lines = [
+        "",
+        f"Detect-to-revert measured alone (`--only revert`), {len(alone['finished_at'])} runs "
+        f"on commit {alone['commit'][:10]}{' + changes' if alone['dirty'] else ''} "
+        "(the API server's clock; ms):",
+        "",
+        "| kind | n pooled | p50 | p95 | p99 | each run's p50 | each run's p99 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for case, s in alone["pooled_ms"].items():
+        each = alone["spread_ms"][case]
+        lines.append(
+            f"| {case} | {s['n']} | {s['p50']} | {s['p95']} | {s['p99']} | "
+            f"{' / '.join(cell(v) for v in each['p50']['runs'])} | "
+            f"{' / '.join(cell(v) for v in each['p99']['runs'])} |"
+        )
+    return lines
 
 
 def median_or_none(values: list[float]) -> float | None:
