@@ -76,6 +76,7 @@ def reconcile_once(
         for event in decision.events:
             faults.point(f"status:{event.reason}")
     requeue = decision.requeue_after
+    _say_if_idle(resource, decision)
     failed: list[Exception] = []
 
     def attempt(write: Callable[[], T]) -> T | None:
@@ -144,6 +145,15 @@ def _decide(
         )
         decision = decide(resource, observed, now, services.settings)
     return decision
+
+
+def _say_if_idle(resource: Resource, decision: Decision) -> None:
+    """The debug line operators (and tests/e2e) read to see a no-op reconcile."""
+    writes = decision.status_changed or decision.deployment or decision.service
+    if not writes and decision.spec_change is None and not decision.notices:
+        logger.debug(
+            "reconciled %s/%s: up to date, nothing written", resource.namespace, resource.name
+        )
 
 
 def _paced(decision: Decision, memory: Memory, now: datetime) -> Decision:
