@@ -261,6 +261,7 @@ def alone(section: str, sizes: Sizes) -> tuple[dict[str, Any], dict[str, Any]]:
     """One section by itself (detect-to-revert, scale, or the ramp), on a test bed of its
     own; its figures and when and on what they were measured."""
     started = time.time()
+    load = [round(x, 2) for x in os.getloadavg()]
     was_up = start_testbed()
     load_kubeconfig()
     testbed.cluster.install_crd()
@@ -287,7 +288,7 @@ def alone(section: str, sizes: Sizes) -> tuple[dict[str, Any], dict[str, Any]]:
         "dirty": dirty,
         "clock": "the API server's audit log (stageTimestamp)" if audit else "observer watch",
         "bench_cpu_seconds": round(own_cpu_seconds() - before, 1),
-        "load_at_start": [round(x, 2) for x in os.getloadavg()],
+        "load_at_start": load,
     }
     return figures, measured
 

@@ -53,7 +53,9 @@ AUDIT_FLAGS = (
     "--audit-log-format=json",
     "--audit-log-mode=batch",  # written from a buffer: requests never wait for the file
     "--audit-log-batch-max-wait=1s",
-    "--audit-log-maxsize=0",
+    # 0 is not "never rotate" but the 100 MB default: a 10-minute run crossed it and its
+    # reader's mark pointed into a file that was gone. Rotate never, in practice.
+    "--audit-log-maxsize=1000000",
 )
 BENCH_AGENT = "modeldeploy-bench"
 # Who made a request, by the user agent's first word. The operator talks through kopf
