@@ -88,6 +88,12 @@ class Caches:
             pods=self.pods.get(key),
         )
 
+    def store(self, kind: str) -> Store[Any]:
+        """One kind's store by its field name ("pods"): no mapping built per watch event."""
+        found = getattr(self, kind)
+        assert isinstance(found, Store), kind
+        return found
+
     def stores(self) -> Iterator[tuple[str, Store[Any]]]:
         yield from (
             ("resources", self.resources),

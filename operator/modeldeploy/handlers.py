@@ -138,7 +138,7 @@ async def on_child(
     if type is None:
         runtime.relisted()
     cache, parse = CHILDREN[resource.plural]
-    store = dict(runtime.caches.stores())[cache]
+    store = runtime.caches.store(cache)
     key = owner_key(body)
     if type == "DELETED":
         was = store.discard(identity(body))

@@ -312,7 +312,7 @@ class Runtime:
         return live
 
     def _forget(self, kind: str, gone: Identity, key: Key | None) -> None:
-        dict(self.caches.stores())[kind].discard(gone)
+        self.caches.store(kind).discard(gone)
         logger.info("forgot %s %s/%s: gone while unwatched", kind, gone[0], gone[1])
         if key is None:
             return

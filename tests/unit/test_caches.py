@@ -84,3 +84,8 @@ def test_the_store_holds_what_the_last_event_of_each_object_said(
         held = sorted(i[1] for i, k in model.items() if k == key)
         assert sorted(store.get(key)) == held
         assert (key in store) == bool(held)
+
+
+def test_each_store_is_found_by_its_kind() -> None:
+    caches = Caches.empty()
+    assert all(caches.store(kind) is store for kind, store in caches.stores())
