@@ -193,6 +193,10 @@ def combine(latest: JSON, runs: list[JSON]) -> JSON:
             case: spread([run["detect_to_revert_ms"].get(case, {}).get("p99") for run in runs])
             for case in latest["detect_to_revert_ms"]
         },
+        "recovered_p50_s": {
+            key: spread([run["recover_s"].get(key, {}).get("recovered_s") for run in runs])
+            for key in latest["recover_s"]
+        },
     }
     combined["targets"] = targets(combined, runs)
     return combined
@@ -242,8 +246,12 @@ def markdown(result: JSON) -> str:
             f"{cell(s['p99_ci95'])} | {s['max']} |"
         )
     lines += ["", "Recovery from a crash-looping release, 4 replicas (s):", ""]
-    lines += ["| contender | n | recovered p50 (max) | failure reported | min ready | spec after |"]
-    lines += ["|---|---|---|---|---|---|"]
+    lines += [
+        "| contender | n | recovered p50 (max) | each run's p50 | failure reported | min ready "
+        "| spec after |"
+    ]
+    lines += ["|---|---|---|---|---|---|---|"]
+    each_run = runs.get("recovered_p50_s") or {}
     for key, entry in result["recover_s"].items():
         recovered = entry.get("recovered") or {}
         rec = (
@@ -251,8 +259,10 @@ def markdown(result: JSON) -> str:
             if recovered.get("n")
             else f"never ({entry.get('never_recovered')} of {entry.get('n')})"
         )
+        per_run = " / ".join(cell(v) for v in (each_run.get(key) or {}).get("runs", []))
         lines.append(
-            f"| {key} | {entry.get('n')} | {rec} | {cell(entry.get('failure_reported_s'))} | "
+            f"| {key} | {entry.get('n')} | {rec} | {per_run} | "
+            f"{cell(entry.get('failure_reported_s'))} | "
             f"{cell(entry.get('min_ready_ratio'))} | {entry.get('spec_after', '')} |"
         )
     lines += ["", "Configurations:", ""]
@@ -368,7 +378,7 @@ def write(result: JSON, results: Path) -> JSON:
     stamp = result["finished_at"].replace(":", "")
     (results / f"{stamp}.json").write_text(json.dumps(result, indent=1))
     runs = same_commit_runs(results, result)
-    latest = combine(result, runs)
+    latest = carried(combine(result, runs), results / "latest.json")
     (results / "latest.json").write_text(json.dumps(latest, indent=1))
     (results / "latest.md").write_text(markdown(latest))
     raw: dict[str, list[float]] = {}
@@ -377,6 +387,22 @@ def write(result: JSON, results: Path) -> JSON:
             raw.setdefault(case, []).extend(values)
     plot(latest, raw, results / "latest.png")
     print(markdown(latest))
+    return latest
+
+
+def carried(latest: JSON, previous_path: Path) -> JSON:
+    """`latest` with what the runs did not measure themselves kept from the previous
+    latest.json: the ramp (left out with --no-ramp) and detect-to-revert measured
+    alone, each still saying on which commit and when it was measured."""
+    try:
+        previous: JSON = json.loads(previous_path.read_text())
+    except (OSError, ValueError):
+        return latest
+    ramp = (previous.get("scale") or {}).get("max")
+    if ramp and "max" not in latest["scale"]:
+        latest["scale"] = {**latest["scale"], "max": ramp}
+    if "detect_to_revert_alone" in previous:
+        latest.setdefault("detect_to_revert_alone", previous["detect_to_revert_alone"])
     return latest
 
 

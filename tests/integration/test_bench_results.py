@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from bench.report import write_revert_runs, write_section
+from bench.report import carried, write_revert_runs, write_section
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
 
@@ -66,3 +66,17 @@ def test_revert_runs_of_one_commit_pool_and_another_commits_do_not(tmp_path: Pat
     assert alone["pooled_ms"]["crashloop"]["n"] == 4
     assert alone["spread_ms"]["crashloop"]["p99"]["runs"] == [40.0, 60.0]
     assert "2 runs on commit bbbbbbbbbb" in (results / "latest.md").read_text()
+
+
+def test_a_full_run_keeps_the_ramp_and_the_revert_runs_it_did_not_measure(
+    tmp_path: Path,
+) -> None:
+    results = results_copy(tmp_path)
+    before = json.loads((results / "latest.json").read_text())
+    run = {k: v for k, v in before.items() if k != "detect_to_revert_alone"}
+    run["scale"] = {k: v for k, v in before["scale"].items() if k != "max"}
+    latest = carried(run, results / "latest.json")
+    assert latest["scale"]["max"] == before["scale"]["max"]
+    assert latest["detect_to_revert_alone"] == before["detect_to_revert_alone"]
+    ramped = {**run, "scale": {**run["scale"], "max": {"steps": []}}}
+    assert carried(ramped, results / "latest.json")["scale"]["max"] == {"steps": []}
