@@ -327,7 +327,8 @@ def main() -> None:
     parser.add_argument(
         "--only",
         choices=["revert", "scale", "ramp"],
-        help="run one section alone; its figures replace latest.json's for it",
+        help="run one section alone (--runs times); its figures replace latest.json's for "
+        "it, with each figure's spread over the runs of one commit",
     )
     parser.add_argument("--scale", type=int, help="resources in the scale section")
     args = parser.parse_args()
@@ -337,7 +338,7 @@ def main() -> None:
     if args.scale:
         sizes.scale = args.scale
     if args.only:
-        for run in range(args.runs if args.only == "revert" else 1):
+        for run in range(args.runs):
             log(f"--only {args.only}: run {run + 1}")
             figures, measured = alone(args.only, sizes)
             if args.only == "revert":

@@ -281,8 +281,28 @@ def markdown(result: JSON) -> str:
                 f"{alone['commit'][:10]}{' + changes' if alone.get('dirty') else ''}, "
                 f"{alone['finished_at']}; the rest come from the full run above.",
             ]
+            lines += spread_lines(name, alone)
     lines += ["", "```json", json.dumps(_details(result), indent=1), "```", ""]
     return "\n".join(lines)
+
+
+def spread_lines(name: str, alone: JSON) -> list[str]:
+    """A section's runs alone, figure by figure: each run's value."""
+    spreads = alone.get("spread") or {}
+    if alone.get("runs", 1) < 2 or not spreads:
+        return []
+    lines = [
+        "",
+        f"Each of the {alone['runs']} {name} runs of that commit "
+        f"({', '.join(alone['finished_at_each'])}):",
+        "",
+        "| figure | each run | min | max |",
+        "|---|---|---|---|",
+    ]
+    for path, values in spreads.items():
+        each = " / ".join(cell(v) for v in values["runs"])
+        lines.append(f"| {path} | {each} | {cell(values['min'])} | {cell(values['max'])} |")
+    return lines
 
 
 def chaos_lines(chaos: JSON | None) -> list[str]:
@@ -427,11 +447,62 @@ def write_section(name: str, figures: JSON, measured: JSON, results: Path) -> JS
         parent = parent.setdefault(key, {})
     previous = parent.get(path[-1]) or {}
     kept = {key: previous[key] for key in keep if key in previous}
-    parent[path[-1]] = {**kept, **figures, "measured_alone": measured}
+    runs = section_runs(sections, name, measured)
+    alone = {
+        **measured,
+        "runs": len(runs),
+        "finished_at_each": [run["finished_at"] for run in runs],
+        "spread": section_spread([run[name] for run in runs]),
+    }
+    parent[path[-1]] = {**kept, **figures, "measured_alone": alone}
     latest["targets"] = targets(latest, same_commit_runs(results, latest))
     (results / "latest.json").write_text(json.dumps(latest, indent=1))
     (results / "latest.md").write_text(markdown(latest))
     return latest
+
+
+def section_runs(sections: Path, name: str, measured: JSON) -> list[JSON]:
+    """The newest KEEP_RUNS runs of section `name` alone on `measured`'s commit (and
+    with the same uncommitted changes or none), oldest first."""
+    runs = []
+    for path in sorted(sections.glob(f"{name}-*.json")):
+        try:
+            run = json.loads(path.read_text())
+        except ValueError:
+            continue
+        if run.get("commit") == measured["commit"] and run.get("dirty") == measured["dirty"]:
+            runs.append(run)
+    return runs[-KEEP_RUNS:]
+
+
+# Not figures, or too fine to spread: profiles, raw samples, per-process CPU.
+UNSPREAD = {"profile", "samples", "measured_alone", "control_plane_cpu_s", "cpu_s_by_process"}
+
+
+def figures_of(value: Any, prefix: str = "") -> dict[str, float]:
+    """Every number in a section's figures by its path (a step of the ramp by its
+    resource count: `steps.5000.operator_rss_mb`)."""
+    if isinstance(value, bool):
+        return {}
+    if isinstance(value, int | float):
+        return {prefix: value}
+    found: dict[str, float] = {}
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key not in UNSPREAD:
+                found.update(figures_of(inner, f"{prefix}.{key}" if prefix else str(key)))
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            label = inner.get("resources", index) if isinstance(inner, dict) else index
+            found.update(figures_of(inner, f"{prefix}.{label}"))
+    return found
+
+
+def section_spread(runs: list[JSON]) -> dict[str, JSON]:
+    """Each figure of a section measured alone over its runs: each run's value, min, max."""
+    each = [figures_of(run) for run in runs]
+    paths = list(dict.fromkeys(path for figures in each for path in figures))
+    return {path: spread([figures.get(path) for figures in each]) for path in paths}
 
 
 def write_revert_runs(figures: JSON, measured: JSON, results: Path) -> JSON:

@@ -80,3 +80,28 @@ def test_a_full_run_keeps_the_ramp_and_the_revert_runs_it_did_not_measure(
     assert latest["detect_to_revert_alone"] == before["detect_to_revert_alone"]
     ramped = {**run, "scale": {**run["scale"], "max": {"steps": []}}}
     assert carried(ramped, results / "latest.json")["scale"]["max"] == {"steps": []}
+
+
+def test_runs_of_a_section_alone_spread_each_figure_over_one_commits_runs(
+    tmp_path: Path,
+) -> None:
+    results = results_copy(tmp_path)
+
+    def ramp(rss: float) -> dict[str, Any]:
+        step = {"resources": 5000, "operator_rss_mb": rss, "profile": {"samples": 9}}
+        return {"steps": [step], "rss_mb_per_resource": rss / 5000, "broke": None}
+
+    write_section("ramp", ramp(300.0), measured("a" * 40, "2026-12-05T01:00:00Z"), results)
+    write_section("ramp", ramp(340.0), measured("b" * 40, "2026-12-05T02:00:00Z"), results)
+    write_section("ramp", ramp(360.0), measured("b" * 40, "2026-12-05T03:00:00Z"), results)
+    alone = json.loads((results / "latest.json").read_text())["scale"]["max"]["measured_alone"]
+    assert alone["runs"] == 2
+    assert alone["spread"]["steps.5000.operator_rss_mb"] == {
+        "runs": [340.0, 360.0],
+        "min": 340.0,
+        "max": 360.0,
+    }
+    assert not any("profile" in path for path in alone["spread"])
+    assert "| steps.5000.operator_rss_mb | 340 / 360 | 340 | 360 |" in (
+        (results / "latest.md").read_text()
+    )
