@@ -2,11 +2,12 @@
 
 A full run first waits for a quiet machine (1-minute load under 1.0, no other
 kube-apiserver), starts its own test bed with the API server's audit log, and
-measures in order: detect-to-revert samples, recovery beside the peers (the
-default-deadline Deployment's ten minutes pass meanwhile in a thread), scale
-against kubectl, reconcile cost, the ramp to thousands of resources (in the last of
-`--runs` only), and the standby on the real node. The quick run does the same with
-small numbers and skips the real node, saying so.
+measures in order: detect-to-revert samples, recovery beside the peers (Argo
+Rollouts and Flagger built from their Go modules; the default-deadline Deployment's
+ten minutes pass meanwhile in a thread), scale against kubectl, reconcile cost, the
+ramp to thousands of resources (in the last of `--runs` only), and the standby on the
+real node. The quick run does the same with small numbers and skips the real node,
+saying so.
 """
 
 from __future__ import annotations
@@ -25,7 +26,16 @@ from typing import Any
 import testbed.cluster
 from bench import chaos, cost, peers, samples, scale, standby
 from bench.apiserver import AuditLog, audited, start_testbed
-from bench.cluster import ROOT, ArgoRollouts, Bed, load_kubeconfig, log, own_cpu_seconds
+from bench.cluster import (
+    ROOT,
+    ArgoRollouts,
+    Bed,
+    Flagger,
+    load_kubeconfig,
+    log,
+    own_cpu_seconds,
+    wait_namespace_gone,
+)
 from bench.report import write, write_revert_runs, write_section
 from testbed.processes import STATE, TOKEN, running_pid
 from testbed.support import OperatorProcess
@@ -159,6 +169,10 @@ def measure(
             waiting.join()
         recover["deployment_default"] = default
     peers_bed.delete_namespace()
+    # The scale section times the control plane itself: the earlier sections' namespaces
+    # are gone first, so their garbage collection does not run under it.
+    for bed in (revert_bed, peers_bed):
+        wait_namespace_gone(bed, bed.namespace, 600)
     with Section(cpu, "scale"):
         scaled = soft(
             "scale",
@@ -206,7 +220,17 @@ def contenders(bed: Bed, sizes: Sizes) -> dict[str, Any]:
         recover["argo_rollouts_abort"] = peers.argo(bed, sizes.peer_samples, TOKEN)
     finally:
         argo.stop()
+    recover["flagger_deadline"] = flagger(bed, sizes.peer_samples)
     return recover
+
+
+def flagger(bed: Bed, samples: int) -> dict[str, Any]:
+    controller = Flagger(bed.namespace, LOGS / "flagger-bench.log")
+    controller.start()
+    try:
+        return peers.flagger(bed, samples)
+    finally:
+        controller.stop()
 
 
 def one_run(
@@ -258,8 +282,8 @@ def one_run(
 
 
 def alone(section: str, sizes: Sizes) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One section by itself (detect-to-revert, scale, or the ramp), on a test bed of its
-    own; its figures and when and on what they were measured."""
+    """One section by itself (detect-to-revert, scale, the ramp, or the Flagger peer), on
+    a test bed of its own; its figures and when and on what they were measured."""
     started = time.time()
     load = [round(x, 2) for x in os.getloadavg()]
     was_up = start_testbed()
@@ -275,6 +299,11 @@ def alone(section: str, sizes: Sizes) -> tuple[dict[str, Any], dict[str, Any]]:
             bed.delete_namespace()
         elif section == "ramp":
             figures = scale.ramp(sizes.ramp, LOGS)
+        elif section == "flagger":
+            bed = Bed("peers")
+            bed.create_namespace()
+            figures = flagger(bed, sizes.peer_samples)
+            bed.delete_namespace()
         else:
             figures = scale.scale(audit, sizes.scale, sizes.scale_bad, sizes.scale_singles, LOGS)
     finally:
@@ -298,12 +327,13 @@ def ratios(recover: dict[str, Any]) -> dict[str, Any]:
     ours = recover["modeldeploy"]["recovered_s"]
 
     def over(key: str) -> float | None:
-        theirs = recover[key].get("recovered_s")
+        theirs = (recover.get(key) or {}).get("recovered_s")
         return round(theirs / ours, 2) if theirs and ours else None
 
     return {
         "undo_script_over_modeldeploy": over("deployment_undo_script"),
         "argo_abort_over_modeldeploy": over("argo_rollouts_abort"),
+        "flagger_deadline_over_modeldeploy": over("flagger_deadline"),
         "default_deadline_over_modeldeploy": None,
         "default_deadline_note": "never recovers: a plain Deployment keeps its old pods serving "
         "and the bad ones crashing, and reports ProgressDeadlineExceeded after "
@@ -326,7 +356,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["revert", "scale", "ramp"],
+        choices=["revert", "scale", "ramp", "flagger"],
         help="run one section alone (--runs times); its figures replace latest.json's for "
         "it, with each figure's spread over the runs of one commit",
     )

@@ -3,8 +3,8 @@
 `Bed` is a namespace and the APIs the run uses (under the bench's own user agent,
 so the audit log tells its requests from the operator's); `Watcher` keeps one
 list+watch open in a thread and hands each raw event, with its arrival time, to a
-callback; `Usage` samples a process's memory and CPU; `ArgoRollouts` is a peer's
-controller, built from Go modules like the test bed.
+callback; `Usage` samples a process's memory and CPU; `ArgoRollouts` and `Flagger`
+are peers' controllers, built from Go modules like the test bed.
 """
 
 from __future__ import annotations
@@ -290,37 +290,40 @@ def wait_namespace_gone(bed: Bed, namespace: str, timeout: float) -> None:
     wait_for(gone, timeout, f"namespace {namespace} deleted")
 
 
-class ArgoRollouts:
-    """Argo Rollouts' controller, built from Go modules, watching one namespace."""
+class PeerController:
+    """A peer's controller, built from Go modules like the test bed, watching one
+    namespace: its build script prints the binary and the CRDs it ships."""
+
+    build = ""  # the build script, under bench/
+    crd_apply: tuple[str, ...] = ()  # how kubectl takes the CRDs (-k DIR or -f FILE)
+    api: tuple[str, str, str] = ("", "", "")  # group, version, plural: served once ready
 
     def __init__(self, namespace: str, log_path: Path) -> None:
         built = subprocess.run(
-            [str(ROOT / "bench" / "argo-rollouts" / "build.sh")],
-            check=True,
-            capture_output=True,
-            text=True,
+            [str(ROOT / "bench" / self.build)], check=True, capture_output=True, text=True
         )
         self.binary, self.crds = built.stdout.split()
         self.namespace, self.log_path = namespace, log_path
         self.process: subprocess.Popen[bytes] | None = None
 
+    def arguments(self) -> list[str]:
+        raise NotImplementedError
+
     def start(self) -> None:
         subprocess.run(
-            ["kubectl", "apply", "--server-side", "--force-conflicts", "-k", self.crds],
+            ["kubectl", "apply", "--server-side", "--force-conflicts", *self.crd_apply, self.crds],
             check=True,
             capture_output=True,
         )
-        wait_for(self._served, 30, "the Rollout API served")
-        args = [self.binary, "--kubeconfig", str(KUBECONFIG), "--namespaced"]
-        args += ["--namespace", self.namespace, "--leader-elect=false", "--loglevel", "warn"]
-        args += ["--metricsport", str(free_port()), "--healthzPort", str(free_port())]
+        wait_for(self._served, 30, f"the {self.api[2]} API served")
         with self.log_path.open("ab") as out:
-            self.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(self.arguments(), stdout=out, stderr=subprocess.STDOUT)
 
     def _served(self) -> bool:
+        group, version, plural = self.api
         try:
             kubernetes.client.CustomObjectsApi().list_namespaced_custom_object(
-                "argoproj.io", "v1alpha1", self.namespace, "rollouts"
+                group, version, self.namespace, plural
             )
         except kubernetes.client.ApiException:
             return False
@@ -335,3 +338,32 @@ class ArgoRollouts:
         if self.process is not None:
             end_process(self.process)
         self.process = None
+
+
+class ArgoRollouts(PeerController):
+    """Argo Rollouts' controller."""
+
+    build = "argo-rollouts/build.sh"
+    crd_apply = ("-k",)
+    api = ("argoproj.io", "v1alpha1", "rollouts")
+
+    def arguments(self) -> list[str]:
+        args = [self.binary, "--kubeconfig", str(KUBECONFIG), "--namespaced"]
+        args += ["--namespace", self.namespace, "--leader-elect=false", "--loglevel", "warn"]
+        return [*args, "--metricsport", str(free_port()), "--healthzPort", str(free_port())]
+
+
+class Flagger(PeerController):
+    """Flagger's controller with the Kubernetes provider (Blue/Green on plain Services).
+    There is no Prometheus for it here: the Canaries it runs use no metrics, and a
+    metrics address is required, so it is one that refuses (Flagger logs it and goes on)."""
+
+    build = "flagger/build.sh"
+    crd_apply = ("-f",)
+    api = ("flagger.app", "v1beta1", "canaries")
+
+    def arguments(self) -> list[str]:
+        args = [self.binary, f"-kubeconfig={KUBECONFIG}", "-mesh-provider=kubernetes"]
+        args += [f"-namespace={self.namespace}", "-enable-leader-election=false"]
+        args += [f"-metrics-server=http://127.0.0.1:{free_port()}", f"-port={free_port()}"]
+        return [*args, "-log-level=info", "-zap-encoding=console", "-control-loop-interval=2s"]

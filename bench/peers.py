@@ -11,7 +11,10 @@ ones are Ready), tuned the way its users would tune it:
 - Argo Rollouts (canary, no steps) with a background AnalysisRun that fails on a
   crash-looping or not-Ready canary pod, measured every second (the web metric
   provider reading the pods from the Kubernetes API: its docs' fastest setup with
-  no metrics system in between).
+  no metrics system in between);
+- Flagger with the Kubernetes provider (Blue/Green): its analysis runs only once the
+  canary is Ready, so a crash-looping canary is failed by its progress deadline
+  (60 s, the value of its Blue/Green tutorial).
 
 A sample starts when the bad release is applied and ends when the last good version
 fully serves again: every pod of the good template, `replicas` of them Ready, no pod
@@ -422,4 +425,82 @@ def argo(bed: Bed, samples: int, token: str) -> dict[str, Any]:
         config="canary, no steps, maxUnavailable 0, maxSurge 25%; background analysis "
         "(AnalysisTemplate canary-health: web metric on the Kubernetes API every 1 s; "
         "crash-looping or image pull failure: failureLimit 0; not Ready: failureLimit 9)",
+    )
+
+
+# ------------------------------------------------------------------- Flagger
+
+FLAGGER = ("flagger.app", "v1beta1")
+FLAGGER_DEADLINE_S = 60  # its Blue/Green tutorial's value
+
+
+def canary(name: str) -> JSON:
+    """Blue/Green on plain Services, no metrics: the analysis runs only on a Ready canary,
+    so a crash-looping one is failed by its progress deadline (at the next tick after
+    it; the analysis interval cannot go below 10 s)."""
+    return {
+        "apiVersion": "/".join(FLAGGER),
+        "kind": "Canary",
+        "metadata": {"name": name},
+        "spec": {
+            "provider": "kubernetes",
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "progressDeadlineSeconds": FLAGGER_DEADLINE_S,
+            "service": {"port": 8080},
+            "analysis": {"interval": "10s", "threshold": 1, "iterations": 1},
+        },
+    }
+
+
+def flagger(bed: Bed, samples: int) -> dict[str, Any]:
+    """The same bad images on a Deployment that Flagger's Canary guards. Its pods (the
+    primary's and the canary's) carry the template's label `bench-peer=flagger`."""
+    name = "flagger"
+    api = (*FLAGGER, bed.namespace)
+    bed.apps.create_namespaced_deployment(
+        bed.namespace, deployment(name, "flagger", FLAGGER_DEADLINE_S)
+    )
+    bed.custom.create_namespaced_custom_object(*api, "canaries", canary(name))
+
+    def list_canaries(**params: Any) -> Any:
+        return bed.custom.list_namespaced_custom_object(*api, "canaries", **params)
+
+    def phase(body: JSON | None) -> str | None:
+        return ((body or {}).get("status") or {}).get("phase")
+
+    failed = FirstSeen(list_canaries, name, lambda body: phase(body) == "Failed")
+    with failed, Pods(bed, "bench-peer=flagger", lambda p: image_of(p) == GOOD) as pods:
+        # Initialized: the primary serves, the target is scaled to zero.
+        wait_for(
+            lambda: (
+                phase(failed.last) == "Initialized"
+                and len(pods.pods) == REPLICAS
+                and all(r for _, r in pods.pods.values())
+            ),
+            300,
+            "the Canary initialized",
+        )
+
+        def release(i: int) -> None:
+            patch = with_image(bad_image(i))
+            bed.apps.patch_namespaced_deployment(name, bed.namespace, patch)
+
+        def restore(_: int) -> None:
+            # After a rollback the target still names the bad image (scaled to zero);
+            # writing the promoted one back leaves the Canary Failed and starts nothing.
+            bed.apps.patch_namespaced_deployment(name, bed.namespace, with_image(GOOD))
+
+        results = run_samples(pods, samples, release, restore, 300, failed)
+        phase_after = phase(failed.last)
+    bed.custom.delete_namespaced_custom_object(*api, "canaries", name)
+    bed.apps.delete_namespaced_deployment(name, bed.namespace)
+    return aggregate(
+        results,
+        phase_after=phase_after,
+        spec_after="the bad image, the target scaled to 0 and the Canary Failed until someone "
+        "writes the promoted image back",
+        config=f"Flagger v1.44.0, provider kubernetes (Blue/Green), progressDeadlineSeconds "
+        f"{FLAGGER_DEADLINE_S} (its tutorial's), analysis interval 10 s (its floor), threshold "
+        "1, iterations 1, no metrics (the analysis runs only on a Ready canary, so the "
+        "deadline is what fails a crash-looping one)",
     )

@@ -273,6 +273,7 @@ def markdown(result: JSON) -> str:
     for name, alone in (
         ("scale", scaled.get("measured_alone")),
         ("ramp", (scaled.get("max") or {}).get("measured_alone")),
+        ("flagger", (result["recover_s"].get("flagger_deadline") or {}).get("measured_alone")),
     ):
         if alone:
             lines += [
@@ -430,6 +431,7 @@ def carried(latest: JSON, previous_path: Path) -> JSON:
 SECTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "scale": (("scale",), ("reconcile_cost", "reconcile_ratio_1000_vs_10_versions", "max")),
     "ramp": (("scale", "max"), ()),
+    "flagger": (("recover_s", "flagger_deadline"), ()),
 }
 
 

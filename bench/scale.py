@@ -236,11 +236,18 @@ class Scale:
         """Step 3: stop, start, time to idle, and every request it made meanwhile."""
         self.operator.stop()
         mark = self.audit.mark() if self.audit else 0
+        plane_before = control_plane_cpu()
         started = time.time()
         self.operator.start()
         idle = idle_after(self.operator.pid, started)
         requests = self.requests_since(mark)
         self.result["restart_idle_s"] = idle
+        # What the time to idle was spent on: the operator's own CPU (from its start,
+        # interpreter and imports included) and the rest of the machine's meanwhile.
+        self.result["restart_cpu_s"] = {
+            "modeldeploy": round(cpu_seconds(self.operator.pid), 1),
+            **cpu_since(plane_before),
+        }
         self.result["restart_rss_mb"] = round(memory_mb(self.operator.pid, "VmHWM"), 1)
         per = self.result["api_requests_per_resource"]
         per["unchanged_after_restart"] = count(requests, "modeldeploy", per=self.count)
