@@ -468,7 +468,17 @@ def flagger(bed: Bed, samples: int) -> dict[str, Any]:
     def phase(body: JSON | None) -> str | None:
         return ((body or {}).get("status") or {}).get("phase")
 
-    failed = FirstSeen(list_canaries, name, lambda body: phase(body) == "Failed")
+    # The Canary stays Failed from the sample before until the next release starts its
+    # analysis: a failure counts once a phase other than Failed was seen after the release.
+    left_failed = threading.Event()
+
+    def failed_again(body: JSON) -> bool:
+        if phase(body) != "Failed":
+            left_failed.set()
+            return False
+        return left_failed.is_set()
+
+    failed = FirstSeen(list_canaries, name, failed_again)
     with failed, Pods(bed, "bench-peer=flagger", lambda p: image_of(p) == GOOD) as pods:
         # Initialized: the primary serves, the target is scaled to zero.
         wait_for(
@@ -482,6 +492,7 @@ def flagger(bed: Bed, samples: int) -> dict[str, Any]:
         )
 
         def release(i: int) -> None:
+            left_failed.clear()
             patch = with_image(bad_image(i))
             bed.apps.patch_namespaced_deployment(name, bed.namespace, patch)
 
