@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Builds one tool the tests run against the test bed (helm, kstatus, prom-label-proxy)
-# from its pinned Go module under go/NAME, into a cache folder keyed by the module's
-# content and the link flags; a second run is a no-op.
+# Builds one tool the tests or benchmarks run against the test bed (helm, kstatus,
+# prom-label-proxy, flagger) from its pinned Go module (under go/NAME; flagger's under
+# bench/flagger), into a cache folder keyed by the module's content and the link flags;
+# a second run is a no-op.
 # Prints the binary's path on stdout; logs go to stderr.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=readonly
-name=${1:?usage: build-tool.sh helm|kstatus|prom-label-proxy}
+name=${1:?usage: build-tool.sh helm|kstatus|prom-label-proxy|flagger}
+dir=$here/go/$name
 
 # module: the pinned upstream module whose version names the cache folder.
 case $name in
@@ -16,10 +18,11 @@ case $name in
     module=sigs.k8s.io/cli-utils package=. ;;
   prom-label-proxy)
     module=github.com/prometheus-community/prom-label-proxy package=$module ;;
+  flagger)  # a peer of the benchmarks: its wrapper module lives with them
+    module=github.com/fluxcd/flagger package=$module/cmd/flagger dir=$here/../bench/flagger ;;
   *)
-    echo "build-tool: unknown tool '$name' (helm, kstatus, prom-label-proxy)" >&2; exit 2 ;;
+    echo "build-tool: unknown tool '$name' (helm, kstatus, prom-label-proxy, flagger)" >&2; exit 2 ;;
 esac
-dir=$here/go/$name
 version=$(awk -v m="$module" '$1 == m {print $2}' "$dir/go.mod" | head -n1)
 
 ldflags="-s -w"
