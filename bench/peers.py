@@ -115,6 +115,11 @@ def image_of(pod: JSON) -> str:
     return str(pod["spec"]["containers"][0]["image"])
 
 
+def phase(body: JSON | None) -> str | None:
+    """A Rollout's or Canary's `status.phase`, if it has one yet."""
+    return ((body or {}).get("status") or {}).get("phase")
+
+
 def run_samples(
     pods: Pods,
     samples: int,
@@ -407,10 +412,10 @@ def argo(bed: Bed, samples: int, token: str) -> dict[str, Any]:
         def restore(_: int) -> None:
             # After an abort the spec still names the bad image; writing the stable one
             # back is how its users return to Healthy.
-            phases.append(((aborted.last or {}).get("status") or {}).get("phase"))
+            phases.append(phase(aborted.last))
             bed.custom.patch_namespaced_custom_object(*api, "rollouts", name, with_image(GOOD))
             wait_for(
-                lambda: ((aborted.last or {}).get("status") or {}).get("phase") == "Healthy",
+                lambda: phase(aborted.last) == "Healthy",
                 60,
                 "the Rollout Healthy again",
             )
@@ -464,9 +469,6 @@ def flagger(bed: Bed, samples: int) -> dict[str, Any]:
 
     def list_canaries(**params: Any) -> Any:
         return bed.custom.list_namespaced_custom_object(*api, "canaries", **params)
-
-    def phase(body: JSON | None) -> str | None:
-        return ((body or {}).get("status") or {}).get("phase")
 
     # The Canary stays Failed from the sample before until the next release starts its
     # analysis: a failure counts once a phase other than Failed was seen after the release.

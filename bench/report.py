@@ -438,10 +438,7 @@ SECTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 def write_section(name: str, figures: JSON, measured: JSON, results: Path) -> JSON:
     """A section run alone (`--only`): its own dated file under results/sections/, and
     latest.json's figures for it replaced, saying on which commit and when."""
-    stamp = measured["finished_at"].replace(":", "")
-    sections = results / "sections"
-    sections.mkdir(parents=True, exist_ok=True)
-    (sections / f"{name}-{stamp}.json").write_text(json.dumps({**measured, name: figures}))
+    runs = saved_run(name, figures, measured, results)
     latest: JSON = json.loads((results / "latest.json").read_text())
     path, keep = SECTIONS[name]
     parent = latest
@@ -449,7 +446,6 @@ def write_section(name: str, figures: JSON, measured: JSON, results: Path) -> JS
         parent = parent.setdefault(key, {})
     previous = parent.get(path[-1]) or {}
     kept = {key: previous[key] for key in keep if key in previous}
-    runs = section_runs(sections, name, measured)
     alone = {
         **measured,
         "runs": len(runs),
@@ -463,9 +459,14 @@ def write_section(name: str, figures: JSON, measured: JSON, results: Path) -> JS
     return latest
 
 
-def section_runs(sections: Path, name: str, measured: JSON) -> list[JSON]:
-    """The newest KEEP_RUNS runs of section `name` alone on `measured`'s commit (and
-    with the same uncommitted changes or none), oldest first."""
+def saved_run(name: str, figures: JSON, measured: JSON, results: Path) -> list[JSON]:
+    """A run of section `name` alone saved as its own dated file under results/sections/;
+    the newest KEEP_RUNS runs of it on `measured`'s commit (and with the same
+    uncommitted changes or none), this one last."""
+    stamp = measured["finished_at"].replace(":", "")
+    sections = results / "sections"
+    sections.mkdir(parents=True, exist_ok=True)
+    (sections / f"{name}-{stamp}.json").write_text(json.dumps({**measured, name: figures}))
     runs = []
     for path in sorted(sections.glob(f"{name}-*.json")):
         try:
@@ -477,8 +478,8 @@ def section_runs(sections: Path, name: str, measured: JSON) -> list[JSON]:
     return runs[-KEEP_RUNS:]
 
 
-# Not figures, or too fine to spread: profiles, raw samples, per-process CPU.
-UNSPREAD = {"profile", "samples", "measured_alone", "control_plane_cpu_s", "cpu_s_by_process"}
+# Not figures, or too fine to spread: profiles, raw samples, the ramp's per-process CPU.
+UNSPREAD = {"profile", "samples", "measured_alone", "control_plane_cpu_s"}
 
 
 def figures_of(value: Any, prefix: str = "") -> dict[str, float]:
@@ -510,16 +511,7 @@ def section_spread(runs: list[JSON]) -> dict[str, JSON]:
 def write_revert_runs(figures: JSON, measured: JSON, results: Path) -> JSON:
     """Detect-to-revert measured alone (`--only revert`): the newest KEEP_RUNS such runs
     of this commit, pooled and spread, as latest.json's `detect_to_revert_alone`."""
-    stamp = measured["finished_at"].replace(":", "")
-    sections = results / "sections"
-    sections.mkdir(parents=True, exist_ok=True)
-    (sections / f"revert-{stamp}.json").write_text(json.dumps({**measured, "revert": figures}))
-    runs = []
-    for path in sorted(sections.glob("revert-*.json")):
-        run = json.loads(path.read_text())
-        if run["commit"] == measured["commit"] and run["dirty"] == measured["dirty"]:
-            runs.append(run)
-    runs = runs[-KEEP_RUNS:]
+    runs = saved_run("revert", figures, measured, results)
     cases = list(figures["raw_ms"])
     latest: JSON = json.loads((results / "latest.json").read_text())
     latest["detect_to_revert_alone"] = {
