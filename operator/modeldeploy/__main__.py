@@ -15,7 +15,7 @@ import kopf
 from modeldeploy import handlers
 from modeldeploy.kube import ConfigError, current_namespace, load_config, pod_namespace
 from modeldeploy.leader import DEFAULT_LEASE_NAME, Timing, new_identity
-from modeldeploy.model.egress import endpoint
+from modeldeploy.model.egress import endpoint, parse_rule, source_endpoint
 from modeldeploy.runtime import DEFAULT_STALL_TIMEOUT_S, DEFAULT_WORKERS, Election, Options
 
 DEFAULT_TIMING = Timing()
@@ -82,13 +82,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="address /metrics binds to (it names every resource); default 127.0.0.1",
     )
     parser.add_argument(
-        "--allowed-url-prefix",
+        "--allowed-analysis-source",
         action="append",
         default=[],
-        metavar="PREFIX",
-        help="a URL prefix tenants may name in spec.analysis.prometheus or a webhook "
-        "(repeatable); --prometheus, --prometheus-for and --webhook are always allowed",
+        metavar="[NAMESPACE=]PREFIX",
+        help="a URL prefix tenants (of NAMESPACE only, if given) may name in "
+        "spec.analysis.prometheus (repeatable); --prometheus serves every namespace, "
+        "--prometheus-for its own",
     )
+    parser.add_argument(
+        "--allowed-webhook",
+        action="append",
+        default=[],
+        metavar="[NAMESPACE=]PREFIX",
+        help="a URL prefix tenants (of NAMESPACE only, if given) may name as a webhook "
+        "(repeatable)",
+    )
+    parser.add_argument("--allowed-url-prefix", action="append", default=[], help=argparse.SUPPRESS)
     parser.add_argument(
         "--prometheus-for",
         action="append",
@@ -155,6 +165,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def options_of(args: argparse.Namespace) -> Options:
     """The runtime's options, or SystemExit with one sentence naming the bad flag."""
+    if args.allowed_url_prefix:
+        raise SystemExit(
+            "--allowed-url-prefix allowed a URL for every purpose; it is split into "
+            "--allowed-analysis-source and --allowed-webhook (each [NAMESPACE=]PREFIX)"
+        )
+    analysis = tuple(parse_rule(entry) for entry in args.allowed_analysis_source)
+    webhooks = tuple(parse_rule(entry) for entry in args.allowed_webhook)
     per_namespace = {}
     for entry in args.prometheus_for:
         namespace, _, url = entry.partition("=")
@@ -162,13 +179,14 @@ def options_of(args: argparse.Namespace) -> Options:
             raise SystemExit(f"--prometheus-for wants NAMESPACE=URL, not {entry!r}")
         per_namespace[namespace] = url
     urls = [
-        ("--webhook", args.webhook),
-        ("--prometheus", args.prometheus),
-        *(("--prometheus-for", url) for url in per_namespace.values()),
-        *(("--allowed-url-prefix", url) for url in args.allowed_url_prefix),
+        ("--webhook", args.webhook, endpoint),
+        ("--prometheus", args.prometheus, source_endpoint),
+        *(("--prometheus-for", url, source_endpoint) for url in per_namespace.values()),
+        *(("--allowed-analysis-source", url, source_endpoint) for _, url in analysis),
+        *(("--allowed-webhook", url, endpoint) for _, url in webhooks),
     ]
-    for flag, url in urls:
-        if url and isinstance(why := endpoint(url), str):
+    for flag, url, parse in urls:
+        if url and isinstance(why := parse(url), str):
             raise SystemExit(f"{flag} must be an http:// or https:// URL: {why}")
     return Options(
         workers=args.workers,
@@ -178,7 +196,8 @@ def options_of(args: argparse.Namespace) -> Options:
         prometheus_url=args.prometheus,
         prometheus_for=per_namespace,
         prometheus_namespace_param=args.prometheus_namespace_param,
-        allowed_url_prefixes=tuple(args.allowed_url_prefix),
+        allowed_analysis=analysis,
+        allowed_webhooks=webhooks,
         webhook_deadline_s=float(args.webhook_deadline),
         namespaces=tuple(args.namespace),
         election=election(args),

@@ -107,6 +107,7 @@ REASON_AUTO_ROLLBACK_DISABLED: Final = "AutoRollbackDisabled"
 REASON_REVERT_DENIED: Final = "RevertDenied"  # admission refused the revert
 REASON_WEBHOOK_READY: Final = "WebhookAllowed"
 REASON_WEBHOOK_REFUSED: Final = "WebhookRefused"  # not allowed, or its Secret is unusable
+REASON_WEBHOOK_UNDELIVERED: Final = "WebhookUndelivered"  # owed, and the receiver failed
 
 # Event reasons.
 EVENT_ROLLOUT_STARTED: Final = "RolloutStarted"
@@ -118,6 +119,7 @@ EVENT_RETRY: Final = "RetryRequested"
 EVENT_REVERT_SKIPPED: Final = "RevertSkipped"
 EVENT_CONFIG_SNAPSHOT: Final = "ConfigSnapshotTaken"
 EVENT_CONFIG_REFRESH_FAILED: Final = "ConfigRefreshFailed"  # or ignored: no such config
+EVENT_NOTIFICATION_DROPPED: Final = "NotificationDropped"  # owed a day, or the outbox full
 
 # Analysis phases (status.analysis.phase) and what a check does without data.
 ANALYSIS_RUNNING: Final = "Running"
@@ -141,7 +143,6 @@ WEBHOOK_EVENTS: Final = frozenset(
     {EVENT_ROLLOUT_FAILED, EVENT_ROLLED_BACK, EVENT_ROLLOUT_SUCCEEDED}
 )
 
-# Loop guard (B9): this many automatic reverts away from one version within the
-# window means something (a GitOps tool, a script) keeps re-applying it.
+# Loop guard (B9): this many automatic reverts away from one version since it failed
+# means something (a GitOps tool, a script) keeps re-applying it.
 REVERT_LOOP_LIMIT: Final = 3
-REVERT_LOOP_WINDOW_S: Final = 600.0

@@ -55,9 +55,10 @@ VALIDATION_SECONDS = Histogram(
     "How long one golden request took, connect to last byte (or to its deadline)",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
-WEBHOOKS_DROPPED = Counter(
+NOTIFICATIONS_DROPPED = Counter(
     "modeldeploy_webhooks_dropped_total",
-    "Webhook payloads dropped because the send queue was full",
+    "Owed notifications (Events and webhooks) given up on: still undelivered a day after "
+    "they were owed, or pushed out of a full outbox; each is said in a Warning Event",
 )
 INFO = Gauge(
     "modeldeploy_resource_info",
@@ -106,7 +107,7 @@ def observe(resource: Resource, before: Status, after: Status) -> None:
             GUARD_FAILURES.inc()
     if after.standby and after.standby.serving and not (before.standby and before.standby.serving):
         STANDBY_SWITCHES.inc()
-    if len(after.reverts) > len(before.reverts):
+    if after.reverts and after.reverts[-1] not in before.reverts:
         reason = next((k.reason for k in after.conditions if k.type == c.ROLLED_BACK), "Unknown")
         ROLLBACKS.labels("automatic", reason).inc()
     started = after.rollout

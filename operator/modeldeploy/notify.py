@@ -1,9 +1,13 @@
-"""Webhook notifications for RolloutFailed, RolledBack and RolloutSucceeded.
+"""Webhook notifications for RolloutFailed, RolledBack and RolloutSucceeded: one attempt
+at a time, in a bounded queue per receiver.
 
-Sits beside the kube layer, below the handlers. Sending happens on a small
-thread pool with a whole-request deadline and bounded retries, so a dead or slow
-receiver can never delay or block a revert; a payload that cannot be delivered is
-logged, and the Event stays owed in status until it was sent or given up.
+Sits beside the kube layer, below the handlers. Each job is one POST with a
+whole-request deadline, on a small pool of workers with one lane per receiver (host
+and port), so a dead or slow receiver holds one worker and never delays a revert or
+another receiver's notices. A receiver's queue is bounded: past `per_receiver` jobs
+waiting, `notify` refuses the job and the notice simply stays owed in status. Whether
+and when to try again is the reconcile's decision (reconcile.py: at least once, with
+capped backoff, for a day); this module only says how each attempt went.
 """
 
 from __future__ import annotations
@@ -12,16 +16,14 @@ import functools
 import json
 import logging
 import threading
-import time
-import urllib.parse
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from modeldeploy import constants as c
-from modeldeploy import faults, metrics, outbound
+from modeldeploy import faults, outbound
 from modeldeploy.core.plan import Event, event_id
 from modeldeploy.lanes import Lanes
-from modeldeploy.model.egress import EgressPolicy
+from modeldeploy.model.egress import EgressPolicy, Purpose, receiver
 from modeldeploy.model.resource import Resource
 from modeldeploy.model.spec import JSON, Spec
 from modeldeploy.model.times import format_time
@@ -34,6 +36,9 @@ ICONS = {
     c.EVENT_ROLLED_BACK: ":rewind:",
     c.EVENT_ROLLOUT_SUCCEEDED: ":white_check_mark:",
 }
+PER_RECEIVER = 100  # jobs waiting for one receiver; more wait in status, not in memory
+# Called once an attempt ended: None when the receiver answered 2xx, else why not.
+Done = Callable[[str | None], None]
 
 
 def payload(resource: Resource, event: Event, now: datetime) -> JSON:
@@ -57,118 +62,60 @@ def payload(resource: Resource, event: Event, now: datetime) -> JSON:
 
 
 class Notifier:
-    """Sends webhook payloads on a small pool, each request within a whole deadline.
-
-    The queue is bounded: past `max_pending` payloads a new one is dropped and
-    counted (modeldeploy_webhooks_dropped_total) rather than held in memory.
-    """
+    """Sends webhook payloads, one attempt per job, each within a whole deadline."""
 
     def __init__(
         self,
         policy: EgressPolicy,
         deadline_s: float = 3.0,
-        attempts: int = 3,
-        max_pending: int = 1000,
+        per_receiver: int = PER_RECEIVER,
+        workers: int = 4,
     ) -> None:
         self.policy = policy
         self.deadline_s = deadline_s
-        self.attempts = attempts
-        self.max_pending = max_pending
-        self._pending = 0
+        self.per_receiver = per_receiver
+        self._waiting: dict[str, int] = {}  # jobs queued or running, by receiver
         self._lock = threading.Lock()
-        # One lane per receiver host: a slow or hostile one holds one worker, never all.
-        self._lanes = Lanes(workers=4, name="webhook")
+        self._lanes = Lanes(workers=workers, name="webhook")
 
-    def notify(
-        self, resource: Resource, event: Event, urls: tuple[str, ...], done: Callable[[], None]
-    ) -> bool:
-        """Queue `event` for each of `urls` (already allowed and resolved); never blocks.
-        `done` runs once every URL was sent or given up; False: nothing to send."""
-        if event.reason not in NOTIFIED or not urls:
-            return False
+    def notify(self, resource: Resource, event: Event, url: str, done: Done) -> bool:
+        """Queue one attempt to deliver `event` to `url` (allowed already); never blocks.
+        False when that receiver's queue is full: the caller tries again later."""
+        host = receiver(url)
+        with self._lock:
+            if self._waiting.get(host, 0) >= self.per_receiver:
+                return False
+            self._waiting[host] = self._waiting.get(host, 0) + 1
         body = payload(resource, event, datetime.now(UTC))
-        countdown = _Countdown(len(urls), done)
-        for url in urls:
-            if not self._reserve():
-                metrics.WEBHOOKS_DROPPED.inc()
-                logger.error("webhook queue full: dropped %s for %s", event.reason, _where(body))
-                countdown.tick()
-                continue
-            self._lanes.submit(_host(url), functools.partial(self._send, url, body, countdown))
+        scope = self.policy.scope(Purpose.WEBHOOK, resource.namespace)
+        job = functools.partial(self._attempt, url, host, body, scope, done)
+        self._lanes.submit(host, job)
         return True
 
-    def _reserve(self) -> bool:
-        with self._lock:
-            if self._pending >= self.max_pending:
-                return False
-            self._pending += 1
-            return True
-
-    def _send(self, url: str, body: JSON, countdown: _Countdown) -> None:
+    def _attempt(
+        self, url: str, host: str, body: JSON, scope: outbound.Allowed, done: Done
+    ) -> None:
+        error: str | None = "the attempt did not finish"
         try:
-            if self._deliver(url, json.dumps(body).encode()):
+            error = self._post(url, scope, json.dumps(body).encode())
+            if error is None:
                 faults.point(f"webhook:{body['event']}")
-            else:
-                logger.error(
-                    "webhook: gave up on %s for %s/%s",
-                    body["event"],
-                    body["namespace"],
-                    body["name"],
-                )
+            else:  # never the URL: it may be a credential
+                logger.warning("webhook %s to %s failed: %s", body["event"], host, error)
         finally:
             with self._lock:
-                self._pending -= 1
-            countdown.tick()
+                self._waiting[host] -= 1
+                if not self._waiting[host]:
+                    del self._waiting[host]
+            done(error)
 
-    def _deliver(self, url: str, data: bytes) -> bool:
-        for attempt in range(1, self.attempts + 1):
-            try:
-                answer = outbound.request(
-                    "POST",
-                    url,
-                    self.deadline_s,
-                    self.policy,
-                    data,
-                    {"Content-Type": "application/json"},
-                )
-            except outbound.OutboundError as error:
-                why = str(error)
-            else:
-                if 200 <= answer.status < 300:
-                    return True
-                why = f"HTTP {answer.status}"
-            # Never the URL: it may be a credential (a Slack webhook).
-            logger.warning(
-                "webhook to %s attempt %d/%d failed: %s", _host(url), attempt, self.attempts, why
-            )
-            if attempt < self.attempts:
-                time.sleep(0.5 * 2 ** (attempt - 1))
-        return False
+    def _post(self, url: str, scope: outbound.Allowed, data: bytes) -> str | None:
+        headers = {"Content-Type": "application/json"}
+        try:
+            answer = outbound.request("POST", url, self.deadline_s, scope, data, headers)
+        except outbound.OutboundError as error:
+            return str(error)
+        return None if 200 <= answer.status < 300 else f"HTTP {answer.status}"
 
     def close(self) -> None:
         self._lanes.close()
-
-
-def _host(url: str) -> str:
-    """The receiver (host:port): its lane, and all a log line says of where it went."""
-    return urllib.parse.urlsplit(url).netloc.rpartition("@")[2] or "?"
-
-
-def _where(body: JSON) -> str:
-    return f"{body['namespace']}/{body['name']}"
-
-
-class _Countdown:
-    """Calls `done` once, after `count` ticks (one per URL)."""
-
-    def __init__(self, count: int, done: Callable[[], None]) -> None:
-        self._left = count
-        self._done = done
-        self._lock = threading.Lock()
-
-    def tick(self) -> None:
-        with self._lock:
-            self._left -= 1
-            finished = self._left == 0
-        if finished:
-            self._done()

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from modeldeploy.core.analysis import Query
 from modeldeploy.core.plan import Event, SpecChange, ValidationRequest
-from modeldeploy.model.observed import ChildState, Observed, Refusal
+from modeldeploy.model.observed import ChildState, Observed, Refusal, Undelivered
 from modeldeploy.model.resource import Resource
 from modeldeploy.model.settings import Settings
 from modeldeploy.model.spec import JSON
@@ -76,10 +76,11 @@ class Cluster(Protocol):
 
 class Notifier(Protocol):
     def notify(
-        self, resource: Resource, event: Event, urls: tuple[str, ...], done: Callable[[], None]
+        self, resource: Resource, event: Event, url: str, done: Callable[[str | None], None]
     ) -> bool:
-        """Queue `event` for `urls`; call `done` once each was sent or given up. False
-        when nothing is sent (no URL, or an event no webhook receives)."""
+        """Queue one attempt to deliver `event` to `url`; `done(None)` once it was
+        answered 2xx, `done(why)` once it failed. False when that receiver's queue is
+        full (nothing was queued; try again later)."""
 
 
 class Measurer(Protocol):
@@ -105,15 +106,34 @@ class Services:
     validator: Validating | None = None  # spec.validation's golden requests
 
 
+Hook = tuple[NoticeKey, str]  # one notice to one webhook URL
+
+
+@dataclass(frozen=True)
+class Attempts:
+    """A notice's failed webhook attempts to one URL: how many, the last error, when."""
+
+    count: int
+    error: str
+    receiver: str  # host:port, all that is said of where (a URL may be a credential)
+    first_at: datetime
+    last_at: datetime
+
+
 @dataclass
 class Memory:
     """What one resource's reconciles remember between runs, in this process only:
-    refusals to back off from, notices sent. Losing it (a restart) costs a retry or a
-    repeated Event, never a lost one."""
+    refusals to back off from, notices sent and webhook attempts. Losing it (a restart)
+    costs a retry or a repeated Event or webhook, never a lost one: what is owed is in
+    status.outbox."""
 
     refusals: dict[str, Refusal] = field(default_factory=dict)
-    delivered: set[NoticeKey] = field(default_factory=set)
-    sending: set[NoticeKey] = field(default_factory=set)
+    delivered: set[NoticeKey] = field(default_factory=set)  # the Event and every webhook
+    posted: set[NoticeKey] = field(default_factory=set)  # the Event
+    hooks_done: set[Hook] = field(default_factory=set)  # answered 2xx
+    hooks_sending: set[Hook] = field(default_factory=set)
+    hooks_failed: dict[Hook, Attempts] = field(default_factory=dict)
+    hooks_wanted: dict[NoticeKey, frozenset[str]] = field(default_factory=dict)  # its URLs
     deleted_snapshots: set[str] = field(default_factory=set)
     # The resourceVersions our last writes to the resource replaced. A body still at one
     # is our own cache lagging behind those writes: deciding on it again would repeat
@@ -131,11 +151,16 @@ class Memory:
 
     def observe(self, observed: Observed) -> Observed:
         with self.lock:
+            owed = [a for hook, a in self.hooks_failed.items() if hook not in self.hooks_done]
             return replace(
                 observed,
                 refusals=tuple(self.refusals.values()),
                 delivered=frozenset(self.delivered),
                 deleted_snapshots=frozenset(self.deleted_snapshots),
+                undelivered=tuple(
+                    Undelivered(a.receiver, a.error, a.first_at, a.count)
+                    for a in sorted(owed, key=lambda a: a.first_at)
+                ),
             )
 
     def refused(self, action: str, generation: int, error: Refused, now: datetime) -> None:
@@ -146,10 +171,45 @@ class Memory:
             action, generation, error.code, error.message, now, attempts
         )
 
-    def sent(self, key: NoticeKey) -> None:
+    def attempted(self, hook: Hook, receiver: str, error: str | None, at: datetime) -> None:
+        """How one webhook attempt ended (from a sending thread)."""
         with self.lock:
-            self.sending.discard(key)
+            self.hooks_sending.discard(hook)
+            if error is None:
+                self.hooks_done.add(hook)
+                self.hooks_failed.pop(hook, None)
+                self._complete(hook[0])
+                return
+            before = self.hooks_failed.get(hook)
+            self.hooks_failed[hook] = Attempts(
+                count=before.count + 1 if before else 1,
+                error=error,
+                receiver=receiver,
+                first_at=before.first_at if before else at,
+                last_at=at,
+            )
+
+    def want(self, key: NoticeKey, urls: frozenset[str]) -> None:
+        """The notice's Event is posted and these URLs are owed it: delivered once each
+        answered 2xx (at once, if there are none)."""
+        with self.lock:
+            self.posted.add(key)
+            self.hooks_wanted[key] = urls
+            self._complete(key)
+
+    def _complete(self, key: NoticeKey) -> None:
+        wanted = self.hooks_wanted.get(key)
+        if wanted is not None and all((key, url) in self.hooks_done for url in wanted):
             self.delivered.add(key)
+
+    def forget_except(self, owed: set[NoticeKey]) -> None:
+        """Drop what is remembered of notices status no longer holds."""
+        with self.lock:
+            self.delivered &= owed
+            self.posted &= owed
+            self.hooks_wanted = {k: v for k, v in self.hooks_wanted.items() if k in owed}
+            self.hooks_done = {h for h in self.hooks_done if h[0] in owed}
+            self.hooks_failed = {h: a for h, a in self.hooks_failed.items() if h[0] in owed}
 
 
 def resource_version(body: Mapping[str, Any]) -> str:

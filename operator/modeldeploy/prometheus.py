@@ -20,7 +20,7 @@ from modeldeploy import outbound
 from modeldeploy.core.analysis import Query
 from modeldeploy.core.answer import read_answer
 from modeldeploy.lanes import Lanes
-from modeldeploy.model.egress import EgressPolicy
+from modeldeploy.model.egress import EgressPolicy, Purpose, source_endpoint
 from modeldeploy.model.observed import Measurement
 from modeldeploy.ports import Key
 
@@ -42,11 +42,17 @@ class Sources:
     def base_for(self, query: Query) -> str | None:
         return query.prometheus or self.per_namespace.get(query.namespace) or self.default_url
 
-    def url_for(self, query: Query, base: str) -> str:
+    def url_for(self, query: Query, base: str) -> str | None:
+        """The query's URL, built from the parts of its source (scheme, host, port, path
+        prefix: a source with anything else is refused) and parameters we encode; None
+        when the source is not one."""
+        source = source_endpoint(base)
+        if isinstance(source, str):
+            return None
         params = {"query": query.promql}
         if self.namespace_param:
             params[self.namespace_param] = query.namespace
-        return f"{base.rstrip('/')}/api/v1/query?{urllib.parse.urlencode(params)}"
+        return source.url(source.joined("/api/v1/query"), urllib.parse.urlencode(params))
 
 
 def measure(query: Query, sources: Sources, deadline_s: float = 5.0) -> Measurement:
@@ -60,8 +66,13 @@ def measure(query: Query, sources: Sources, deadline_s: float = 5.0) -> Measurem
             now,
             error="no Prometheus address (spec.analysis.prometheus or --prometheus)",
         )
+    url = sources.url_for(query, base)
+    scope = sources.policy.scope(Purpose.ANALYSIS, query.namespace)
+    why = scope.why_not(base) if url is not None else "not a Prometheus base URL"
+    if url is None or why is not None:
+        return Measurement(query.check, query.template_hash, now, error=f"refused: {why}")
     try:
-        answer = outbound.request("GET", sources.url_for(query, base), deadline_s, sources.policy)
+        answer = outbound.request("GET", url, deadline_s, scope)
     except outbound.OutboundError as error:
         return Measurement(
             query.check, query.template_hash, now, error=f"Prometheus unreachable ({error})"

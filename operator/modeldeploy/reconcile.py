@@ -20,16 +20,17 @@ from modeldeploy import constants as c
 from modeldeploy import faults, metrics
 from modeldeploy.core import config
 from modeldeploy.core.decide import APPLY, REVERT, decide
-from modeldeploy.core.endpoints import WEBHOOK
+from modeldeploy.core.endpoints import WEBHOOK, WEBHOOK_TARGET
 from modeldeploy.core.plan import Decision, Event, SnapshotRequest, SpecChange
 from modeldeploy.core.quarantine import retry_delay_s, retry_due
 from modeldeploy.core.render import standby_name
+from modeldeploy.model.egress import receiver
 from modeldeploy.model.observed import Observed, SnapshotResult
 from modeldeploy.model.resource import Resource, parse_resource
 from modeldeploy.model.spec import Spec
 from modeldeploy.model.status import Notice, Status, to_json
 from modeldeploy.model.times import format_time
-from modeldeploy.ports import Cluster, Memory, NoticeKey, Refused, Services, resource_version
+from modeldeploy.ports import Cluster, Hook, Memory, Refused, Services, resource_version
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -73,6 +74,8 @@ def reconcile_once(
         written = (*written, made)
         _forget_pruned(memory, decision.status)
         metrics.observe(resource, resource.status, decision.status)
+        if decision.dropped_notices:
+            metrics.NOTIFICATIONS_DROPPED.inc(decision.dropped_notices)
         for event in decision.events:
             faults.point(f"status:{event.reason}")
     requeue = decision.requeue_after
@@ -270,6 +273,16 @@ def _change_spec(
     return applied
 
 
+# Between two webhook attempts of one notice to one URL: capped, for as long as the
+# notice is owed (core/outbox.py gives up after a day, saying so).
+HOOK_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+QUEUE_FULL_RETRY_S = 5.0  # a receiver's queue was full: look again this soon
+
+
+def hook_backoff_s(attempts: int) -> float:
+    return HOOK_BACKOFF_S[min(attempts, len(HOOK_BACKOFF_S)) - 1]
+
+
 def _deliver(
     services: Services,
     resource: Resource,
@@ -278,30 +291,68 @@ def _deliver(
     wake: Callable[[], None],
     now: datetime,
 ) -> float | None:
-    """Post each owed Event and hand it to the webhooks; the next reconcile clears them."""
+    """Post each owed Event, then send it to each webhook until every one answered 2xx;
+    the next reconcile clears what was delivered from the outbox."""
     requeue: float | None = None
     urls: tuple[str, ...] | None = None  # looked up once, and only if a notice needs them
     for notice in notices:
         with memory.lock:
-            if notice.key in memory.delivered or notice.key in memory.sending:
+            if notice.key in memory.delivered:
                 continue
+            posted = notice.key in memory.posted
         event = Event(notice.type, notice.reason, notice.message, key=notice_id(notice))
-        if not services.cluster.post_event(resource, event):
-            requeue = _min(requeue, EVENT_RETRY_S)
-            continue
-        faults.point(f"event:{notice.reason}")
-        with memory.lock:
-            memory.sending.add(notice.key)
-
-        def done(key: NoticeKey = notice.key) -> None:
-            memory.sent(key)
-            wake()
-
+        if not posted:
+            if not services.cluster.post_event(resource, event):
+                requeue = _min(requeue, EVENT_RETRY_S)
+                continue
+            faults.point(f"event:{notice.reason}")
         if urls is None and notice.reason in c.WEBHOOK_EVENTS:
             urls = webhook_urls(services, resource, memory, now)
-        if not services.notifier.notify(resource, event, urls or (), done):
-            memory.sent(notice.key)
-        requeue = _min(requeue, DRAIN_S)
+        targets = urls if notice.reason in c.WEBHOOK_EVENTS else ()
+        requeue = _min(
+            requeue, _send_hooks(services, resource, notice, event, targets, memory, wake, now)
+        )
+    return requeue
+
+
+def _send_hooks(
+    services: Services,
+    resource: Resource,
+    notice: Notice,
+    event: Event,
+    urls: tuple[str, ...] | None,
+    memory: Memory,
+    wake: Callable[[], None],
+    now: datetime,
+) -> float | None:
+    """Queue an attempt to each URL that has not answered 2xx and is due (backing off
+    after failures); the notice is delivered once every URL answered."""
+    memory.want(notice.key, frozenset(urls or ()))
+    with memory.lock:
+        pending = [url for url in urls or () if (notice.key, url) not in memory.hooks_done]
+    requeue: float | None = DRAIN_S if not pending else None
+    for url in pending:
+        hook = (notice.key, url)
+        with memory.lock:
+            if hook in memory.hooks_sending:
+                continue
+            failed = memory.hooks_failed.get(hook)
+            if failed is not None:
+                left = hook_backoff_s(failed.count) - (now - failed.last_at).total_seconds()
+                if left > 0:
+                    requeue = _min(requeue, left)
+                    continue
+            memory.hooks_sending.add(hook)
+
+        def done(error: str | None, hook: Hook = hook, url: str = url) -> None:
+            # Dated when it was queued: the backoff counts from the attempt's start.
+            memory.attempted(hook, receiver(url), error, now)
+            wake()
+
+        if not services.notifier.notify(resource, event, url, done):
+            with memory.lock:
+                memory.hooks_sending.discard(hook)
+            requeue = _min(requeue, QUEUE_FULL_RETRY_S)
     return requeue
 
 
@@ -316,7 +367,9 @@ def webhook_urls(
     if hook is None:
         return tuple(urls)
     if hook.url is not None:
-        allowed = services.settings.egress.why_not(hook.url) is None
+        allowed = (
+            services.settings.egress.why_not(hook.url, WEBHOOK_TARGET, resource.namespace) is None
+        )
         return tuple([hook.url, *urls] if allowed else urls)
     name, key = hook.secret_name or "", hook.secret_key or ""
     where = f"the webhook URL in Secret {name}, key {key}"
@@ -327,7 +380,11 @@ def webhook_urls(
             WEBHOOK, resource.generation, Refused(error.code, f"{where}: {error.message}"), now
         )
         return tuple(urls)
-    why = "no such Secret or key" if url is None else services.settings.egress.why_not(url)
+    why = (
+        "no such Secret or key"
+        if url is None
+        else services.settings.egress.why_not(url, WEBHOOK_TARGET, resource.namespace)
+    )
     if why is not None:
         memory.refused(WEBHOOK, resource.generation, Refused(0, f"{where}: {why}"), now)
         return tuple(urls)
@@ -374,10 +431,9 @@ def notice_id(notice: Notice) -> str:
 
 def _forget_pruned(memory: Memory, status: Status) -> None:
     """Delivered notices the written status no longer holds need no remembering."""
-    owed = {notice.key for notice in status.outbox}
+    memory.forget_except({notice.key for notice in status.outbox})
     recorded = {record.name for record in status.configs}
     with memory.lock:
-        memory.delivered &= owed
         memory.deleted_snapshots &= recorded
 
 

@@ -68,7 +68,9 @@ class Options:
     prometheus_url: str | None = None
     prometheus_for: Mapping[str, str] = field(default_factory=dict)  # namespace -> URL
     prometheus_namespace_param: str | None = None
-    allowed_url_prefixes: tuple[str, ...] = ()
+    # (namespace or None for every namespace, URL prefix), per purpose
+    allowed_analysis: tuple[tuple[str | None, str], ...] = ()
+    allowed_webhooks: tuple[tuple[str | None, str], ...] = ()
     webhook_deadline_s: float = 3.0
 
     namespaces: tuple[str, ...] = ()  # empty: all namespaces
@@ -76,12 +78,14 @@ class Options:
     stall_timeout: float = DEFAULT_STALL_TIMEOUT_S
 
     def egress(self) -> EgressPolicy:
-        """The allow-list, with the admin's own endpoints always on it."""
+        """The allow-lists, with the admin's own endpoints on them, each for its purpose
+        (and a namespace's Prometheus for that namespace only)."""
         return EgressPolicy.of(
-            self.allowed_url_prefixes,
-            self.webhook_url,
-            self.prometheus_url,
-            *self.prometheus_for.values(),
+            analysis=self.allowed_analysis,
+            webhooks=self.allowed_webhooks,
+            prometheus=self.prometheus_url,
+            prometheus_for=self.prometheus_for.items(),
+            webhook=self.webhook_url,
         )
 
 

@@ -18,7 +18,7 @@ from modeldeploy.constants import ANNOTATION_RETRY, API_VERSION, KIND
 JSON = dict[str, Any]
 T = TypeVar("T")
 
-# The operator under test runs with --prometheus PROMETHEUS and --allowed-url-prefix HOOKS:
+# The operator under test runs with --prometheus PROMETHEUS and --allowed-webhook HOOKS:
 # nothing listens on port 9 of loopback, so what is allowed fails fast and goes nowhere.
 PROMETHEUS = "http://127.0.0.1:9"
 HOOKS = f"{PROMETHEUS}/hooks/"

@@ -26,7 +26,7 @@ ACCURACY = 'min(model_accuracy{namespace="{{namespace}}",model="{{name}}",versio
 def operator(stopped_operator: OperatorProcess, prometheus: str) -> OperatorProcess:
     """The operator, allowed to query the test's Prometheus (docs/security.md: only
     URLs an admin allowed are contacted)."""
-    stopped_operator.start(f"--allowed-url-prefix={prometheus}/")
+    stopped_operator.start(f"--allowed-analysis-source={prometheus}/")
     return stopped_operator
 
 
@@ -150,7 +150,7 @@ def test_unreachable_prometheus_is_inconclusive_then_passes_when_it_returns(
 ) -> None:
     name = "blind"
     late = Prometheus(tmp_path / "late-prometheus", exporter.address, free_port())
-    stopped_operator.start(f"--allowed-url-prefix={late.url}/")
+    stopped_operator.start(f"--allowed-analysis-source={late.url}/")
     exporter.serve(namespace, name, "v1", errors=0.01, accuracy=0.95)
     kube.create(namespace, analysed(name, prometheus=late.url, bakeSeconds=1))
 

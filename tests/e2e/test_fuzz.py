@@ -643,7 +643,7 @@ def test_every_spec_is_refused_or_reconciled_to_a_defined_state(
     with ExitStack() as stack:
         for watch in watches(kube, namespace, changes):
             stack.enter_context(watch)
-        stopped_operator.start("--prometheus", PROMETHEUS, "--allowed-url-prefix", HOOKS)
+        stopped_operator.start("--prometheus", PROMETHEUS, "--allowed-webhook", HOOKS)
         fuzz = Fuzz(kube, namespace, stopped_operator, changes)
 
         @settings(

@@ -26,7 +26,7 @@ ERRORS = 'max(model_error_ratio{namespace="{{namespace}}",model="{{name}}",versi
 
 
 def operator_allowing(operator: OperatorProcess, prometheus: str) -> None:
-    operator.start(f"--allowed-url-prefix={prometheus}/")
+    operator.start(f"--allowed-analysis-source={prometheus}/")
 
 
 def test_a_promoted_version_that_degrades_in_its_guard_window_is_reverted(

@@ -30,8 +30,9 @@ class Receiver:
     """A webhook receiver on 127.0.0.1 that records payloads (or hangs, to play dead)."""
 
     def __init__(self, hang: bool = False) -> None:
-        self.payloads: list[dict[str, Any]] = []
+        self.payloads: list[dict[str, Any]] = []  # answered 2xx
         self.requests = 0
+        self.answer = 204  # what it answers; 503 plays a receiver that is down
         self.release = threading.Event()
         receiver = self
 
@@ -41,8 +42,11 @@ class Receiver:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if hang:
                     receiver.release.wait(30)
-                receiver.payloads.append(json.loads(body))
-                self.send_response(204)
+                answer = receiver.answer
+                if 200 <= answer < 300:
+                    receiver.payloads.append(json.loads(body))
+                self.send_response(answer)
+                self.send_header("Content-Length", "0")
                 self.end_headers()
 
             def log_message(self, *_: Any) -> None:
@@ -144,7 +148,7 @@ def test_metrics_count_the_failed_rollout_and_the_revert(
 
 def allowing(operator: OperatorProcess, receiver: Receiver) -> None:
     """Start the operator with the receiver on its egress allow-list (docs/security.md)."""
-    operator.start(f"--allowed-url-prefix={receiver.url.rsplit('/', 1)[0]}/")
+    operator.start(f"--allowed-webhook={receiver.url.rsplit('/', 1)[0]}/")
 
 
 def test_webhook_receives_failed_revert_and_success(
@@ -165,6 +169,45 @@ def test_webhook_receives_failed_revert_and_success(
     assert failed["namespace"] == namespace
     assert "v2" in failed["text"]
     assert "CrashLoopBackOff" in failed["text"]
+
+
+def test_a_notice_is_delivered_once_its_receiver_is_back_even_after_a_restart(
+    kube: Kube, namespace: str, stopped_operator: OperatorProcess, receiver: Receiver
+) -> None:
+    receiver.answer = 503  # down for the whole release, the revert and a restart
+    allowing(stopped_operator, receiver)
+    name = "patient"
+    revert_scenario(kube, namespace, name, notifications={"webhook": {"url": receiver.url}})
+    hook = wait_for(
+        lambda: (
+            (k := kube.condition(namespace, name, "WebhookReady")).get("reason")
+            == "WebhookUndelivered"
+            and k
+        ),
+        60,
+        "WebhookReady=False, WebhookUndelivered",
+    )
+    assert "HTTP 503" in hook["message"] and "/hook" not in hook["message"]
+    tried = receiver.requests
+    wait_for(lambda: receiver.requests >= tried + 2, 60, "attempts again, backing off")
+    owed = [n["reason"] for n in kube.status(namespace, name).get("outbox", [])]
+    assert {"RolloutFailed", "RolledBack"} <= set(owed)
+    stopped_operator.stop()
+    stopped_operator.start(f"--allowed-webhook={receiver.url.rsplit('/', 1)[0]}/")
+    receiver.answer = 204
+    wait_for(
+        lambda: {"RolloutFailed", "RolledBack"} <= set(receiver.events()),
+        120,
+        "the owed notifications, once the receiver answers",
+    )
+    wait_for(
+        lambda: (
+            not kube.status(namespace, name).get("outbox")
+            and kube.condition(namespace, name, "WebhookReady").get("status") == "True"
+        ),
+        60,
+        "the outbox empty and WebhookReady=True",
+    )
 
 
 def test_dead_webhook_does_not_delay_the_revert(

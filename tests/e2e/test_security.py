@@ -161,9 +161,67 @@ def test_a_webhook_the_admin_did_not_allow_gets_nothing(
     release_and_await_revert(kube, namespace, name)
     hook = kube.condition(namespace, name, "WebhookReady")
     assert (hook["status"], hook["reason"]) == ("False", "WebhookRefused")
-    assert "is not an allowed endpoint" in hook["message"]
+    assert "is not an allowed webhook target" in hook["message"]
     assert listener.connections == 0
     assert kube.delivered(namespace, name, "WebhookRefused") == 1
+
+
+def analysis_from(kube: Kube, namespace: str, name: str, source: str) -> dict[str, Any]:
+    """A resource whose analysis names `source`; its Stalled condition once InvalidSpec."""
+    body = model_deployment(name, {"v1": GOOD}, "v1")
+    body["spec"]["analysis"] = {
+        "prometheus": source,
+        "intervalSeconds": 1,
+        "checks": [{"name": "peek", "query": "up", "min": 1}],
+    }
+    kube.create(namespace, body)
+    stalled: dict[str, Any] = wait_for(
+        lambda: (
+            (k := kube.condition(namespace, name, "Stalled")).get("reason") == "InvalidSpec"
+            and kube.status(namespace, name).get("analysis")
+            and k
+        ),
+        60,
+        "Stalled=True, InvalidSpec, with the analysis begun",
+    )
+    return stalled
+
+
+def test_an_allowed_source_with_a_query_string_is_refused_and_never_contacted(
+    kube: Kube, namespace: str, stopped_operator: OperatorProcess, listener: Listener
+) -> None:
+    # The tenancy proxy's own parameter smuggled in: prom-label-proxy would OR it with
+    # the one the operator adds, and the tenant would read team-b's series.
+    stopped_operator.start(
+        f"--allowed-analysis-source=http://127.0.0.1:{listener.port}/",
+        "--prometheus-namespace-param=namespace",
+    )
+    smuggled = f"http://127.0.0.1:{listener.port}/api/v1/query?namespace=team-b&query=up&x="
+    stalled = analysis_from(kube, namespace, "smuggler", smuggled)
+    assert "query string" in stalled["message"]
+    time.sleep(3)  # the first query would have gone out with the analysis' start
+    assert listener.connections == 0
+
+
+def test_another_namespaces_prometheus_and_a_webhook_to_a_prometheus_are_refused(
+    kube: Kube, namespace: str, stopped_operator: OperatorProcess, listener: Listener
+) -> None:
+    theirs = f"http://127.0.0.1:{listener.port}/"
+    stopped_operator.start(f"--prometheus-for=team-b={theirs}", f"--prometheus={theirs}admin/")
+    stalled = analysis_from(kube, namespace, "borrower", theirs)
+    assert f"not an allowed analysis source for namespace {namespace}" in stalled["message"]
+    body = model_deployment("quitter", {"v1": GOOD}, "v1")
+    body["spec"]["notifications"] = {"webhook": {"url": f"{theirs}admin/-/quit"}}
+    kube.create(namespace, body)
+    wait_for(
+        lambda: (
+            kube.condition(namespace, "quitter", "WebhookReady").get("reason") == "WebhookRefused"
+        ),
+        60,
+        "WebhookReady=False, WebhookRefused",
+    )
+    time.sleep(3)
+    assert listener.connections == 0
 
 
 def test_a_webhook_url_kept_in_a_secret_is_delivered_and_never_logged(
@@ -171,7 +229,7 @@ def test_a_webhook_url_kept_in_a_secret_is_delivered_and_never_logged(
 ) -> None:
     hooks = Hooks()
     try:
-        stopped_operator.start(f"--allowed-url-prefix={hooks.prefix}")
+        stopped_operator.start(f"--allowed-webhook={hooks.prefix}")
         secret_url = f"{hooks.prefix}services/T0/B0/a-credential"
         kube.core.create_namespaced_secret(
             namespace,
@@ -210,8 +268,8 @@ def test_a_trickling_receiver_cannot_delay_another_tenants_notifications(
         # A long deadline: a hostile receiver holds each request for two minutes, so
         # sharing workers with it would hold the victim's notification that long.
         stopped_operator.start(
-            f"--allowed-url-prefix={slow.prefix}",
-            f"--allowed-url-prefix={fast.prefix}",
+            f"--allowed-webhook={slow.prefix}",
+            f"--allowed-webhook={fast.prefix}",
             "--webhook-deadline=120",
         )
         hostile = [f"hostile-{i}" for i in range(4)]  # as many as there are workers

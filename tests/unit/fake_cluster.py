@@ -167,18 +167,26 @@ class RecordingCluster:
 
 @dataclass
 class RecordingNotifier:
-    sent: list[tuple[str, str]] = field(default_factory=list)
+    """Webhook receivers: each attempt is answered at once, 2xx unless the URL is `down`
+    (the error it gives then); a URL in `full` has its receiver's queue full."""
 
-    urls: list[tuple[str, ...]] = field(default_factory=list)
+    sent: list[tuple[str, str]] = field(default_factory=list)  # (resource, reason) 2xx
+    urls: list[str] = field(default_factory=list)  # where each of those went
+    attempts: list[tuple[str, str, str | None]] = field(default_factory=list)
+    down: dict[str, str] = field(default_factory=dict)  # url -> the error it answers
+    full: set[str] = field(default_factory=set)
 
     def notify(
-        self, resource: Resource, event: Event, urls: tuple[str, ...], done: Callable[[], None]
+        self, resource: Resource, event: Event, url: str, done: Callable[[str | None], None]
     ) -> bool:
-        if not urls:
+        if url in self.full:
             return False
-        self.sent.append((resource.name, event.reason))
-        self.urls.append(urls)
-        done()
+        error = self.down.get(url)
+        self.attempts.append((event.reason, url, error))
+        if error is None:
+            self.sent.append((resource.name, event.reason))
+            self.urls.append(url)
+        done(error)
         return True
 
 

@@ -6,12 +6,14 @@ pinned on its own: status first, the outbox, what a refusal leaves in status.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from modeldeploy import constants as c
+from modeldeploy import metrics
 from modeldeploy.model.egress import EgressPolicy
 from modeldeploy.model.observed import ContainerState, Observed, PodState
 from modeldeploy.model.resource import parse_resource
@@ -225,7 +227,8 @@ def test_a_stale_view_writes_nothing_else() -> None:
 
 def with_webhook(bed: Bed, webhook: dict[str, Any], allowed: tuple[str, ...] = ()) -> Bed:
     bed.api.body["spec"]["notifications"] = {"webhook": webhook}
-    policy = EgressPolicy.of(allowed, bed.services.webhook_url)
+    hooks = [(None, prefix) for prefix in allowed]
+    policy = EgressPolicy.of(webhooks=hooks, webhook=bed.services.webhook_url)
     bed.services = replace(bed.services, settings=Settings(egress=policy))
     return bed
 
@@ -235,7 +238,7 @@ def test_a_webhook_url_the_admin_did_not_allow_gets_nothing_and_is_said() -> Non
     bed.reconcile(Observed(), 0)
     bed.reconcile(bed.v1(), 1)
     assert bed.condition(c.WEBHOOK_READY) == ("False", "WebhookRefused")
-    assert all("169.254.169.254" not in url for urls in bed.notifier.urls for url in urls)
+    assert all("169.254.169.254" not in url for url in bed.notifier.urls)
     assert [e.reason for e in bed.api.events].count("WebhookRefused") == 1
 
 
@@ -259,7 +262,7 @@ def test_a_webhook_url_from_a_secret_is_used_when_allowed_and_said_when_missing(
     bed.api.edit_spec(activeVersion="v3")
     bed.reconcile(bed.v1(), 9)
     bed.reconcile(bed.serving("v3"), 10)  # RolloutSucceeded goes to both webhooks
-    assert ("https://hooks.slack.com/services/T1/B2/secret", "http://hooks.example/x") in (
+    assert {"https://hooks.slack.com/services/T1/B2/secret", "http://hooks.example/x"} <= set(
         bed.notifier.urls
     )
 
@@ -338,3 +341,103 @@ def test_a_change_beyond_progress_is_written_at_once_with_the_progress_that_wait
     assert [e.reason for e in bed.api.events][-1] == "RolloutSucceeded"
     assert bed.condition(c.READY)[0] == "True"
     assert bed.api.body["status"]["readiness"] == "3/3"
+
+
+# ------------------------------------------- notifications: at least once, for a day
+
+HOOK = "http://hooks.example/x"  # the Bed's operator-wide webhook
+
+
+def test_a_notice_stays_owed_until_the_receiver_answers_2xx_backing_off_meanwhile() -> None:
+    bed = Bed().serving_v1()
+    bed.notifier.down[HOOK] = "HTTP 503"
+    bed.api.edit_spec(activeVersion="v2")
+    bed.reconcile(bed.crashing_v2(), 10)
+    tried_at: list[float] = []  # when RolloutFailed was sent to the receiver
+    for tick in range(1, 400):  # ten minutes of reconciles, every 1.5 s
+        seconds = 10 + tick * 1.5
+        before = len(bed.notifier.attempts)
+        bed.reconcile(bed.v1(), seconds)
+        if any(a[0] == "RolloutFailed" for a in bed.notifier.attempts[before:]):
+            tried_at.append(seconds)
+    owed = [n["reason"] for n in bed.api.body["status"]["outbox"]]
+    assert "RolloutFailed" in owed and "RolledBack" in owed  # never marked delivered
+    gaps = [later - earlier for earlier, later in itertools.pairwise(tried_at)]
+    assert gaps == sorted(gaps)  # backing off
+    assert max(gaps) <= 300 + 1.5  # capped
+    assert bed.condition(c.WEBHOOK_READY) == ("False", "WebhookUndelivered")
+    message = next(
+        k["message"] for k in bed.api.body["status"]["conditions"] if k["type"] == "WebhookReady"
+    )
+    assert "hooks.example:80" in message and "HTTP 503" in message
+    assert "/x" not in message  # a URL may be a credential: host and port only
+    del bed.notifier.down[HOOK]  # the receiver is back
+    for tick in range(1, 400):
+        bed.reconcile(bed.v1(), 610 + tick)
+    assert bed.api.body["status"]["outbox"] == []
+    assert ("m", "RolloutFailed") in bed.notifier.sent and ("m", "RolledBack") in bed.notifier.sent
+    assert all(k["type"] != "WebhookReady" for k in bed.api.body["status"]["conditions"])
+
+
+def test_a_restart_while_a_notice_is_owed_sends_it_again() -> None:
+    bed = Bed().serving_v1()
+    bed.notifier.down[HOOK] = "no answer within the deadline"
+    bed.api.edit_spec(activeVersion="v2")
+    bed.reconcile(bed.crashing_v2(), 10)
+    bed.reconcile(bed.v1(), 11)
+    bed.memory = Memory()  # the operator restarted: all it owes is in status
+    del bed.notifier.down[HOOK]
+    bed.reconcile(bed.v1(), 12)
+    bed.reconcile(bed.v1(), 13)
+    assert ("m", "RolloutFailed") in bed.notifier.sent
+    assert bed.api.body["status"]["outbox"] == []
+
+
+def test_a_notice_owed_for_a_day_is_given_up_on_saying_so() -> None:
+    bed = Bed().serving_v1()
+    bed.notifier.down[HOOK] = "HTTP 500"
+    bed.api.edit_spec(activeVersion="v2")
+    bed.reconcile(bed.crashing_v2(), 10)
+    bed.reconcile(bed.v1(), 11)
+    dropped = metrics.NOTIFICATIONS_DROPPED._value.get()
+    bed.reconcile(bed.v1(), 10 + 24 * 3600 - 5)
+    assert [n["reason"] for n in bed.api.body["status"]["outbox"]].count("RolloutFailed") == 1
+    bed.reconcile(bed.v1(), 11 + 24 * 3600)
+    owed = [n["reason"] for n in bed.api.body["status"]["outbox"]]
+    assert "RolloutFailed" not in owed and "RolledBack" not in owed
+    said = [e for e in bed.api.events if e.reason == "NotificationDropped"]
+    assert len(said) >= 2 and all(e.type == "Warning" for e in said)
+    assert "HTTP 500" in said[0].message
+    assert metrics.NOTIFICATIONS_DROPPED._value.get() - dropped >= 2
+
+
+def test_a_full_receiver_queue_keeps_the_notice_owed_and_another_receiver_gets_it() -> None:
+    secret = {"url": "https://hooks.slack.com/services/T1/B2/x"}
+    bed = with_webhook(Bed(), secret, allowed=("https://hooks.slack.com/services/",))
+    bed.serving_v1()
+    bed.notifier.full.add(HOOK)  # the operator-wide receiver's queue is full
+    bed.api.edit_spec(activeVersion="v2")
+    bed.reconcile(bed.crashing_v2(), 10)
+    assert "https://hooks.slack.com/services/T1/B2/x" in bed.notifier.urls  # not delayed
+    for tick in range(1, 20):
+        bed.reconcile(bed.v1(), 10 + tick)
+    assert "RolloutFailed" in [n["reason"] for n in bed.api.body["status"]["outbox"]]
+    bed.notifier.full.clear()
+    for tick in range(20, 40):
+        bed.reconcile(bed.v1(), 10 + tick)
+    assert HOOK in bed.notifier.urls
+    assert bed.api.body["status"]["outbox"] == []
+
+
+def test_a_full_outbox_gives_up_on_the_oldest_saying_so() -> None:
+    bed = Bed().serving_v1()
+    bed.notifier.down[HOOK] = "HTTP 502"
+    dropped = metrics.NOTIFICATIONS_DROPPED._value.get()
+    for n in range(40):  # each release owes a RolloutSucceeded nobody can take
+        bed.api.edit_spec(activeVersion="v3" if n % 2 else "v1")
+        bed.reconcile(bed.serving("v3" if n % 2 else "v1"), 20 + n * 10)
+        bed.reconcile(bed.serving("v3" if n % 2 else "v1"), 25 + n * 10)
+    assert len(bed.api.body["status"]["outbox"]) <= 32
+    said = [e for e in bed.api.events if e.reason == "NotificationDropped"]
+    assert said and said[0].type == "Warning" and "more than 32" in said[0].message
+    assert metrics.NOTIFICATIONS_DROPPED._value.get() > dropped

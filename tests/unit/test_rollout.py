@@ -11,6 +11,7 @@ from modeldeploy import constants as c
 from modeldeploy.core.decide import decide
 from modeldeploy.core.ledger import bound
 from modeldeploy.core.plan import Decision
+from modeldeploy.core.release import judge, release_of
 from modeldeploy.model.observed import Observed
 from modeldeploy.model.resource import Resource
 from modeldeploy.model.spec import SpecError
@@ -318,14 +319,18 @@ def test_the_fourth_revert_away_from_one_version_in_ten_minutes_stalls_with_reve
     assert condition(res, c.STALLED) == ("True", "RevertLoop")
 
 
-def test_reverts_older_than_ten_minutes_do_not_count() -> None:
+def test_reverts_count_whatever_the_clock_so_a_slow_self_heal_trips_the_guard() -> None:
+    # A GitOps tool re-applying the quarantined version every ten minutes or more: the
+    # count is since the version failed, not within a window it could wait out.
     res, _ = quarantined_v2_selected_again()
     res = select(res, "v1")
     res, _ = step(res, Observed(deployment=deployment(res)), 9)
-    res, _ = reselect_and_revert(res, 20)
-    res, later = reselect_and_revert(res, 20 + 601)
-    assert later.spec_change is not None
-    assert len(res.status.reverts) == 1
+    res, third = reselect_and_revert(res, 20 + 601)
+    assert third.spec_change is not None
+    res, fourth = reselect_and_revert(res, 20 + 3 * 3600)
+    assert fourth.spec_change is None
+    assert condition(res, c.STALLED) == ("True", "RevertLoop")
+    assert len(res.status.reverts) == 3  # kept, and no more: the guard bounds them
 
 
 # ------------------------------------------------------------ B10 crash safety
@@ -502,3 +507,21 @@ def test_a_reverted_release_stays_failed_until_the_reverted_value_is_applied_by_
     assert condition(acknowledged, c.STALLED) == ("False", "NotStalled")
     assert decision.release_active_version  # and the operator lets go of the field
     assert acknowledged.status.phase == "Available"
+
+
+@pytest.mark.parametrize("later_s", [11 * 60, 24 * 3600])
+def test_the_verdict_on_a_reverted_release_stands_whatever_the_clock(later_s: float) -> None:
+    """Stalled=RolledBack (and `wait`'s judgement of the release) last until the spec is
+    written again, not until a revert ages out of the loop guard: an expired stall let
+    go of spec.activeVersion and `wait` pass the failed release."""
+    res, _ = fail_v2()
+    back = replace(select(res, "v1"), active_version_managers=("modeldeploy",))
+    back, _ = step(back, Observed(deployment=deployment(back, "v2", ready=0, old=2)), 6)
+    back, _ = step(back, Observed(deployment=deployment(back)), 7)
+    later, decision = step(back, Observed(deployment=deployment(back)), 7 + later_s)
+    assert condition(later, c.STALLED) == ("True", "RolledBack")
+    assert not decision.release_active_version
+    release = release_of(later)
+    assert (release.version, release.generation) == ("v2", later.generation - 1)
+    judged = present(judge(later, release))
+    assert not judged.succeeded and "reverted to v1" in judged.message

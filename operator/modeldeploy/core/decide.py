@@ -78,26 +78,29 @@ def decide(
     status = replace(
         outbox.prune(before, observed.delivered),
         observed_generation=resource.generation,
-        reverts=quarantine.recent_reverts(before, now),
+        reverts=quarantine.kept_reverts(before),
     )
+    status, given_up = outbox.expire(status, observed.undelivered, now)
     spec = resource.spec
     if isinstance(spec, SpecError):
         problem = Problem(c.REASON_INVALID_SPEC, shorten(str(spec)))
-        return _blocked(resource, before, status, problem, now)
+        return _blocked(resource, before, status, problem, given_up, now)
     conflict = _name_conflict(resource, observed)
     if conflict:
-        return _blocked(resource, before, status, Problem(c.REASON_NAME_CONFLICT, conflict), now)
+        problem = Problem(c.REASON_NAME_CONFLICT, conflict)
+        return _blocked(resource, before, status, problem, given_up, now)
 
     # Configuration snapshots (core/config.py): each version as its pods run it.
     configs = config.step(status, resource, spec, observed, now)
     status, spec = configs.status, configs.spec
-    draft = _requests(Draft(status, events=configs.events), resource, spec, now)
+    draft = _requests(Draft(status, events=given_up + configs.events), resource, spec, now)
     if configs.waiting:  # no rollout of the active version before its snapshot exists
         draft = replace(draft, stall=configs.stall, requeue=configs.requeue)
     else:
         draft = _rollout(draft, resource, spec, observed, now)
+    refused = _refusal(observed, resource, WEBHOOK)
     checked = endpoints.check(
-        draft.status, resource, spec, _refusal(observed, resource, WEBHOOK), settings, now
+        draft.status, resource, spec, refused, observed.undelivered, settings, now
     )
     draft = replace(
         draft,
@@ -118,7 +121,8 @@ def decide(
         draft.status, resource, spec, observed, digest, draft.quarantined, stall, now
     )
     events = draft.events + summary.stall_event(before, stall)
-    status = ledger.bound(outbox.add(status, events, now), spec)
+    status, overflowed = outbox.add(status, events, now)
+    status = ledger.bound(status, spec)
     spec_change = draft.spec_change
     if spec_change is None and configs.consume_refresh:
         spec_change = SpecChange(None, None, remove_refresh=True)
@@ -138,6 +142,7 @@ def decide(
         snapshots=configs.requests,
         deletes=configs.deletes,
         events=events,
+        dropped_notices=overflowed + len(given_up),
         release_active_version=(
             c.MANAGER in resource.active_version_managers
             and after_revert is None
@@ -305,10 +310,20 @@ def _name_conflict(resource: Resource, observed: Observed) -> str | None:
 
 
 def _blocked(
-    resource: Resource, before: Status, status: Status, stall: Problem, now: datetime
+    resource: Resource,
+    before: Status,
+    status: Status,
+    stall: Problem,
+    given_up: tuple[Event, ...],
+    now: datetime,
 ) -> Decision:
     """Invalid spec or name conflict: report it, leave every child untouched."""
     status = summary.blocked(resource, status, stall, now)
-    events = summary.stall_event(before, stall)
-    status = outbox.add(status, events, now)
-    return Decision(status=status, status_changed=to_json(status) != to_json(before), events=events)
+    events = given_up + summary.stall_event(before, stall)
+    status, overflowed = outbox.add(status, events, now)
+    return Decision(
+        status=status,
+        status_changed=to_json(status) != to_json(before),
+        events=events,
+        dropped_notices=overflowed + len(given_up),
+    )

@@ -15,13 +15,16 @@ from modeldeploy import constants as c
 from modeldeploy.core import ledger
 from modeldeploy.core.conditions import get_condition
 from modeldeploy.core.plan import Event, Problem
-from modeldeploy.model.observed import Refusal
+from modeldeploy.model.egress import Purpose
+from modeldeploy.model.observed import Refusal, Undelivered
 from modeldeploy.model.resource import Resource
 from modeldeploy.model.settings import Settings
 from modeldeploy.model.spec import Spec
 from modeldeploy.model.status import Status
+from modeldeploy.model.times import format_time
 
 WEBHOOK = "webhook"  # the refusal of a webhook's URL (its Secret, or the allow-list)
+ANALYSIS, WEBHOOK_TARGET = Purpose.ANALYSIS, Purpose.WEBHOOK
 
 
 @dataclass(frozen=True)
@@ -36,31 +39,49 @@ def check(
     resource: Resource,
     spec: Spec,
     webhook_refusal: Refusal | None,
+    undelivered: tuple[Undelivered, ...],
     settings: Settings,
     now: datetime,
 ) -> Checked:
     """Each endpoint the spec names, against the admin's allow-list (and, for a webhook
-    from a Secret, what reading it gave: `webhook_refusal`)."""
+    from a Secret, what reading it gave: `webhook_refusal`); and whether notices are owed
+    to a receiver that failed (`undelivered`: WebhookReady=False while they are)."""
     prometheus = spec.analysis.prometheus if spec.analysis else None
-    refused = settings.egress.why_not(prometheus) if prometheus else None
+    namespace = resource.namespace
+    refused = settings.egress.why_not(prometheus, ANALYSIS, namespace) if prometheus else None
     stall = None
     if refused is not None:
         stall = Problem(c.REASON_INVALID_SPEC, f"spec.analysis.prometheus: {refused}")
-    if spec.webhook is None:
+    if spec.webhook is None and not undelivered:
         kept = tuple(k for k in status.conditions if k.type != c.WEBHOOK_READY)
         return Checked(replace(status, conditions=kept), stall)
-    why = settings.egress.why_not(spec.webhook.url) if spec.webhook.url else None
+    url = spec.webhook.url if spec.webhook else None
+    why = settings.egress.why_not(url, WEBHOOK_TARGET, namespace) if url else None
+    reason = c.REASON_WEBHOOK_REFUSED
     if why is not None:
         why = f"spec.notifications.webhook.url: {why}"
     elif webhook_refusal is not None:
         why = webhook_refusal.message
+    elif undelivered:
+        why, reason = _owed(undelivered), c.REASON_WEBHOOK_UNDELIVERED
     message = why or "webhook notifications are allowed"
-    reason = c.REASON_WEBHOOK_REFUSED if why else c.REASON_WEBHOOK_READY
+    reason = reason if why else c.REASON_WEBHOOK_READY
     status = ledger.set_status_condition(
         status, resource, c.WEBHOOK_READY, why is None, reason, message, now
     )
     previous = get_condition(resource.status.conditions, c.WEBHOOK_READY)
     events: tuple[Event, ...] = ()
     if why and (previous is None or previous.status != "False" or previous.message != why):
-        events = (Event("Warning", c.REASON_WEBHOOK_REFUSED, why),)
+        events = (Event("Warning", reason, why),)
     return Checked(status, stall, events)
+
+
+def _owed(undelivered: tuple[Undelivered, ...]) -> str:
+    """What is owed to which receiver, and the latest error: stable between attempts, so
+    retrying writes no status."""
+    latest = max(undelivered, key=lambda u: u.since)
+    receivers = ", ".join(sorted({u.receiver for u in undelivered}))
+    return (
+        f"notifications owed to {receivers} since {format_time(min(u.since for u in undelivered))}"
+        f" (retried with backoff for up to a day): {latest.receiver}: {latest.error}"
+    )

@@ -85,6 +85,7 @@ class Decision:
     snapshots: tuple[SnapshotRequest, ...] = ()  # to take before this decision can stand
     deletes: tuple[str, ...] = ()  # snapshot ConfigMaps no longer needed
     events: tuple[Event, ...] = ()  # what this decision adds to the outbox
+    dropped_notices: int = 0  # owed notices given up on (a day old, or the outbox full)
     # Give up the field manager's hold on spec.activeVersion our revert took, once the
     # revert is acknowledged or overtaken: later writers must not conflict with us.
     release_active_version: bool = False

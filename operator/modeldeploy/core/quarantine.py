@@ -65,10 +65,24 @@ def revert_target(status: Status, spec: Spec, name: str, failed: str) -> str | P
     return last_good
 
 
-def recent_reverts(status: Status, now: datetime) -> tuple[Revert, ...]:
-    """The loop guard's memory (B9): automatic reverts within its window."""
-    window = timedelta(seconds=c.REVERT_LOOP_WINDOW_S)
-    return tuple(r for r in status.reverts if now - r.at < window)
+def kept_reverts(status: Status) -> tuple[Revert, ...]:
+    """The reverts status keeps, whatever the clock: the latest (the verdict on the
+    release it reverted stands until the spec is written again, B15), and each revert
+    away from a version that is still quarantined since it failed (the loop guard, B9).
+    Bounded: a version stops being reverted at the guard's limit."""
+    latest = status.reverts[-1:] if status.reverts else ()
+    counted = tuple(r for r in status.reverts if _since_its_failure(status, r))
+    return tuple(r for r in status.reverts if r in counted or r in latest)
+
+
+def _since_its_failure(status: Status, revert: Revert) -> bool:
+    record = status.version_record(revert.from_version)
+    return bool(
+        record
+        and record.state == c.STATE_FAILED
+        and record.failed_at is not None
+        and revert.at >= record.failed_at
+    )
 
 
 def handle_quarantined(
@@ -208,13 +222,17 @@ def _revert_recorded(status: Status, resource: Resource, version: str) -> bool:
 
 
 def _revert_loop(status: Status, version: str) -> Problem | None:
-    reverts_from_here = [r for r in status.reverts if r.from_version == version]
-    if len(reverts_from_here) < c.REVERT_LOOP_LIMIT:
+    """B9: a version reverted this often since it failed is being re-applied by someone
+    (a GitOps tool, however slowly it self-heals); stop and say so."""
+    reverts = [r for r in status.reverts if r.from_version == version]
+    counted = [r for r in reverts if _since_its_failure(status, r)]
+    if len(counted) < c.REVERT_LOOP_LIMIT:
         return None
     return Problem(
         c.REASON_REVERT_LOOP,
-        f"{version} was re-applied and reverted {len(reverts_from_here)} times within "
-        f"{int(c.REVERT_LOOP_WINDOW_S // 60)} minutes; not reverting again",
+        f"{version} was re-applied and reverted {len(counted)} times since it failed; not "
+        "reverting again (a GitOps tool applying it from Git? name another version there, or "
+        f"retry it: kubectl modeldeploy retry NAME {version})",
     )
 
 

@@ -137,6 +137,16 @@ class SnapshotResult:
 
 
 @dataclass(frozen=True)
+class Undelivered:
+    """Webhook attempts of one owed notice to one receiver that failed so far."""
+
+    receiver: str  # host:port
+    error: str  # the last attempt's
+    since: datetime  # the first failed attempt
+    attempts: int
+
+
+@dataclass(frozen=True)
 class Observed:
     deployment: ChildState | None = None
     service: ChildState | None = None
@@ -149,6 +159,7 @@ class Observed:
     validations: tuple[ValidationResult, ...] = ()
     snapshots: tuple[SnapshotResult, ...] = ()  # taken in this reconcile
     deleted_snapshots: frozenset[str] = frozenset()  # snapshot ConfigMaps known gone
+    undelivered: tuple[Undelivered, ...] = ()  # webhook attempts that failed (in memory)
 
 
 def _controller_uid(meta: Mapping[str, Any]) -> str | None:
