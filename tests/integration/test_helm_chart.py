@@ -93,6 +93,8 @@ def test_default_values_install_a_cluster_wide_operator(helm: Path) -> None:
     (container,) = deployment["template"]["spec"]["containers"]
     assert container["image"] == "registry.example/modeldeploy/operator:0.1.0"
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    # Not the liveness check: ready once started (kopf opens the port after startup).
+    assert container["readinessProbe"] == {"tcpSocket": {"port": "health"}, "periodSeconds": 5}
 
 
 def test_the_default_security_context_is_restricted(helm: Path) -> None:
