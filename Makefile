@@ -58,11 +58,12 @@ fmt: venv
 unit: venv
 	$(BIN)/pytest tests/unit -q
 
-# The tools the tests run (Helm 4, the kstatus checker) are built from Go modules here,
-# once and cached, for the same reason.
+# The tools the tests run (Helm 4, the kstatus checker, kube-score) are built from Go
+# modules here, once and cached, for the same reason.
 integration: packages-integration venv
 	testbed/build-tool.sh helm >/dev/null
 	testbed/build-tool.sh kstatus >/dev/null
+	testbed/build-tool.sh kube-score >/dev/null
 	$(BIN)/pytest tests/integration -q
 
 e2e: packages-e2e venv

@@ -93,6 +93,9 @@ def test_default_values_install_a_cluster_wide_operator(helm: Path) -> None:
     (container,) = deployment["template"]["spec"]["containers"]
     assert container["image"] == "registry.example/modeldeploy/operator:0.1.0"
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    # Not the liveness check: ready once started (kopf opens the port after startup).
+    assert container["readinessProbe"] == {"tcpSocket": {"port": "health"}, "periodSeconds": 5}
+    assert "affinity" not in deployment["template"]["spec"]  # one replica: nothing to spread
 
 
 def test_the_default_security_context_is_restricted(helm: Path) -> None:
@@ -188,6 +191,14 @@ def test_leader_election_on_runs_replicas_with_a_lease(helm: Path) -> None:
     pdb = the(objects, "PodDisruptionBudget")["spec"]
     assert pdb["maxUnavailable"] == 1
     assert pdb["selector"]["matchLabels"] == deployment["selector"]["matchLabels"]
+    # Preferably not both replicas on one node, as deploy/base/operator.yaml.
+    (spread,) = deployment["template"]["spec"]["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert spread["podAffinityTerm"] == {
+        "topologyKey": "kubernetes.io/hostname",
+        "labelSelector": {"matchLabels": deployment["selector"]["matchLabels"]},
+    }
 
 
 def test_two_replicas_without_leader_election_are_refused(helm: Path) -> None:
@@ -246,6 +257,22 @@ def test_placement_values_reach_the_pod(helm: Path) -> None:
     )["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"modeldeploy.io/node": "real"}
     assert pod["tolerations"] == [{"key": "modeldeploy.io/real-node", "operator": "Exists"}]
+
+
+def test_an_affinity_of_the_values_replaces_the_default_spread(helm: Path) -> None:
+    pod = the(
+        render(
+            helm,
+            "replicas=2",
+            "leaderElection.enabled=true",
+            "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+            ".nodeSelectorTerms[0].matchExpressions[0].key=pool",
+            "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+            ".nodeSelectorTerms[0].matchExpressions[0].operator=Exists",
+        ),
+        "Deployment",
+    )["spec"]["template"]["spec"]
+    assert list(pod["affinity"]) == ["nodeAffinity"]
 
 
 def test_the_chart_installs_the_crd_of_the_repository(helm: Path) -> None:

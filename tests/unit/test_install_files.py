@@ -41,9 +41,10 @@ def image_tags(kustomization: Path) -> dict[str, str]:
 
 def test_the_kustomizations_name_the_package_version() -> None:
     deploy = ROOT / "deploy"
-    assert image_tags(deploy / "kustomization.yaml") == {
-        "registry.example/modeldeploy/operator": PROJECT["version"]
-    }
+    for kustomization in ("kustomization.yaml", "overlays/namespaced/kustomization.yaml"):
+        assert image_tags(deploy / kustomization) == {
+            "registry.example/modeldeploy/operator": PROJECT["version"]
+        }
     assert image_tags(deploy / "overlays" / "testbed" / "kustomization.yaml") == {
         "modeldeploy.local/operator": PROJECT["version"]
     }
