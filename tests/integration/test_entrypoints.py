@@ -52,6 +52,27 @@ def test_a_webhook_flag_that_is_not_a_url_is_refused() -> None:
     assert "--webhook must be an http:// or https:// URL" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("flags", "text"),
+    [
+        (["--allowed-url-prefix", "http://x/"], "split into --allowed-analysis-source"),
+        (
+            ["--allowed-analysis-source", "http://prom:9090/?namespace=b"],
+            "--allowed-analysis-source must be an http:// or https:// URL: a URL with a query",
+        ),
+        (["--prometheus", "http://prom:9090/../x"], "dot segment"),
+        (["--allowed-webhook", "team-a=ftp://x/"], "--allowed-webhook must be an http://"),
+    ],
+)
+def test_an_allow_list_flag_that_is_not_a_clean_url_stops_the_operator(
+    flags: list[str], text: str
+) -> None:
+    result = run_operator(*flags)
+    assert result.returncode == 1
+    assert text in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("workers", ["0", "-3", "many"])
 def test_a_workers_flag_below_one_is_refused(workers: str) -> None:
     result = run_operator("--workers", workers)

@@ -213,14 +213,23 @@ def test_a_scope_other_than_cluster_or_namespace_is_refused(helm: Path) -> None:
     assert 'scope must be cluster or namespace, not "everywhere"' in rendered.stderr
 
 
+def test_the_old_allow_list_for_every_purpose_is_refused_naming_the_new_ones(helm: Path) -> None:
+    rendered = run(helm, "template", RELEASE, str(CHART), "--set", "allowedUrlPrefixes={http://x/}")
+    assert rendered.returncode != 0
+    assert "set allowedAnalysisSources and allowedWebhooks instead" in rendered.stderr
+
+
 @pytest.mark.parametrize(
     ("sets", "expected"),
     [
         (
-            ["allowedUrlPrefixes={https://hooks.example/,http://prometheus.monitoring:9090/}"],
             [
-                "--allowed-url-prefix=https://hooks.example/",
-                "--allowed-url-prefix=http://prometheus.monitoring:9090/",
+                "allowedWebhooks={https://hooks.example/}",
+                "allowedAnalysisSources={team-a=http://prometheus.monitoring:9090/}",
+            ],
+            [
+                "--allowed-analysis-source=team-a=http://prometheus.monitoring:9090/",
+                "--allowed-webhook=https://hooks.example/",
             ],
         ),
         (["metrics.bindAddress=127.0.0.1"], ["--metrics-port=9090", "--metrics-address=127.0.0.1"]),
