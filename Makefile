@@ -12,12 +12,13 @@ PACKAGES := $(PYTHON) -m testbed.packages
 REAL_NODE_PACKAGES := $(if $(filter 1,$(REAL_NODE)),real-node)
 export KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
 
-.PHONY: help venv lint fmt unit integration e2e test cluster cluster-down cluster-status testbed-build demo bench bench-quick clean packages-integration packages-e2e packages-cluster
+.PHONY: help venv lint fmt unit integration e2e test mutation cluster cluster-down cluster-status testbed-build demo bench bench-quick clean packages-integration packages-e2e packages-cluster
 
 help:
 	@echo "make demo            start the local test bed and watch a bad version get reverted"
 	@echo "make test            lint, unit, integration and e2e tests (what CI runs)"
 	@echo "make lint            ruff, ruff format --check, mypy --strict, import-linter"
+	@echo "make mutation        each guarantee in tests/mutations.toml, removed, must fail its tests"
 	@echo "make cluster         start the local test bed (builds it once, ~6 min cold)"
 	@echo "                     REAL_NODE=1 adds a real node (kubelet, containerd); also for demo"
 	@echo "make cluster-down    stop it;  make cluster-status: show it"
@@ -73,6 +74,12 @@ e2e: packages-e2e venv
 	$(BIN)/pytest tests/e2e -q --e2e
 
 test: packages-e2e lint unit integration e2e
+
+# Each listed guarantee is taken out of a scratch copy of the code and its tests must fail
+# (tests/mutation.py); MUTATION_ARGS=--no-e2e runs the quick ones only.
+mutation: packages-e2e venv
+	$(TESTBED) build --real-node
+	$(BIN)/python -m tests.mutation $(MUTATION_ARGS)
 
 testbed-build:
 	$(TESTBED) build

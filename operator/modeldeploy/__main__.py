@@ -230,8 +230,8 @@ def main(argv: list[str] | None = None) -> None:
     options = options_of(args)
     try:
         # Here, once: a sentence on failure, not a startup handler's traceback; one
-        # pooled connection per reconcile worker.
-        load_config(connections=args.workers)
+        # pooled connection per reconcile worker; no request sent twice behind our back.
+        load_config(connections=args.workers, retries=False)
     except ConfigError as error:
         raise SystemExit(f"modeldeploy: cannot reach a cluster: {error}") from None
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])

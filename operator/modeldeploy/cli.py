@@ -65,13 +65,6 @@ def quarantined(resource: Resource, version: str) -> bool:
     )
 
 
-def condition(body: JSON, type_: str) -> JSON:
-    for item in (body.get("status") or {}).get("conditions") or ():
-        if item.get("type") == type_:
-            return dict(item)
-    return {}
-
-
 # ------------------------------------------------------------------ commands
 
 
@@ -278,20 +271,18 @@ def rollback(cluster: KubeCluster, body: JSON, target: str | None) -> str:
         )
     if target == spec.active_version:
         return f"{resource.name} already selects {target}; nothing to do"
-    applied = cluster.patch(
-        resource.namespace,
-        resource.name,
-        [
-            {"op": "test", "path": "/spec/activeVersion", "value": spec.active_version},
-            {"op": "replace", "path": "/spec/activeVersion", "value": target},
-        ],
-    )
-    if not applied:
-        raise CliError("spec.activeVersion changed meanwhile; look again and retry")
+    if not cluster.select_version(body, target):
+        raise CliError(
+            f"{resource.name}'s spec changed meanwhile; look again "
+            f"(kubectl modeldeploy status {resource.name}) and retry"
+        )
     return (
         f"{resource.name}: spec.activeVersion {spec.active_version} -> {target} (manual "
         f"rollback). Follow it with: kubectl modeldeploy wait {resource.name} --for=ready"
     )
+
+
+ANNOTATE_ATTEMPTS = 3  # the operator writes status often: read again and annotate again
 
 
 def retry(cluster: KubeCluster, body: JSON, version: str) -> str:
@@ -299,15 +290,12 @@ def retry(cluster: KubeCluster, body: JSON, version: str) -> str:
     spec = valid_spec(resource)
     if version not in spec.versions:
         raise CliError(f'version "{version}" is not in spec.versions', EXIT_USAGE)
-    key = c.ANNOTATION_RETRY.replace("~", "~0").replace("/", "~1")
-    patch: list[JSON] = []
-    if not body["metadata"].get("annotations"):
-        patch.append({"op": "add", "path": "/metadata/annotations", "value": {}})
-    patch.append({"op": "add", "path": f"/metadata/annotations/{key}", "value": version})
-    if not cluster.patch(resource.namespace, resource.name, patch):
-        raise CliError(f"{resource.name} changed meanwhile; look again and retry")
     note = "" if quarantined(resource, version) else f" ({version} was not quarantined)"
-    return f"{resource.name}: retry of {version} requested{note}; the operator rolls it out"
+    for _ in range(ANNOTATE_ATTEMPTS):
+        if cluster.annotate(body, c.ANNOTATION_RETRY, version):
+            return f"{resource.name}: retry of {version} requested{note}; the operator rolls it out"
+        body = cluster.get(resource.namespace, resource.name)
+    raise CliError(f"{resource.name} changed meanwhile, {ANNOTATE_ATTEMPTS} times; try again")
 
 
 def wait(cluster: KubeCluster, namespace: str, name: str, timeout: float) -> str:

@@ -32,6 +32,7 @@ LABEL_CONFIG_HASH: Final = f"{GROUP}/config-hash"
 ANNOTATION_REFRESH_CONFIG: Final = f"{GROUP}/refresh-config"
 CONFIG_VOLUME: Final = "model-config"
 CONFIG_PATH: Final = "/etc/model/config"  # mounted read-only; MODEL_CONFIG names it
+SCRATCH_VOLUME: Final = "scratch"  # an emptyDir at spec.template.scratchPath
 KOPF_PREFIX: Final = f"operator.{GROUP}"
 
 # Condition types (kstatus: Reconciling, Stalled and Ready are read by Helm, Flux, kpt).
@@ -117,6 +118,8 @@ EVENT_ROLLED_BACK: Final = "RolledBack"
 EVENT_QUARANTINED: Final = "VersionQuarantined"
 EVENT_RETRY: Final = "RetryRequested"
 EVENT_REVERT_SKIPPED: Final = "RevertSkipped"
+EVENT_RETRY_SKIPPED: Final = "RetrySkipped"  # the spec changed after the retry was asked
+EVENT_TARGET_UNCHECKED: Final = "RevertTargetUnchecked"  # its pods did not answer in time
 EVENT_CONFIG_SNAPSHOT: Final = "ConfigSnapshotTaken"
 EVENT_CONFIG_REFRESH_FAILED: Final = "ConfigRefreshFailed"  # or ignored: no such config
 EVENT_NOTIFICATION_DROPPED: Final = "NotificationDropped"  # owed a day, or the outbox full

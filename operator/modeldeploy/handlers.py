@@ -16,10 +16,11 @@ import kopf
 from modeldeploy import constants as c
 from modeldeploy import metrics
 from modeldeploy.caches import Caches
+from modeldeploy.controller import Stalled
 from modeldeploy.model.observed import owner_key, parse_child, parse_pod, parse_replica_set
 from modeldeploy.model.resource import ACTIVE_VERSION_MANAGERS, active_version_managers
 from modeldeploy.ports import Identity
-from modeldeploy.runtime import SELECTOR, Options, Runtime, Stalled
+from modeldeploy.runtime import SELECTOR, Options, Runtime
 
 MANAGED = {c.LABEL_MANAGED_BY: c.MANAGER}
 # kopf retries a failed request (a watch's too) after 1, 1, 2, 3, 5, 8, 13 and 21 s: an API

@@ -1,10 +1,11 @@
-"""Work in lanes: one queue per peer (a Prometheus, a webhook receiver: host and port),
-served by a few workers.
+"""Work in lanes: one queue per peer (a Prometheus, a webhook receiver, a pod: host and
+port), served by a few workers, fairly between groups of lanes.
 
 Beside the kube layer, below the handlers. A lane is served by at most one worker
 at a time, so a peer that answers slowly (or trickles bytes until its deadline)
-holds one worker, while the other lanes keep their turn: one tenant's slow receiver
-cannot delay another tenant's notifications or analysis.
+holds one worker, while the other lanes keep their turn. Lanes may belong to a group
+(a tenant's namespace): a group holds at most `per_group` workers at once, so one
+tenant's many slow peers never take every worker from the others.
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ logger = logging.getLogger(__name__)
 
 
 class Lanes:
-    def __init__(self, workers: int, name: str) -> None:
+    def __init__(self, workers: int, name: str, per_group: int | None = None) -> None:
         self._lanes: dict[str, deque[Callable[[], None]]] = {}
         self._ready: deque[str] = deque()  # lanes with work and no worker on them
         self._busy: set[str] = set()
+        self._group_of: dict[str, str] = {}
+        self._working: dict[str, int] = {}  # workers on each group's lanes now
+        self._per_group = per_group if per_group is not None else workers
         self._lock = threading.Condition()
         self._closed = False
         self._threads = [
@@ -31,10 +35,11 @@ class Lanes:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, lane: str, job: Callable[[], None]) -> None:
+    def submit(self, lane: str, job: Callable[[], None], group: str = "") -> None:
         with self._lock:
             queue = self._lanes.setdefault(lane, deque())
             queue.append(job)
+            self._group_of[lane] = group
             if lane not in self._busy and lane not in self._ready:
                 self._ready.append(lane)
                 self._lock.notify()
@@ -48,16 +53,26 @@ class Lanes:
             self._closed = True
             self._lock.notify_all()
 
+    def _next(self) -> str | None:
+        """The first ready lane whose group may take one more worker (under the lock)."""
+        for index, lane in enumerate(self._ready):
+            if self._working.get(self._group_of[lane], 0) < self._per_group:
+                del self._ready[index]
+                return lane
+        return None
+
     def _work(self) -> None:
         while True:
             with self._lock:
-                while not self._ready and not self._closed:
+                lane = None
+                while not self._closed and (lane := self._next()) is None:
                     self._lock.wait()
-                if self._closed:
+                if self._closed or lane is None:
                     return
-                lane = self._ready.popleft()
                 job = self._lanes[lane].popleft()
                 self._busy.add(lane)
+                group = self._group_of[lane]
+                self._working[group] = self._working.get(group, 0) + 1
             try:
                 job()
             except Exception:  # a job's bug must not take the worker with it
@@ -65,8 +80,10 @@ class Lanes:
             finally:
                 with self._lock:
                     self._busy.discard(lane)
+                    self._working[group] -= 1
                     if self._lanes[lane]:
                         self._ready.append(lane)  # to the back: other lanes go first
-                        self._lock.notify()
                     else:
                         del self._lanes[lane]
+                        del self._group_of[lane]
+                    self._lock.notify_all()  # a lane of this group may be next now

@@ -29,15 +29,16 @@ EXPIRY_MARGIN_S = 0.01  # try just after the expiry, not on it
 
 
 class Leases(Protocol):
-    """One Lease object on the API server (modeldeploy.kube.KubeLeases)."""
+    """One Lease object on the API server (modeldeploy.kube.KubeLeases). Each call is one
+    request, never retried, that ends within `timeout` seconds or raises."""
 
-    def read(self) -> tuple[str, JSON] | None:
+    def read(self, timeout: float) -> tuple[str, JSON] | None:
         """(resourceVersion, spec), or None when there is no Lease yet."""
 
-    def create(self, spec: JSON) -> str | None:
+    def create(self, spec: JSON, timeout: float) -> str | None:
         """The new resourceVersion, or None when another process created it first."""
 
-    def replace(self, resource_version: str, spec: JSON) -> str | None:
+    def replace(self, resource_version: str, spec: JSON, timeout: float) -> str | None:
         """The new resourceVersion, or None when the Lease is no longer at that version."""
 
 
@@ -57,9 +58,17 @@ class Timing:
             )
 
     @property
-    def request_timeout(self) -> float:
-        """Each Lease call's deadline: the read and the write of one renewal fit in the deadline."""
+    def attempt_deadline(self) -> float:
+        """One attempt to acquire or renew (a read and a write) ends within this: two
+        attempts fit in the renew deadline."""
         return self.renew_deadline / 2
+
+    @property
+    def write_deadline(self) -> float:
+        """The longest a fenced write may take, sent to last byte: one sent just before the
+        renew deadline still ends before the lease duration, the soonest another process
+        can lead. The fence's safety margin."""
+        return self.lease_duration - self.renew_deadline
 
 
 def new_identity() -> str:
@@ -148,6 +157,8 @@ class Elector:
         self._renewed_at: float | None = None  # when the last successful renewal was sent
         self._seen: Sighting | None = None
         self._written: JSON | None = None  # the spec of our last successful write
+        self._leading = False  # what `run` last told: leading() or following()
+        self._failed = False  # the last attempt failed
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lease")
 
     def may_write(self) -> bool:
@@ -157,12 +168,15 @@ class Elector:
         return renewed is not None and self._clock() < renewed + self.timing.renew_deadline
 
     def try_acquire_or_renew(self) -> bool:
-        """One attempt (blocking: API calls); True when we hold the Lease afresh."""
+        """One attempt (blocking: API calls), ending within the attempt deadline; True when
+        we hold the Lease afresh. Its time is when it was sent: a success that comes
+        late opens the fence only for what is left of the renew deadline from then."""
         sent = self._clock()
-        current = self.leases.read()
+        ends = sent + self.timing.attempt_deadline
+        current = self.leases.read(self._left(ends))
         if current is None:
             spec = claim(self.identity, self.timing, None, self._wall())
-            return self._won(sent, spec, self.leases.create(spec))
+            return self._won(sent, spec, self.leases.create(spec, self._left(ends)))
         version, previous = current
         if self._seen is None or self._seen.resource_version != version:
             self._seen = sighting(version, previous, self._clock())
@@ -170,7 +184,13 @@ class Elector:
             self._renewed_at = None  # someone else leads: not one more write from us
             return False
         spec = claim(self.identity, self.timing, previous, self._wall())
-        return self._won(sent, spec, self.leases.replace(version, spec))
+        return self._won(sent, spec, self.leases.replace(version, spec, self._left(ends)))
+
+    def _left(self, ends: float) -> float:
+        left = ends - self._clock()
+        if left <= 0:
+            raise TimeoutError("the attempt's deadline passed")
+        return left
 
     def _won(self, sent: float, spec: JSON, version: str | None) -> bool:
         if version is None:
@@ -186,41 +206,46 @@ class Elector:
         seen, written = self._seen, self._written
         if seen is None or written is None or seen.holder != self.identity:
             return False
-        return (
-            self.leases.replace(seen.resource_version, release_spec(written, self._wall()))
-            is not None
-        )
+        spec = release_spec(written, self._wall())
+        replaced = self.leases.replace(seen.resource_version, spec, self.timing.attempt_deadline)
+        return replaced is not None
 
     async def resign(self) -> bool:
         """`release` on the Lease's own thread, after any renewal still in flight."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, self.release)
 
     async def run(self, leading: Callable[[], None], following: Callable[[], None]) -> None:
-        """Try every retry period, forever. `leading()` runs on becoming leader and again on a
-        renewal after failed ones (the API server may have been away: catch up); `following()`
-        when the renew deadline passed or another process took the Lease."""
-        loop = asyncio.get_running_loop()
-        is_leader, failed = False, False
+        """Try every retry period, forever (`once`)."""
         while True:
             began = self._clock()
-            try:
-                won = await loop.run_in_executor(self._pool, self.try_acquire_or_renew)
-            except Exception as error:  # an unreachable or refusing API server: try again
-                logger.warning(
-                    "leader election: %s could not reach the lease: %s", self.identity, brief(error)
-                )
-                won = False
-            if won and (not is_leader or failed):
-                if not is_leader:
-                    logger.info("leader election: %s leads", self.identity)
-                is_leader = True
-                leading()
-            elif is_leader and not self.may_write():
-                is_leader = False
-                logger.warning("leader election: %s lost the lease; following", self.identity)
-                following()
-            failed = not won
+            await self.once(leading, following)
             await asyncio.sleep(self.pause(began))
+
+    async def once(self, leading: Callable[[], None], following: Callable[[], None]) -> None:
+        """One attempt, then what it means: `leading()` when this process may write and
+        did not before the attempt, or after failed attempts (the API server may have
+        been away: catch up); `following()` when it may no longer write. The fence
+        (`may_write`) itself never waits for this: every write asks it."""
+        before = self.may_write() and self._leading
+        try:
+            won = await asyncio.get_running_loop().run_in_executor(
+                self._pool, self.try_acquire_or_renew
+            )
+        except Exception as error:  # an unreachable or refusing API server: try again
+            logger.warning(
+                "leader election: %s could not reach the lease: %s", self.identity, brief(error)
+            )
+            won = False
+        if won and self.may_write() and (not before or self._failed):
+            if not self._leading:
+                logger.info("leader election: %s leads", self.identity)
+            self._leading = True
+            leading()
+        elif self._leading and not self.may_write():
+            self._leading = False
+            logger.warning("leader election: %s lost the lease; following", self.identity)
+            following()
+        self._failed = not won
 
     def pause(self, began: float) -> float:
         """Until the next attempt: a retry period after the last one began, or sooner, right

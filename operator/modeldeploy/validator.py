@@ -2,8 +2,10 @@
 
 Sits beside the kube layer, below the handlers, like the analysis queries: requests
 run in lanes, one per pod (its IP and port), served by a few workers, never on the
-reconcile workers; each request has its own whole-request deadline (outbound.to_pod),
-and a pod's requests stop at its first failure. What the core decides from the
+reconcile workers; a namespace's pods hold at most all workers but one, so one tenant's
+slow pods never hold up another tenant's validation (or its revert target's check);
+each request has its own whole-request deadline (outbound.to_pod), and a pod's
+requests stop at its first failure. What the core decides from the
 answers is core/validation.py; answers wait in an inbox until the resource's next
 reconcile folds them into its status.
 """
@@ -87,7 +89,8 @@ class Validator:
     ) -> None:
         self._wake = wake  # thread-safe: schedules a reconcile of the key
         self._send = send
-        self._lanes = Lanes(workers=workers, name="validation")
+        # One worker is always left to the other namespaces.
+        self._lanes = Lanes(workers=workers, name="validation", per_group=max(1, workers - 1))
         self._lock = threading.Lock()
         self._pending: set[tuple[Key, str, str]] = set()  # sent or answered, not yet taken
         self._inbox: dict[Key, list[ValidationResult]] = {}
@@ -100,7 +103,8 @@ class Validator:
                     continue
                 self._pending.add(ident)
             lane = f"{request.ip}:{request.port}"
-            self._lanes.submit(lane, functools.partial(self._run, key, request))
+            namespace = key[0]
+            self._lanes.submit(lane, functools.partial(self._run, key, request), group=namespace)
 
     def take(self, key: Key) -> tuple[ValidationResult, ...]:
         with self._lock:

@@ -4,12 +4,15 @@ Sits beside the kube layer, below the handlers: watch events for a
 ModelDeployment or any of its children only *mark* its key dirty; workers then
 reconcile each key from the latest cached state, one reconcile per key at a time,
 so a burst of pod events costs one reconcile, not one per event. A paused queue
-(a follower's) keeps collecting keys but hands none out.
+(before its caches are warm, or a follower's) keeps collecting keys but hands none
+out; so does an open one whose `gate` says no (the leader's write fence: a key is
+handed out only while this process may write, asked at the moment it is).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable
@@ -19,14 +22,22 @@ logger = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
 ERROR_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+GATE_POLL_S = 0.5  # a closed gate opens with time, not only by `kick`: look this often
 
 
 class WorkQueue(Generic[K]):
     """Keys to reconcile; `handler(key)` returns seconds until the key's next deadline."""
 
-    def __init__(self, handler: Callable[[K], Awaitable[float | None]], workers: int = 4) -> None:
+    def __init__(
+        self,
+        handler: Callable[[K], Awaitable[float | None]],
+        workers: int = 4,
+        gate: Callable[[], bool] = lambda: True,
+    ) -> None:
         self._handler = handler
         self._workers = workers
+        self._gate = gate
+        self._kicked = asyncio.Event()  # the gate may have opened: look again
         self._queue: asyncio.Queue[K] = asyncio.Queue()
         self._queued: set[K] = set()
         self._active: set[K] = set()
@@ -36,6 +47,7 @@ class WorkQueue(Generic[K]):
         self._tasks: list[asyncio.Task[None]] = []
         self._open = asyncio.Event()
         self._open.set()
+        self._paused_at: float | None = None
         self._progress_at = time.monotonic()  # the last reconcile's end, or the last resume
 
     def add(self, key: K, delay: float = 0.0) -> None:
@@ -79,12 +91,28 @@ class WorkQueue(Generic[K]):
 
     def pause(self) -> None:
         """Hand out no more keys (running reconciles finish); adds are still collected."""
+        if self._open.is_set():
+            self._paused_at = time.monotonic()
         self._open.clear()
 
     def resume(self) -> None:
         if not self._open.is_set():
             self._progress_at = time.monotonic()
+            self._paused_at = None
             self._open.set()
+        self.kick()
+
+    def kick(self) -> None:
+        """The gate may have opened (a renewal): workers look again now."""
+        self._kicked.set()
+
+    def paused_for(self) -> float:
+        """Seconds since the queue was paused (0 when it is not)."""
+        return 0.0 if self._paused_at is None else time.monotonic() - self._paused_at
+
+    def running(self) -> int:
+        """Reconciles running now."""
+        return len(self._active)
 
     def stalled_for(self) -> float:
         """Seconds that work has waited with no reconcile ending (0 when idle or paused)."""
@@ -92,12 +120,22 @@ class WorkQueue(Generic[K]):
             return 0.0
         return time.monotonic() - self._progress_at
 
+    async def _until_open(self) -> None:
+        """Until the queue is open and its gate says yes."""
+        while True:
+            await self._open.wait()
+            if self._gate():
+                return
+            self._kicked.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kicked.wait(), GATE_POLL_S)
+
     async def _work(self) -> None:
         while True:
+            await self._until_open()
             key = await self._queue.get()
-            if not self._open.is_set():
-                self._queue.put_nowait(key)  # still queued; handed out once resumed
-                await self._open.wait()
+            if not (self._open.is_set() and self._gate()):
+                self._queue.put_nowait(key)  # still queued; handed out once open again
                 continue
             self._queued.discard(key)
             self._active.add(key)

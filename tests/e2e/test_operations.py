@@ -17,12 +17,16 @@ import kubernetes
 import pytest
 import yaml
 
+from modeldeploy.constants import ANNOTATION_RETRY, GROUP, PLURAL, VERSION
+from modeldeploy.kube import KubeCluster
 from modeldeploy.model.times import parse_time
 from testbed.support import OperatorProcess, free_port
 from tests.e2e.conftest import on_its_service_account
 from tests.e2e.helpers import Kube, model_deployment, revert_scenario, wait_for
+from tests.e2e.test_verdicts import _policy_denying_moves_to
 
 GOOD, BAD = "registry.example/m:1", "registry.example/m:2-crashloop"
+GOOD_V2 = "registry.example/m:2"
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -276,6 +280,34 @@ def test_plugin_rollback_goes_to_the_previous_good_version_and_wait_reports_read
         "Manual",
         "Succeeded",
     )
+
+
+def test_plugin_writes_are_guarded_a_change_meanwhile_is_told_from_a_refusal(
+    kube: Kube, namespace: str
+) -> None:
+    """No operator runs: the writes alone, against the real API server, which answers a
+    failed JSON-patch `test` and an admission refusal both with a bare 422."""
+    kube.create(namespace, model_deployment("guarded", {"v1": GOOD, "v2": GOOD_V2}, "v1"))
+    cluster = KubeCluster()
+    read = cluster.get(namespace, "guarded")
+    kube.custom.patch_namespaced_custom_object(  # someone annotates meanwhile
+        GROUP, VERSION, namespace, PLURAL, "guarded", {"metadata": {"annotations": {"team": "a"}}}
+    )
+    assert cluster.annotate(read, ANNOTATION_RETRY, "v1") is False  # moved on: not wiped
+    assert kube.get(namespace, "guarded")["metadata"]["annotations"] == {"team": "a"}
+    retried = plugin("-n", namespace, "retry", "guarded", "v1")
+    assert retried.returncode == 0, retried.stderr
+    annotations = kube.get(namespace, "guarded")["metadata"]["annotations"]
+    assert annotations == {"team": "a", ANNOTATION_RETRY: "v1"}
+    read = cluster.get(namespace, "guarded")
+    kube.select(namespace, "guarded", "v2")  # the spec changes meanwhile
+    assert cluster.select_version(read, "v2") is False
+    with _policy_denying_moves_to(namespace, "v1"):
+        denied = plugin("-n", namespace, "rollback", "guarded", "--to", "v1")
+    assert denied.returncode == 1
+    assert "refused" in denied.stderr and "frozen in this namespace" in denied.stderr
+    assert "changed meanwhile" not in denied.stderr
+    assert kube.get(namespace, "guarded")["spec"]["activeVersion"] == "v2"
 
 
 def test_plugin_wait_fails_fast_when_the_first_version_fails(

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from typing import Any
 
 import pytest
 
 from modeldeploy.constants import ANNOTATION_RETRY, GROUP, PLURAL, VERSION
 from modeldeploy.core.plan import SpecChange
+from modeldeploy.faults import ENV, EXIT_CODE
 from modeldeploy.kube import KubeCluster
 from modeldeploy.model.resource import parse_resource
 from modeldeploy.ports import Refused
@@ -285,10 +285,22 @@ def test_manual_rollback_is_a_manual_rollout(
 # ------------------------------------------------- B6 the conditional revert
 
 
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param("select-v3", id="the-user-selects-another-version"),
+        pytest.param("fix-v2", id="the-user-fixes-the-failed-version"),
+    ],
+)
 def test_user_edit_racing_the_revert_wins(
-    kube: Kube, namespace: str, operator: OperatorProcess
+    kube: Kube, namespace: str, stopped_operator: OperatorProcess, edit: str
 ) -> None:
+    """The race itself: the failure is recorded (status, with the intent to revert) and
+    the operator dies before its revert patch; the user's edit lands in between; the
+    restarted operator's conditional revert must not apply over it. The real API server
+    answers the failed `test` with a bare 422, which must not read as a refusal."""
     name = "race"
+    stopped_operator.start()
     create_serving(
         kube,
         namespace,
@@ -296,12 +308,42 @@ def test_user_edit_racing_the_revert_wins(
         {"v1": GOOD, "v2": "registry.example/m:2-crashloop", "v3": GOOD_V3},
         "v1",
     )
+    stopped_operator.stop()
+    stopped_operator.env[ENV] = "status:RolloutFailed"  # dies right after recording it
+    stopped_operator.start()
     kube.select(namespace, name, "v2")
-    kube.select(namespace, name, "v3")  # the user moves on while v2 is failing
-    wait_for(lambda: kube.status(namespace, name).get("lastGoodVersion") == "v3", 60, "v3 good")
-    for _ in range(10):  # and it stays the user's choice
-        assert kube.get(namespace, name)["spec"]["activeVersion"] == "v3"
-        time.sleep(0.2)
+    process = stopped_operator.process
+    assert process is not None
+    wait_for(lambda: process.poll() is not None, 60, "the operator to die after the verdict")
+    assert process.returncode == EXIT_CODE
+    status = kube.status(namespace, name)
+    assert status["intent"]["version"] == "v1"  # the revert was decided, not yet written
+    assert kube.get(namespace, name)["spec"]["activeVersion"] == "v2"
+    if edit == "select-v3":
+        kube.select(namespace, name, "v3")
+        wanted = "v3"
+    else:
+        body = kube.get(namespace, name)
+        versions = [
+            dict(v, image="registry.example/m:2-fixed") if v["name"] == "v2" else v
+            for v in body["spec"]["versions"]
+        ]
+        kube.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, {"spec": {"versions": versions}}
+        )
+        wanted = "v2"
+    del stopped_operator.env[ENV]
+    stopped_operator.start()
+    wait_for(
+        lambda: kube.status(namespace, name).get("lastGoodVersion") == wanted,
+        90,
+        f"{wanted} rolled out as the user asked",
+    )
+    assert kube.get(namespace, name)["spec"]["activeVersion"] == wanted
+    assert kube.delivered(namespace, name, "RevertSkipped") == 1
+    assert "RolledBack" not in kube.event_reasons(namespace, name)
+    assert kube.condition(namespace, name, "Stalled").get("reason") != "RevertDenied"
+    assert kube.status(namespace, name).get("reverts", []) == []
 
 
 def test_revert_patch_applies_only_while_spec_names_the_failed_version(

@@ -12,6 +12,7 @@ import json
 import subprocess
 import time
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import pytest
@@ -92,6 +93,36 @@ def test_a_revert_target_with_a_readiness_blip_is_not_failed_by_it(
     set_ready(kube, namespace, pod, True)  # it ends well within the timeout from the start
     wait_for(lambda: reverted_to(kube, namespace, name, "v1"), 60, "v1 serving again")
     assert kube.ledger(namespace, name)["v1"]["state"] == "Available"
+
+
+def test_a_revert_target_is_not_failed_by_the_failed_versions_progress_deadline(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    """One replica (a one-GPU model): the Deployment controller keeps the failed rollout's
+    ProgressDeadlineExceeded, same times, when it sees the revert's template and cannot
+    measure progress. A revert starting in that second must not take it for its own.
+    Three resources at once, so the same-second start is met more than by chance."""
+    names = [f"one-{i}" for i in range(3)]
+    for name in names:
+        body = model_deployment(
+            name,
+            {"v1": GOOD, "v2": "registry.example/fraud:2.0-notready"},
+            "v1",
+            replicas=1,
+            progressDeadlineSeconds=8,
+            readyTimeoutSeconds=600,  # only the progress deadline catches v2
+        )
+        create_serving(kube, namespace, body)
+    for name in names:
+        kube.select(namespace, name, "v2")
+    for name in names:
+        wait_for(partial(reverted_to, kube, namespace, name, "v1"), 120, f"{name} back on v1")
+        ledger = kube.ledger(namespace, name)
+        assert ledger["v2"]["reason"] == "ProgressDeadlineExceeded"
+        assert ledger["v1"]["state"] == "Available", ledger["v1"]
+        stalled = kube.condition(namespace, name, "Stalled")
+        assert stalled["reason"] == "RolledBack", stalled  # never RollbackTargetUnhealthy
+        assert kube.condition(namespace, name, "Ready")["status"] == "True"
 
 
 def release_and_await_revert_started(kube: Kube, namespace: str, name: str) -> None:

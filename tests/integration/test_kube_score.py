@@ -76,27 +76,15 @@ ALLOWED: dict[tuple[str, str], str] = {
         "Who may reach a model's pods is the tenant's to decide in its namespace: the "
         "operator renders no NetworkPolicy (docs/security.md, 'Not covered')."
     ),
-    # TODO(render): default model pods to runAsUser and runAsGroup >= 10000.
-    ("container-security-context-user-group-id", MODEL): (
-        "The renderer's restricted defaults set runAsNonRoot but neither runAsUser nor "
-        "runAsGroup: the image's own user runs. A template's podSecurityContext or "
-        "securityContext sets them."
-    ),
-    # TODO(render): readOnlyRootFilesystem: true, with an emptyDir for scratch.
-    ("container-security-context-readonlyrootfilesystem", MODEL): (
-        "The renderer's restricted defaults leave the root filesystem writable; a "
-        "template's securityContext sets readOnlyRootFilesystem."
-    ),
-    # TODO(render): a decision, not yet made: set imagePullPolicy, or keep this reason.
     ("container-image-pull-policy", MODEL): (
         "The renderer sets no imagePullPolicy: Kubernetes' default for a tagged image "
         "(IfNotPresent) lets a revert start the last good version's pods on nodes that hold "
-        "its image without reaching the registry."
+        "its image without reaching the registry, and a model image of gigabytes is not "
+        "pulled again for every pod. A template that wants Always names a digest instead."
     ),
-    # TODO(render): a decision, not yet made: a PodDisruptionBudget per model, or this reason.
     ("deployment-has-poddisruptionbudget", MODEL): (
-        "The operator renders no PodDisruptionBudget for a model's pods; a tenant may add "
-        "one in its namespace."
+        "The operator renders no PodDisruptionBudget for a model's pods (the example asks "
+        "for none); a tenant may add one in its namespace."
     ),
 }
 

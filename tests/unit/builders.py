@@ -108,9 +108,25 @@ def deployment(
         updated_replicas=new,
         ready_replicas=new + old,
         available_replicas=new,
-        progress_deadline=DeploymentCondition(c.REASON_PROGRESS_DEADLINE, "stuck", at(9))
+        progress_deadline=DeploymentCondition(
+            c.REASON_PROGRESS_DEADLINE,
+            "stuck",
+            at(9),
+            replica_set=replica_set(res, chosen.name).name,
+        )
         if deadline_exceeded
         else None,
+    )
+
+
+def replica_set(res: Resource, version: str) -> ReplicaSetState:
+    """The ReplicaSet our Deployment made for `version`'s template."""
+    res_digest = digest(res, version)
+    return ReplicaSetState(
+        uid=f"rs-{res_digest}",
+        controller_uid=DEPLOY_UID,
+        name=f"{res.name}-{res_digest[:10]}",
+        template_hash=res_digest,
     )
 
 

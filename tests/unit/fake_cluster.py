@@ -16,8 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from modeldeploy import constants as c
-from modeldeploy.core.plan import Event, SpecChange
+from modeldeploy.core.plan import Event, SpecChange, preconditions_hold
 from modeldeploy.model.observed import ChildState
 from modeldeploy.model.resource import Resource
 from modeldeploy.model.spec import JSON
@@ -89,31 +88,20 @@ class RecordingCluster:
         self.writes.append(("delete", name))
 
     def change_spec(self, resource: Resource, change: SpecChange) -> bool:
+        """The operator's own JSON patch (`SpecChange.ops`), applied as the API server
+        applies one: every precondition checked first, all or nothing."""
         if self.before_spec_change is not None:
             self.before_spec_change()
             self.before_spec_change = None
-        spec, annotations = self.body["spec"], self.body["metadata"].get("annotations") or {}
-        if change.expect_version is not None and spec["activeVersion"] != change.expect_version:
-            self.writes.append(("spec refused", change))
-            return False
-        removed = [
-            annotation
-            for wanted, annotation in (
-                (change.remove_retry, c.ANNOTATION_RETRY),
-                (change.remove_refresh, c.ANNOTATION_REFRESH_CONFIG),
-            )
-            if wanted
-        ]
-        if any(annotation not in annotations for annotation in removed):
+        ops = change.ops()
+        if not preconditions_hold(self.body, ops):
             self.writes.append(("spec refused", change))
             return False
         self._admit("spec")
-        for annotation in removed:
-            del annotations[annotation]
-        moved = change.set_version is not None and change.set_version != spec["activeVersion"]
-        if change.set_version is not None:
-            spec["activeVersion"] = change.set_version
-        self._bump(generation=moved)
+        before = copy.deepcopy(self.body["spec"])
+        for op in ops:
+            apply_op(self.body, op)
+        self._bump(generation=self.body["spec"] != before)
         self.writes.append(("spec", change))
         return True
 
@@ -163,6 +151,20 @@ class RecordingCluster:
         meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
         if generation:
             meta["generation"] += 1
+
+
+def apply_op(body: JSON, op: JSON) -> None:
+    """One JSON-patch operation whose precondition held: replace, add or remove."""
+    *parents, last = [
+        part.replace("~1", "/").replace("~0", "~") for part in op["path"].split("/")[1:]
+    ]
+    node = body
+    for part in parents:
+        node = node.setdefault(part, {})
+    if op["op"] in ("replace", "add"):
+        node[last] = copy.deepcopy(op["value"])
+    elif op["op"] == "remove":
+        del node[last]
 
 
 @dataclass

@@ -108,12 +108,14 @@ def test_a_version_with_a_config_is_not_rolled_out_before_its_snapshot_is_taken(
     )
     pod = present(decision.deployment)["spec"]["template"]
     assert pod["metadata"]["labels"][c.LABEL_CONFIG_HASH] == record.hash
-    (volume,) = pod["spec"]["volumes"]
-    assert volume == {"name": c.CONFIG_VOLUME, "configMap": {"name": record.name}}
+    config_volume, _scratch = pod["spec"]["volumes"]
+    assert config_volume == {"name": c.CONFIG_VOLUME, "configMap": {"name": record.name}}
     (container,) = pod["spec"]["containers"]
-    assert container["volumeMounts"] == [
-        {"name": c.CONFIG_VOLUME, "mountPath": c.CONFIG_PATH, "readOnly": True}
-    ]
+    assert container["volumeMounts"][0] == {
+        "name": c.CONFIG_VOLUME,
+        "mountPath": c.CONFIG_PATH,
+        "readOnly": True,
+    }
     assert {"name": "MODEL_CONFIG", "value": c.CONFIG_PATH} in container["env"]
 
 

@@ -31,17 +31,17 @@ class MemoryLease:
         self.spec: JSON | None = None
         self.unreachable = False
 
-    def read(self) -> tuple[str, JSON] | None:
+    def read(self, timeout: float) -> tuple[str, JSON] | None:
         if self.unreachable:
             raise ConnectionError("API server unreachable")
         return None if self.spec is None else (str(self.version), copy.deepcopy(self.spec))
 
-    def create(self, spec: JSON) -> str | None:
+    def create(self, spec: JSON, timeout: float) -> str | None:
         if self.spec is not None:
             return None
         return self._store(spec)
 
-    def replace(self, resource_version: str, spec: JSON) -> str | None:
+    def replace(self, resource_version: str, spec: JSON, timeout: float) -> str | None:
         if self.unreachable:
             raise ConnectionError("API server unreachable")
         if self.spec is None or resource_version != str(self.version):
@@ -147,7 +147,7 @@ def test_a_follower_tries_again_right_when_the_lease_it_watches_expires() -> Non
 def test_expiry_is_judged_by_the_local_clock_not_the_lease_times() -> None:
     lease, clock = MemoryLease(), Clock()
     stale = claim("a", TIMING, None, datetime(2020, 1, 1, tzinfo=UTC))  # renewTime long ago
-    lease.create(stale)
+    lease.create(stale, 1.0)
     b = elector(lease, clock, "b")
     assert not b.try_acquire_or_renew()  # first sight: a holds it for 15 s from now
     clock.now += 15.1
@@ -204,21 +204,51 @@ def test_an_unreachable_api_server_fences_the_leader_after_the_renew_deadline() 
             st.sampled_from(["a", "b"]),
             st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 9.9, 10.0, 14.9, 15.0, 15.1]),
             st.booleans(),  # the attempt reaches the API server
+            st.sampled_from([None, 1.0, TIMING.write_deadline]),  # then a write this long
         ),
         min_size=1,
         max_size=30,
     )
 )
-def test_never_two_processes_may_write_at_once(attempts: list[tuple[str, float, bool]]) -> None:
+def test_never_two_processes_may_write_at_once(
+    attempts: list[tuple[str, float, bool, float | None]],
+) -> None:
+    """A write is sent while its process may write and lands up to the write deadline
+    later; no other process may write before it landed. Writes take time: a fence that
+    closed at the lease duration instead of the renew deadline would let one land after
+    a follower took over."""
     lease, clock = MemoryLease(), Clock()
     electors = {name: elector(lease, clock, name) for name in "ab"}
-    for name, pause, reachable in attempts:
+    landing: list[tuple[str, float]] = []  # writes in flight: who, and when they land
+    for name, pause, reachable, write_s in attempts:
         clock.now += pause
+        landing = [(who, at) for who, at in landing if at >= clock.now]
         lease.unreachable = not reachable
         with contextlib.suppress(ConnectionError):
             electors[name].try_acquire_or_renew()
         writers = [n for n, e in electors.items() if e.may_write()]
         assert len(writers) <= 1, (writers, clock.now)
+        for who, _ in landing:
+            assert all(w == who for w in writers), (who, writers, clock.now)
+        if write_s is not None and electors[name].may_write():
+            assert write_s <= TIMING.write_deadline
+            landing.append((name, clock.now + write_s))
+
+
+def test_a_write_sent_just_before_the_fence_closes_lands_before_a_follower_leads() -> None:
+    """The fence's margin, step by step: the leader stops renewing and writes while it
+    may, each write taking the whole write deadline; the follower tries all the while."""
+    lease, clock = MemoryLease(), Clock()
+    a, b = elector(lease, clock, "a"), elector(lease, clock, "b")
+    assert a.try_acquire_or_renew()
+    assert not b.try_acquire_or_renew()
+    last_landing = 0.0
+    while not b.may_write():
+        clock.now += 0.1
+        if a.may_write():
+            last_landing = clock.now + TIMING.write_deadline
+        b.try_acquire_or_renew()
+    assert clock.now > last_landing
 
 
 def test_run_calls_back_on_leading_on_recovery_and_on_losing() -> None:

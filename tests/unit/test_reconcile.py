@@ -147,6 +147,42 @@ def test_a_user_edit_landing_first_wins_and_no_revert_is_announced() -> None:
     assert bed.condition(c.ROLLED_BACK)[0] == "False"
 
 
+def test_a_fix_of_the_failed_version_landing_first_is_never_reverted_over() -> None:
+    # The user fixes v2's image before the revert lands: the spec still names v2, at a
+    # newer generation. The revert was decided on the old spec: it must not apply.
+    bed = Bed().serving_v1()
+    bed.api.edit_spec(activeVersion="v2")
+
+    def fix_v2() -> None:
+        versions = bed.api.body["spec"]["versions"]
+        fixed = [
+            dict(v, image="registry.example/m:2-fixed") if v["name"] == "v2" else v
+            for v in versions
+        ]
+        bed.api.edit_spec(versions=fixed)
+
+    bed.api.before_spec_change = fix_v2
+    bed.reconcile(bed.crashing_v2(), 10)
+    assert bed.kinds()[:2] == ["status", "spec refused"]
+    assert bed.api.body["spec"]["activeVersion"] == "v2"
+    bed.reconcile(bed.v1(), 11)
+    assert "RevertSkipped" in [e.reason for e in bed.api.events]
+    rollout = bed.api.body["status"]["rollout"]
+    assert (rollout["version"], rollout["outcome"]) == ("v2", "Progressing")  # the fix rolls out
+
+
+def test_a_retry_write_never_overwrites_a_version_chosen_after_the_request() -> None:
+    bed = Bed().serving_v1()
+    bed.api.annotate(c.ANNOTATION_RETRY, "v2")
+    bed.api.before_spec_change = lambda: bed.api.edit_spec(activeVersion="v3")
+    bed.reconcile(bed.v1(), 10)
+    assert bed.api.body["spec"]["activeVersion"] == "v3"  # the later choice stands
+    bed.reconcile(bed.v1(), 11)  # and stays: the retry is consumed, not made again
+    assert bed.api.body["spec"]["activeVersion"] == "v3"
+    assert c.ANNOTATION_RETRY not in bed.api.body["metadata"].get("annotations", {})
+    assert "RetrySkipped" in [e.reason for e in bed.api.events]
+
+
 def test_a_denied_revert_stalls_with_the_refusers_words_and_backs_off() -> None:
     bed = Bed().serving_v1()
     bed.api.edit_spec(activeVersion="v2")

@@ -99,18 +99,37 @@ def test_covers_ignores_server_defaults_and_sees_our_fields_changed() -> None:
     assert not covers(observed, desired)
 
 
-def test_pods_meet_the_restricted_pod_security_standard_by_default() -> None:
+def test_pods_meet_the_restricted_pod_security_standard_and_more_by_default() -> None:
+    """Restricted, a user and group of their own above 10000, a read-only root
+    filesystem with an emptyDir for scratch (what a scanner such as kube-score checks)."""
     pod = rendered()["spec"]["template"]["spec"]
     assert pod["securityContext"] == {
         "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "runAsGroup": 10001,
+        "fsGroup": 10001,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
     assert pod["automountServiceAccountToken"] is False
     (container,) = pod["containers"]
     assert container["securityContext"] == {
         "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
     }
+    assert container["volumeMounts"] == [{"name": "scratch", "mountPath": "/tmp"}]  # noqa: S108
+    assert pod["volumes"] == [{"name": "scratch", "emptyDir": {}}]
+
+
+def test_the_scratch_directory_moves_or_goes_with_the_template() -> None:
+    res = resource()
+    spec = spec_of(res)
+    for path, mounted in (("/var/scratch", True), ("", False)):
+        own = replace(spec, template=replace(spec.template, scratch_path=path))
+        pod = render_deployment(res, own, own.active, digest(res))["spec"]["template"]["spec"]
+        mounts = pod["containers"][0].get("volumeMounts", [])
+        assert mounts == ([{"name": "scratch", "mountPath": path}] if mounted else [])
+        assert ("volumes" in pod) is mounted
 
 
 def test_a_template_owns_its_security_settings_when_it_sets_them() -> None:

@@ -33,6 +33,7 @@ from modeldeploy.model.observed import (
     PodState,
     ReplicaSetState,
 )
+from modeldeploy.model.resource import Resource
 from modeldeploy.model.spec import RolloutPolicy
 from modeldeploy.model.status import Baseline, RolloutRecord
 from tests.unit.builders import (
@@ -42,6 +43,7 @@ from tests.unit.builders import (
     deployment,
     digest,
     pod,
+    replica_set,
     select,
     serving_v1,
     spec_of,
@@ -218,41 +220,57 @@ def rollout_at(res_digest: str, start: float) -> RolloutRecord:
     )
 
 
-def stuck(stated: float, kind: str = "progress") -> Any:
-    condition = DeploymentCondition(
-        c.REASON_PROGRESS_DEADLINE if kind == "progress" else "FailedCreate",
-        'pods "m-x" is forbidden: exceeded quota: pods, requested: pods=1, used: pods=2, '
-        "limited: pods=2",
-        at(stated),
-    )
-    return {"progress_deadline" if kind == "progress" else "replica_failure": condition}
+QUOTA = (
+    'pods "m-x" is forbidden: exceeded quota: pods, '
+    "requested: pods=1, used: pods=2, limited: pods=2"
+)
+
+
+def their_verdicts(res: Resource, stated: float, kind: str, for_version: str = "v2") -> Observed:
+    """The Deployment (and its ReplicaSets) showing the Deployment controller's verdict
+    `kind` on the ReplicaSet of `for_version`, stated at `stated`."""
+    rs = {v: replica_set(res, v) for v in ("v1", "v2")}
+    child = deployment(res, ready=0, old=2)
+    if kind == "progress":
+        said = f'ReplicaSet "{rs[for_version].name}" has timed out progressing.'
+        condition = DeploymentCondition(
+            c.REASON_PROGRESS_DEADLINE, said, at(stated), replica_set=rs[for_version].name
+        )
+        child = replace(child, progress_deadline=condition)
+    else:
+        failure = DeploymentCondition("FailedCreate", QUOTA, at(stated))
+        rs[for_version] = replace(rs[for_version], replica_failure=failure)
+    return Observed(deployment=child, replica_sets=tuple(rs.values()))
 
 
 @pytest.mark.parametrize(
-    ("kind", "stated", "now", "reason"),
+    ("kind", "stated", "for_version", "now", "reason"),
     [
-        ("progress", T_START + 5, T_START + 5, "ProgressDeadlineExceeded"),
-        ("progress", T_START - 5, T_START + 5, None),
-        ("quota", T_START + 5, T_START + 5 + REPLICA_FAILURE_GRACE_S, "FailedCreate"),
-        ("quota", T_START + 5, T_START + 6, None),
-        ("quota", T_START - 5, T_START + 60, None),
+        ("progress", T_START + 5, "v2", T_START + 5, "ProgressDeadlineExceeded"),
+        # the failed release's deadline, still on the Deployment when the revert starts
+        ("progress", T_START, "v1", T_START + 1, None),
+        ("progress", T_START + 5, "v1", T_START + 5, None),
+        ("quota", T_START + 5, "v2", T_START + 5 + REPLICA_FAILURE_GRACE_S, "FailedCreate"),
+        ("quota", T_START + 5, "v2", T_START + 6, None),
+        ("quota", T_START - 60, "v2", T_START + 1, None),  # its grace counts from the start
+        ("quota", T_START + 5, "v1", T_START + 60, None),  # another template's ReplicaSet
     ],
     ids=[
-        "deadline-after-start",
-        "deadline-before-start",
+        "deadline-for-this-template",
+        "deadline-of-the-failed-template-in-the-same-second",
+        "deadline-for-another-template",
         "quota-after-grace",
         "quota-within-grace",
-        "quota-before-start",
+        "quota-from-before-the-start-within-grace",
+        "quota-of-another-template",
     ],
 )
-def test_the_deployment_controllers_verdict_counts_when_stated_after_the_start(
-    kind: str, stated: float, now: float, reason: str | None
+def test_the_deployment_controllers_verdict_counts_for_this_templates_replica_set(
+    kind: str, stated: float, for_version: str, now: float, reason: str | None
 ) -> None:
     bad = select(serving_v1(), "v2")
-    child = replace(deployment(bad, ready=0, old=2), **stuck(stated, kind))
-    verdict = evaluate(
-        "m", spec_of(bad), Observed(deployment=child), rollout_at(digest(bad), T_START), at(now)
-    )
+    observed = their_verdicts(bad, stated, kind, for_version)
+    verdict = evaluate("m", spec_of(bad), observed, rollout_at(digest(bad), T_START), at(now))
     assert (verdict.failure.reason if verdict.failure else None) == reason
     if reason == "FailedCreate":
         assert verdict.failure is not None

@@ -129,3 +129,66 @@ def test_a_version_failing_before_promotion_drops_the_standby() -> None:
     assert res.status.standby is None
     assert decision.remove_standby
     assert present(decision.spec_change).set_version == "v1"
+
+
+THREE = {"v1": "r/m:1", "v2": "r/m:2", "v3": "r/m:3"}
+
+
+def promoted(res: Resource, version: str, seconds: float) -> Resource:
+    """`version` released and promoted at `seconds` (its rollout starts a moment before)."""
+    res = select(res, version)
+    res, _ = step(res, Observed(deployment=deployment(res, res.status.serving_version)), seconds)
+    res, _ = step(res, Observed(deployment=deployment(res, version), standby=warm()), seconds + 1)
+    assert res.status.last_good_version == version
+    return res
+
+
+def test_a_release_in_the_window_moves_the_standby_to_the_new_last_good_version() -> None:
+    res = with_standby(serving_v1(versions=THREE))
+    res = promoted(res, "v2", 10)  # standby v1, its window running
+    res = select(res, "v3")
+    res, decision = step(res, Observed(deployment=deployment(res, "v2"), standby=warm()), 20)
+    record = present(res.status.standby)
+    assert (record.version, record.template_hash) == ("v2", digest(res, "v2"))
+    assert record.ends_at is None  # its window starts again at v3's promotion
+    labels = present(decision.standby)["spec"]["template"]["metadata"]["labels"]
+    assert labels[c.LABEL_VERSION] == "v2"
+    res, _ = step(res, Observed(deployment=deployment(res, "v3"), standby=warm()), 21)
+    assert present(res.status.standby).ends_at == at(21 + 60)  # renewed at the promotion
+
+
+def test_a_manual_rollback_to_the_standby_s_template_still_switches_at_once() -> None:
+    res = with_standby(serving_v1(versions=THREE))
+    res = promoted(res, "v2", 10)
+    res = select(res, "v1")  # kubectl modeldeploy rollback, inside the window
+    res, decision = step(res, Observed(deployment=deployment(res, "v2"), standby=warm()), 20)
+    record = present(res.status.standby)
+    assert (record.version, record.serving) == ("v1", True)
+    assert present(decision.service)["spec"]["selector"] == {c.LABEL_STANDBY_OF: "m"}
+
+
+def test_a_version_edited_in_place_is_never_rendered_under_its_observed_hash() -> None:
+    res = with_standby(serving_v1(versions=THREE))
+    res = promoted(res, "v2", 10)  # standby v1 as it was observed good
+    spec = spec_of(res)
+    edited = dict(THREE, v1="r/m:1-patched")  # v1's image changed in the spec
+    res = replace(res, spec=replace(spec, versions=spec_of(serving_v1(versions=edited)).versions))
+    res, decision = step(res, Observed(deployment=deployment(res, "v2"), standby=warm()), 20)
+    assert decision.standby is None  # the standby's pods stay what was observed good
+    assert present(res.status.standby).template_hash != digest(res, "v1")
+
+
+def test_a_rollback_to_a_version_edited_since_never_switches_to_the_standby() -> None:
+    """The standby holds v1 as it was observed good; v1 edited in place and selected is
+    another template: the Service must not send its traffic to the old content."""
+    res = with_standby(serving_v1(versions=THREE))
+    res = promoted(res, "v2", 10)
+    spec = spec_of(res)
+    edited = dict(THREE, v1="r/m:1-patched")
+    res = replace(res, spec=replace(spec, versions=spec_of(serving_v1(versions=edited)).versions))
+    res = select(res, "v1")
+    res, decision = step(res, Observed(deployment=deployment(res, "v2"), standby=warm()), 20)
+    assert not present(res.status.standby).serving
+    assert decision.service is None or decision.service["spec"]["selector"] != {
+        c.LABEL_STANDBY_OF: "m"
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import replace
 from typing import Any
 
@@ -12,6 +13,7 @@ from modeldeploy import constants as c
 from modeldeploy import metrics, outbound
 from modeldeploy.core import golden
 from modeldeploy.core.plan import Decision, ValidationRequest
+from modeldeploy.core.target_check import deadline_s
 from modeldeploy.model.observed import Observed, PodState, ValidationResult
 from modeldeploy.model.resource import Resource
 from modeldeploy.model.spec import (
@@ -310,6 +312,20 @@ def test_before_a_revert_the_targets_running_pods_are_validated_then_the_revert_
     assert back.status.history[0].outcome == "Succeeded"
 
 
+def test_a_revert_target_that_never_answers_is_reverted_to_at_the_check_s_deadline() -> None:
+    bad, decision, old = fail_v2_with_v1_running()
+    limit = deadline_s(VALIDATION)
+    silent = Observed(deployment=deployment(bad, "v2", ready=1, old=1), pods=old)
+    bad, decision = step(bad, silent, 5 + limit - 1)  # still waiting: nothing written
+    assert decision.spec_change is None
+    assert decision.requeue_after is not None and decision.requeue_after <= 1.1
+    bad, decision = step(bad, silent, 5 + limit)
+    change = present(decision.spec_change)
+    assert (change.set_version, change.expect_version) == ("v1", "v2")
+    said = [e for e in decision.events if e.reason == c.EVENT_TARGET_UNCHECKED]
+    assert len(said) == 1 and "the revert's rollout validates its pods" in said[0].message
+
+
 def test_a_revert_target_whose_running_pods_fail_validation_is_not_reverted_to() -> None:
     bad, _, old = fail_v2_with_v1_running()
     seen = Observed(
@@ -469,6 +485,28 @@ def test_validate_stops_at_the_first_wrong_or_missing_answer() -> None:
 def test_golden_requests_never_go_to_a_loopback_link_local_or_metadata_address(ip: str) -> None:
     with pytest.raises(outbound.OutboundError):
         outbound.to_pod("POST", ip, 8080, "/", 1.0)
+
+
+def test_one_namespaces_hanging_pods_never_hold_every_validator_worker() -> None:
+    release = threading.Event()
+    woken: list[Any] = []
+
+    def send(method: str, ip: str, *args: Any, **kwargs: Any) -> outbound.Answer:
+        if ip.startswith("10.9."):  # the hostile tenant's pods: hold their worker
+            release.wait(30)
+        return outbound.Answer(200, answer(RIGHT))
+
+    validator = Validator(wake=woken.append, send=send, workers=4)
+    try:
+        for i in range(8):  # more hanging pods than there are workers
+            validator.request(("hostile", f"m{i}"), (request_to(f"p{i}", f"10.9.0.{i}"),))
+        validator.request(("victim", "m"), (request_to("v", "10.0.0.1"),))
+        wait_for(lambda: ("victim", "m") in woken, 10, "the other tenant's answer")
+        (result,) = validator.take(("victim", "m"))
+        assert result.passed
+    finally:
+        release.set()
+        validator.close()
 
 
 def test_the_validator_sends_a_pods_requests_once_until_its_answer_is_taken() -> None:

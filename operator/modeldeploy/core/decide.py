@@ -241,7 +241,8 @@ def _children(
         kept is not None
         and kept.keep
         and record is not None
-        and record.version in spec.versions
+        # as it was observed good: a version edited since is not re-rendered under it
+        and standby.renders_as_observed(record, spec, resource.name)
         and not foreign  # a <name>-standby someone else made is never taken over
     ):
         config = spec.rollout.standby

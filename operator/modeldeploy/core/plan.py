@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from modeldeploy import constants as c
 from modeldeploy.core.analysis import Query
 from modeldeploy.model.spec import JSON, GoldenRequest
 from modeldeploy.model.status import Notice, Status
@@ -36,6 +37,37 @@ class Problem:
     message: str
 
 
+def pointer(*segments: str) -> str:
+    """A JSON pointer (RFC 6901) to a field: `~` and `/` in a segment escaped."""
+    return "".join("/" + s.replace("~", "~0").replace("/", "~1") for s in segments)
+
+
+def preconditions_hold(body: JSON, patch: list[JSON]) -> bool:
+    """Whether a JSON patch's preconditions hold on `body`: each `test` finds its value,
+    each `remove` finds something to remove (what the API server checks before it
+    applies the patch)."""
+    for op in patch:
+        found, value = _at(body, op["path"])
+        if op["op"] == "test" and (not found or value != op["value"]):
+            return False
+        if op["op"] == "remove" and not found:
+            return False
+    return True
+
+
+def _at(body: JSON, path: str) -> tuple[bool, object]:
+    node: object = body
+    for raw in path.split("/")[1:]:
+        key = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and key in node:
+            node = node[key]
+        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        else:
+            return False, None
+    return True, node
+
+
 @dataclass(frozen=True)
 class SpecChange:
     """A write to the resource itself, made only after the status recording it."""
@@ -47,6 +79,32 @@ class SpecChange:
     expect_generation: int | None = None
     remove_retry: bool = False
     remove_refresh: bool = False  # the refresh-config annotation was handled
+
+    def ops(self) -> list[JSON]:
+        """The JSON patch: its preconditions (`test`), then the change. A `remove` of an
+        annotation that is gone fails the patch too (someone consumed it first)."""
+        patch: list[JSON] = []
+        if self.expect_generation is not None:
+            patch.append(
+                {"op": "test", "path": "/metadata/generation", "value": self.expect_generation}
+            )
+        if self.expect_version is not None:
+            patch.append(
+                {"op": "test", "path": "/spec/activeVersion", "value": self.expect_version}
+            )
+        if self.set_version is not None:
+            patch.append(
+                {"op": "replace", "path": "/spec/activeVersion", "value": self.set_version}
+            )
+        for wanted, annotation in (
+            (self.remove_retry, c.ANNOTATION_RETRY),
+            (self.remove_refresh, c.ANNOTATION_REFRESH_CONFIG),
+        ):
+            if wanted:
+                patch.append(
+                    {"op": "remove", "path": pointer("metadata", "annotations", annotation)}
+                )
+        return patch
 
 
 @dataclass(frozen=True)

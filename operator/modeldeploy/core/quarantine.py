@@ -66,13 +66,12 @@ def revert_target(status: Status, spec: Spec, name: str, failed: str) -> str | P
 
 
 def kept_reverts(status: Status) -> tuple[Revert, ...]:
-    """The reverts status keeps, whatever the clock: the latest (the verdict on the
-    release it reverted stands until the spec is written again, B15), and each revert
-    away from a version that is still quarantined since it failed (the loop guard, B9).
+    """The reverts status keeps, whatever the clock: each one away from a version that is
+    still quarantined since it failed. They are the loop guard's count (B9), and the
+    latest is the verdict on the release it reverted (B15), which stands until the spec
+    is written again (a retry or new content lifts the quarantine only by writing it).
     Bounded: a version stops being reverted at the guard's limit."""
-    latest = status.reverts[-1:] if status.reverts else ()
-    counted = tuple(r for r in status.reverts if _since_its_failure(status, r))
-    return tuple(r for r in status.reverts if r in counted or r in latest)
+    return tuple(r for r in status.reverts if _since_its_failure(status, r))
 
 
 def _since_its_failure(status: Status, revert: Revert) -> bool:

@@ -53,9 +53,13 @@ def _container(name: str, spec: Spec, version: VersionSpec) -> JSON:
         "ports": [{"name": c.PORT_NAME, "containerPort": spec.template.port, "protocol": "TCP"}],
         "env": env,
     }
+    mounts: list[JSON] = []
     if version.config_map:
-        mount = {"name": c.CONFIG_VOLUME, "mountPath": c.CONFIG_PATH, "readOnly": True}
-        container["volumeMounts"] = [mount]
+        mounts.append({"name": c.CONFIG_VOLUME, "mountPath": c.CONFIG_PATH, "readOnly": True})
+    if spec.template.scratch_path:
+        mounts.append({"name": c.SCRATCH_VOLUME, "mountPath": spec.template.scratch_path})
+    if mounts:
+        container["volumeMounts"] = mounts
     resources = version.resources or spec.template.resources
     if resources:
         container["resources"] = resources
@@ -67,12 +71,23 @@ def _container(name: str, spec: Spec, version: VersionSpec) -> JSON:
     return container
 
 
-# The "restricted" Pod Security Standard, met by default (docs/security.md): the model
-# runs as a non-root user, cannot gain privileges, holds no capabilities, and has the
-# runtime's seccomp profile. A template's own securityContext replaces these.
-RESTRICTED_POD: JSON = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+# The "restricted" Pod Security Standard, met by default, and more (docs/security.md): the
+# model runs as a non-root user and group of its own (above any a host or image would
+# give out: 10000 and up), cannot gain privileges, holds no capabilities, has the
+# runtime's seccomp profile, and cannot write its root filesystem (an emptyDir at
+# spec.template.scratchPath takes what it writes). A template's own podSecurityContext
+# or securityContext replaces these.
+MODEL_USER = 10001
+RESTRICTED_POD: JSON = {
+    "runAsNonRoot": True,
+    "runAsUser": MODEL_USER,
+    "runAsGroup": MODEL_USER,
+    "fsGroup": MODEL_USER,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 RESTRICTED_CONTAINER: JSON = {
     "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
     "capabilities": {"drop": ["ALL"]},
 }
 
@@ -91,11 +106,16 @@ def _pod_spec(name: str, spec: Spec, version: VersionSpec) -> JSON:
         pod["nodeSelector"] = spec.template.node_selector
     if spec.template.tolerations:
         pod["tolerations"] = list(spec.template.tolerations)
+    volumes: list[JSON] = []
     if version.config_map:
         # The version's snapshot, whose name holds its content hash: a new snapshot is a
         # new template. None yet: decide holds the rollout until it is taken.
         snapshot = version.snapshot.name if version.snapshot else ""
-        pod["volumes"] = [{"name": c.CONFIG_VOLUME, "configMap": {"name": snapshot}}]
+        volumes.append({"name": c.CONFIG_VOLUME, "configMap": {"name": snapshot}})
+    if template.scratch_path:
+        volumes.append({"name": c.SCRATCH_VOLUME, "emptyDir": {}})
+    if volumes:
+        pod["volumes"] = volumes
     return pod
 
 

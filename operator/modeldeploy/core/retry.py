@@ -28,8 +28,13 @@ class Outcome:
 
 
 def handle_retry(status: Status, resource: Resource, spec: Spec, now: datetime) -> Outcome:
-    """Consume the retry annotation: lift the quarantine and select that version."""
+    """Consume the retry annotation: lift the quarantine and select that version, by a
+    write that applies only to the spec the retry was decided on (a `test` of its
+    generation): a spec written after the request stands, and the retry is skipped."""
     version = resource.retry_version or ""
+    skipped = _overtaken(status, resource, spec, version, now)
+    if skipped is not None:
+        return skipped
     if version not in spec.versions:
         ignored = Event(
             "Warning",
@@ -61,8 +66,37 @@ def handle_retry(status: Status, resource: Resource, spec: Spec, now: datetime) 
     change = SpecChange(
         set_version=version if version != spec.active_version else None,
         expect_version=None,
+        expect_generation=resource.generation,
         remove_retry=True,
     )
     return Outcome(
         status, change, (Event("Normal", c.EVENT_RETRY, f"Retrying {version} on request"),)
     )
+
+
+def _overtaken(
+    status: Status, resource: Resource, spec: Spec, version: str, now: datetime
+) -> Outcome | None:
+    """The retry of `version` was decided on an older spec and its write did not apply:
+    the spec changed after the request, so that newer spec stands. The annotation is
+    consumed, the quarantine kept, and that is said."""
+    intent = status.intent
+    if (
+        intent is None
+        or intent.trigger != c.TRIGGER_RETRY
+        or intent.version != version
+        or intent.applied
+        or resource.generation <= intent.generation
+        or spec.active_version == version
+    ):
+        return None
+    record = status.version_record(version)
+    if record is not None and record.state == c.STATE_RETRYING:
+        status = upsert_version(status, replace(record, state=c.STATE_FAILED))
+    said = Event(
+        "Normal",
+        c.EVENT_RETRY_SKIPPED,
+        f"the spec changed to {spec.active_version} after the retry of {version} was asked; "
+        f"the newer spec stands (ask again to retry {version})",
+    )
+    return Outcome(replace(status, intent=None), CONSUME_ONLY, (said,))

@@ -4,7 +4,8 @@ Part of the pure core, below the failure handling. Which signal counts from when
 docs/signals.md: restarts count from the baseline taken when the rollout began,
 a pod's waiting reason counts once its container failed again after the start,
 ready and unschedulable timeouts count from the later of the pod's and the
-rollout's start, the Deployment's conditions count when stated after the start.
+rollout's start, the Deployment controller's verdicts count when stated for this
+template's ReplicaSet (by its name, never by time).
 Only pods whose ReplicaSet our Deployment controls are looked at.
 """
 
@@ -16,7 +17,13 @@ from datetime import datetime, timedelta
 
 from modeldeploy import constants as c
 from modeldeploy.core.plan import Problem
-from modeldeploy.model.observed import ChildState, ContainerState, Observed, PodState
+from modeldeploy.model.observed import (
+    ChildState,
+    ContainerState,
+    Observed,
+    PodState,
+    ReplicaSetState,
+)
 from modeldeploy.model.spec import RolloutPolicy, Spec
 from modeldeploy.model.status import Baseline, RolloutRecord
 from modeldeploy.model.text import shorten
@@ -58,10 +65,6 @@ class Window:
         if self.is_new(pod):
             return container.restart_count
         return container.restart_count - self.restarts.get((pod.name, container.name), 0)
-
-    def counts(self, stated_at: datetime | None) -> bool:
-        """A condition the Deployment controller stated at `stated_at` is new evidence."""
-        return stated_at is None or stated_at >= self.started_at
 
 
 def baseline(pods: tuple[PodState, ...]) -> tuple[Baseline, ...]:
@@ -187,29 +190,51 @@ def rollout_complete(deployment: ChildState | None, digest: str, replicas: int) 
     )
 
 
+def replica_set_of(observed: Observed, digest: str) -> ReplicaSetState | None:
+    """The ReplicaSet of template `digest` that our Deployment controls."""
+    deployment = observed.deployment
+    if deployment is None:
+        return None
+    return next(
+        (
+            rs
+            for rs in observed.replica_sets
+            if rs.controller_uid == deployment.uid and rs.template_hash == digest
+        ),
+        None,
+    )
+
+
 def deployment_failure(
-    name: str, spec: Spec, deployment: ChildState | None, digest: str, window: Window, now: datetime
+    name: str, spec: Spec, observed: Observed, digest: str, window: Window, now: datetime
 ) -> tuple[Problem | None, float | None]:
-    """The Deployment controller's own verdicts on this template, stated since the start:
-    a progress deadline, or pods it may not create (quota, LimitRange, admission).
+    """The Deployment controller's own verdicts on this template: a progress deadline
+    stated for its ReplicaSet (the condition stays after a rollout it was about, with
+    its old times, so its message must name this template's ReplicaSet; never judged
+    by time), or pods its ReplicaSet may not create (quota, LimitRange, admission).
     Also the seconds until a fresh ReplicaFailure has lasted its grace."""
+    deployment = observed.deployment
     if (
         deployment is None
         or deployment.template_hash != digest
         or deployment.observed_generation < deployment.generation
     ):
         return None, None
+    ours = replica_set_of(observed, digest)
+    if ours is None:
+        return None, None
     stuck = deployment.progress_deadline
-    if stuck is not None and window.counts(stuck.since):
+    if stuck is not None and stuck.replica_set == ours.name:
         return Problem(
             c.REASON_PROGRESS_DEADLINE,
             f"deployment {name}: no progress within {spec.rollout.progress_deadline_s}s "
             f"({deployment.available_replicas}/{spec.replicas} available)",
         ), None
-    failure = deployment.replica_failure
-    if failure is None or not window.counts(failure.since):
+    failure = ours.replica_failure
+    if failure is None:
         return None, None
-    since = failure.since or now
+    # It lasts its grace after the later of when it was stated and the start.
+    since = max(t for t in (failure.since, window.started_at) if t is not None)
     lasted = (now - since).total_seconds()
     if lasted < REPLICA_FAILURE_GRACE_S:
         return None, REPLICA_FAILURE_GRACE_S - lasted + 0.05
@@ -228,7 +253,7 @@ def evaluate(
         failure = pod_failure(pod, spec.rollout, window, now)
         if failure:
             return Verdict(failure=failure)
-    failure, wake = deployment_failure(name, spec, observed.deployment, digest, window, now)
+    failure, wake = deployment_failure(name, spec, observed, digest, window, now)
     if failure:
         return Verdict(failure=failure)
     if rollout_complete(observed.deployment, digest, spec.replicas):

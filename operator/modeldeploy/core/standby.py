@@ -3,12 +3,15 @@ is promoted, so a late revert is a Service switch, not a model reload (docs/stan
 
 Part of the pure core. The standby is a second Deployment, `<name>-standby`, whose pods
 carry `modeldeploy.io/standby-of` instead of the name label, so the main Deployment's
-selector and the Service never pick them up by accident. Its life, all in
-`status.standby`: created when a user's rollout begins (so its pods load while the new
-version rolls out), given `seconds` once the new version is promoted, serving when a
-revert to it comes inside the window (the Service switches to it at once while the main
-Deployment rolls back), removed when the main Deployment serves again, when the window
-ends, or when the new version fails before promotion (its old pods never left).
+selector and the Service never pick them up by accident. It is always the last good
+version exactly as it was observed good (its template hash): its life, all in
+`status.standby`: created, or moved to the new last good version, when a user's rollout
+begins (so its pods load while the new version rolls out), given `seconds` once the new
+version is promoted, serving when a revert to the same template comes inside the window
+(the Service switches to it at once while the main Deployment rolls back), removed when
+the main Deployment serves that template again, when the window ends, or when the new
+version fails before promotion (its old pods never left). A version edited in place
+since renders other pods: the standby is left as it was, never re-rendered.
 """
 
 from __future__ import annotations
@@ -40,17 +43,20 @@ def plan(
     config = spec.rollout.standby
     if config is None or rollout is None:
         return Plan(replace(status, standby=None), remove=record is not None or standby is not None)
+    wanted = _begin(status, resource, spec, rollout)
+    returning = record is not None and rollout.template_hash == record.template_hash
+    if wanted is not None and (record is None or (_moved_on(record, wanted) and not returning)):
+        # A user's rollout of another template began: the last good version is the standby.
+        record = wanted
     if record is None:
-        record = _begin(status, resource, spec, rollout)
-        if record is None:
-            return Plan(status, remove=standby is not None)
-    promoted = rollout.version != record.version and rollout.outcome == c.OUTCOME_SUCCEEDED
+        return Plan(status, remove=standby is not None)
+    back = rollout.template_hash == record.template_hash
+    promoted = not back and rollout.outcome == c.OUTCOME_SUCCEEDED
     if record.ends_at is None and promoted:
         record = replace(record, ends_at=now + timedelta(seconds=config.seconds))
     if record.ends_at is None and rollout.outcome == c.OUTCOME_FAILED:
         # Failed before promotion: the old pods never left; nothing to keep warm for.
         return Plan(replace(status, standby=None), remove=True)
-    back = rollout.version == record.version
     if record.serving and back and rollout.outcome == c.OUTCOME_SUCCEEDED:
         return Plan(replace(status, standby=None), remove=True)  # the main serves it again
     switched = False
@@ -81,6 +87,21 @@ def _begin(
     if digest != status.last_good_template_hash:
         return None
     return StandbyRecord(version=last_good, template_hash=digest)
+
+
+def _moved_on(record: StandbyRecord, wanted: StandbyRecord) -> bool:
+    """The last good version is another template than the one kept warm, and the standby
+    is not serving a revert: keep the new one instead (its window starts again)."""
+    return not record.serving and (record.version, record.template_hash) != (
+        wanted.version,
+        wanted.template_hash,
+    )
+
+
+def renders_as_observed(record: StandbyRecord, spec: Spec, name: str) -> bool:
+    """Whether the spec still renders the standby's version as it was observed good."""
+    version = spec.versions.get(record.version)
+    return version is not None and template_hash(name, spec, version) == record.template_hash
 
 
 def _ready(standby: ChildState | None) -> bool:

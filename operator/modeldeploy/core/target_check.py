@@ -14,12 +14,12 @@ from datetime import datetime
 
 from modeldeploy import constants as c
 from modeldeploy.core import quarantine
-from modeldeploy.core.plan import Problem, ValidationRequest
+from modeldeploy.core.plan import Event, Problem, ValidationRequest
 from modeldeploy.core.render import template_hash
 from modeldeploy.core.validation import examine, record_for, wake_in_s
 from modeldeploy.model.observed import Observed
 from modeldeploy.model.resource import Resource
-from modeldeploy.model.spec import Spec
+from modeldeploy.model.spec import Spec, ValidationSpec
 from modeldeploy.model.status import Status
 from modeldeploy.model.text import shorten
 
@@ -76,10 +76,34 @@ def before_revert(
             ),
         )
         return RevertCheck(quarantine.Outcome(status, stall=problem))
+    waited = (now - found.record.started_at).total_seconds()
+    if waited >= deadline_s(spec.validation):
+        # Unanswered that long: a failed version must not keep serving for want of an
+        # answer from the last good one. Revert; its rollout validates its pods.
+        said = Event(
+            "Warning",
+            c.EVENT_TARGET_UNCHECKED,
+            shorten(
+                f"reverting to {target} without its running pods' answers: "
+                f"{found.record.message or 'none came'} within {deadline_s(spec.validation):g}s; "
+                "the revert's rollout validates its pods"
+            ),
+        )
+        handled = _without_spurious_quarantine_event(handled, before, spec)
+        return RevertCheck(replace(handled, events=(*handled.events, said)))
     # Waiting for the target's answers: nothing written yet, not even the intent.
+    left = deadline_s(spec.validation) - waited
     return RevertCheck(
-        quarantine.Outcome(status), found.requests, requeue=wake_in_s(spec.validation)
+        quarantine.Outcome(status),
+        found.requests,
+        requeue=min(wake_in_s(spec.validation), left + 0.05),
     )
+
+
+def deadline_s(spec: ValidationSpec) -> float:
+    """How long a revert waits for its target's running pods to answer: every request's
+    deadline, asked twice over, and slack."""
+    return 2 * wake_in_s(spec)
 
 
 def _revert_target(handled: quarantine.Outcome) -> str | None:

@@ -8,6 +8,7 @@ by name and writes behind the leader fence; `cluster` is a reconcile's write pro
 from modeldeploy.kube.api import Fenced, KubeApi
 from modeldeploy.kube.client import (
     DEADLINE,
+    WRITE_DEADLINE,
     ApiUnavailable,
     ConfigError,
     api_errors,
@@ -23,6 +24,7 @@ from modeldeploy.kube.leases import KubeLeases
 
 __all__ = [
     "DEADLINE",
+    "WRITE_DEADLINE",
     "ApiUnavailable",
     "ConfigError",
     "Fenced",

@@ -18,15 +18,22 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from modeldeploy import constants as c
-from modeldeploy.kube.client import DEADLINE, failed_precondition, refusals, request_json
+from modeldeploy.core.plan import pointer, preconditions_hold
+from modeldeploy.kube.client import (
+    DEADLINE,
+    WRITE_DEADLINE,
+    failed_precondition,
+    refusals,
+    request_json,
+)
 from modeldeploy.model.spec import JSON
-from modeldeploy.ports import Identity
+from modeldeploy.ports import Identity, Refused
 
 logger = logging.getLogger(__name__)
 
 JSON_PATCH = "application/json-patch+json"
 _METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
-_LIST_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds: a hung LIST must not hold up a resync
+_LIST_TIMEOUT = 30.0  # seconds, connect to answer: a hung LIST must not hold up a resync
 
 
 class Fenced(Exception):
@@ -41,8 +48,10 @@ class KubeApi:
         api: Any | None = None,
         fence: Callable[[], bool] | None = None,
         instance: str | None = None,
+        write_deadline: float = WRITE_DEADLINE,
     ) -> None:
         self.api = api or kubernetes.client.ApiClient()
+        self.write_deadline = write_deadline
         self.apps = kubernetes.client.AppsV1Api(self.api)
         self.core = kubernetes.client.CoreV1Api(self.api)
         self.custom = kubernetes.client.CustomObjectsApi(self.api)
@@ -50,10 +59,12 @@ class KubeApi:
         self.fence = fence
 
     def _write(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Every write goes through here, so the fence is asked right before each one."""
+        """Every write goes through here: the fence is asked right before each one, and
+        each is one request (never retried by the client) that ends within the write
+        deadline, connect to last byte."""
         if self.fence is not None and not self.fence():
             raise Fenced(f"not the leader: {getattr(call, '__name__', 'write')} refused")
-        return call(*args, **kwargs)
+        return call(*args, **kwargs, _request_timeout=self.write_deadline)
 
     def get(self, namespace: str, name: str) -> JSON:
         """A ModelDeployment; LookupError when there is none of that name."""
@@ -73,10 +84,27 @@ class KubeApi:
     def patch(self, namespace: str, name: str, patch: list[JSON]) -> bool:
         """A JSON patch of a ModelDeployment; False when one of its `test`s failed
         (or a `remove` found nothing), `Refused` for any other refusal."""
+        return self.patched(namespace, name, patch) is not None
+
+    def patched(
+        self, namespace: str, name: str, patch: list[JSON], status: bool = False
+    ) -> JSON | None:
+        """A JSON patch of a ModelDeployment (of its status subresource with `status`):
+        the object it made, or None when a precondition no longer holds (a `test`
+        failed, a `remove` found nothing, the object is gone); `Refused` for a refusal.
+
+        Since 1.33 the API server answers a failed `test` with a bare 422, the words of
+        any invalid request, so a 422 is told apart by reading the object again: if
+        every precondition still holds, it was a refusal (admission, validation)."""
+        call = (
+            self.custom.patch_namespaced_custom_object_status
+            if status
+            else self.custom.patch_namespaced_custom_object
+        )
         try:
             with refusals():
-                self._write(
-                    self.custom.patch_namespaced_custom_object,
+                written = self._write(
+                    call,
                     c.GROUP,
                     c.VERSION,
                     namespace,
@@ -85,13 +113,47 @@ class KubeApi:
                     patch,
                     field_manager=c.MANAGER,
                     _content_type=JSON_PATCH,
-                    _request_timeout=DEADLINE,
                 )
         except ApiException as error:
             if failed_precondition(error):
-                return False
+                return None
             raise
-        return True
+        except Refused as refusal:
+            if refusal.code != 422 or self._preconditions_hold(namespace, name, patch):
+                raise
+            return None
+        made: JSON = dict(written)
+        return made
+
+    def select_version(self, body: JSON, version: str) -> bool:
+        """Set spec.activeVersion while the spec is still the one `body` shows (its
+        generation and active version); False when it changed meanwhile."""
+        meta = body["metadata"]
+        patch: list[JSON] = [
+            {"op": "test", "path": "/metadata/generation", "value": meta["generation"]},
+            {"op": "test", "path": "/spec/activeVersion", "value": body["spec"]["activeVersion"]},
+            {"op": "replace", "path": "/spec/activeVersion", "value": version},
+        ]
+        return self.patch(meta["namespace"], meta["name"], patch)
+
+    def annotate(self, body: JSON, key: str, value: str) -> bool:
+        """Add an annotation while the object is still at `body`'s resourceVersion, so an
+        annotation someone added meanwhile is never wiped; False when it moved on."""
+        meta = body["metadata"]
+        patch: list[JSON] = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]}
+        ]
+        if not meta.get("annotations"):
+            patch.append({"op": "add", "path": "/metadata/annotations", "value": {}})
+        patch.append({"op": "add", "path": pointer("metadata", "annotations", key), "value": value})
+        return self.patch(meta["namespace"], meta["name"], patch)
+
+    def _preconditions_hold(self, namespace: str, name: str, patch: list[JSON]) -> bool:
+        try:
+            current = self.get(namespace, name)
+        except LookupError:
+            return False
+        return preconditions_hold(current, patch)
 
     def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
         """One value of a Secret, decoded; None when the Secret or key is missing. Only
@@ -136,7 +198,6 @@ class KubeApi:
                     meta["namespace"],
                     manifest,
                     field_manager=c.MANAGER,
-                    _request_timeout=DEADLINE,
                 )
         except ApiException as error:  # 409 stays one (refusals() leaves it)
             if error.status != 409:
@@ -153,7 +214,6 @@ class KubeApi:
                     self.core.delete_namespaced_config_map,
                     name,
                     namespace,
-                    _request_timeout=DEADLINE,
                 )
         except ApiException as error:
             if error.status != 404:

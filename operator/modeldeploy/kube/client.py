@@ -20,7 +20,11 @@ from kubernetes.client.exceptions import ApiException
 from modeldeploy.model.spec import JSON
 from modeldeploy.ports import Refused
 
-DEADLINE = (5.0, 30.0)  # seconds to connect, then to wait for each answer
+DEADLINE = 30.0  # seconds a read may take, connect to answer (urllib3's total timeout)
+# A write is one request (the operator's client never retries one: load_config) that must
+# end within this: a fenced write sent just before the renew deadline then ends before
+# another process can lead (leader.Timing.write_deadline sets it with leader election).
+WRITE_DEADLINE = 5.0
 # The API server answers 500 with this when a server-side apply's body has a field of
 # the wrong type (an env entry's configMapKeyRef given as a string): the same body gets
 # the same answer every time, so it is a refusal to show and back off from, not an outage.
@@ -41,11 +45,14 @@ class ConfigError(Exception):
     """No way to reach a cluster: not in a pod, and no usable kubeconfig."""
 
 
-def load_config(connections: int | None = None) -> None:
+def load_config(connections: int | None = None, retries: bool = True) -> None:
     """In a pod: the ServiceAccount; elsewhere: $KUBECONFIG or ~/.kube/config.
 
     `connections`: HTTP connections kept per API server, one per concurrent caller;
     fewer and urllib3 opens and drops a connection for each extra request.
+    `retries=False`: urllib3 never sends a request again by itself (it would, three
+    times, after a connection error): the operator's writes are fenced just before
+    they are sent, and a renewal or write must end within its own deadline.
     """
     configuration = kubernetes.client.Configuration()
     try:
@@ -60,6 +67,8 @@ def load_config(connections: int | None = None) -> None:
             ) from None
     if connections is not None:
         configuration.connection_pool_maxsize = max(connections, 4)
+    if not retries:
+        configuration.retries = False
     kubernetes.client.Configuration.set_default(configuration)
 
 
@@ -129,13 +138,14 @@ def request_json(
     method: str,
     path: str,
     *,
-    timeout: tuple[float, float],
+    timeout: float | tuple[float, float],
     query: list[tuple[str, str]] | None = None,
     body: JSON | None = None,
     accept: str = "application/json",
 ) -> JSON:
-    """One request with the client's credentials and a (connect, read) deadline in seconds;
-    the JSON answer, or ApiException if not 2xx."""
+    """One request with the client's credentials and a deadline in seconds: a number
+    for the whole request, or (connect, read); the JSON answer, or ApiException if not
+    2xx."""
     headers = {"Accept": accept}
     if body is not None:
         headers["Content-Type"] = "application/json"

@@ -16,13 +16,12 @@ from kubernetes.client.exceptions import ApiException
 
 from modeldeploy import constants as c
 from modeldeploy.core.plan import Event, SpecChange, event_id
-from modeldeploy.kube.api import JSON_PATCH, KubeApi
-from modeldeploy.kube.client import DEADLINE, api_message, failed_precondition, refusals
+from modeldeploy.kube.api import KubeApi
+from modeldeploy.kube.client import DEADLINE, api_message, refusals
 from modeldeploy.model.observed import ChildState, parse_child
 from modeldeploy.model.resource import Resource, released
 from modeldeploy.model.spec import JSON
 from modeldeploy.model.times import format_time
-from modeldeploy.ports import Refused
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +58,6 @@ class KubeCluster(KubeApi):
                 field_manager=c.MANAGER,
                 force=True,
                 _content_type=_APPLY,
-                _request_timeout=DEADLINE,
             )
         logger.info("applied %s %s/%s", kind, meta["namespace"], meta["name"])
 
@@ -82,7 +80,7 @@ class KubeCluster(KubeApi):
         delete = {"Deployment": self.apps.delete_namespaced_deployment}[kind]
         try:
             with refusals():
-                self._write(delete, name, resource.namespace, _request_timeout=DEADLINE)
+                self._write(delete, name, resource.namespace)
         except ApiException as error:
             if error.status != 404:
                 raise
@@ -101,42 +99,11 @@ class KubeCluster(KubeApi):
             {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
             {"op": "add", "path": "/status", "value": status},
         ]
-        try:
-            with refusals():
-                written = self._write(
-                    self.custom.patch_namespaced_custom_object_status,
-                    c.GROUP,
-                    c.VERSION,
-                    resource.namespace,
-                    c.PLURAL,
-                    resource.name,
-                    patch,
-                    field_manager=c.MANAGER,
-                    _content_type=JSON_PATCH,
-                    _request_timeout=DEADLINE,
-                )
-        except ApiException as error:
-            if not failed_precondition(error):
-                raise
-        except Refused as refusal:
-            if not self._moved_on(resource, resource_version, refusal):
-                raise
-        else:
-            return str(written["metadata"]["resourceVersion"])
-        logger.debug("status of %s/%s is stale", resource.namespace, resource.name)
-        return None
-
-    def _moved_on(self, resource: Resource, resource_version: str, refusal: Refused) -> bool:
-        """Whether a 422 answering a patch guarded by `resource_version` was its `test`
-        failing: since 1.33 the API server says only "the server rejected our request due
-        to an error in our request" for that, so ask for the object's version instead."""
-        if refusal.code != 422:
-            return False
-        try:
-            current = self.get(resource.namespace, resource.name)
-        except LookupError:
-            return True
-        return bool(current["metadata"].get("resourceVersion") != resource_version)
+        written = self.patched(resource.namespace, resource.name, patch, status=True)
+        if written is None:
+            logger.debug("status of %s/%s is stale", resource.namespace, resource.name)
+            return None
+        return str(written["metadata"]["resourceVersion"])
 
     def change_spec(self, resource: Resource, change: SpecChange) -> bool:
         """The conditional spec write: JSON-patch `test`s let a user's edit win.
@@ -144,33 +111,8 @@ class KubeCluster(KubeApi):
         False when the spec is no longer the one the decision was about; `Refused`
         when it still is and the API (a ValidatingAdmissionPolicy, a webhook) said no.
         """
-        patch: list[JSON] = []
-        if change.expect_generation is not None:
-            patch.append(
-                {"op": "test", "path": "/metadata/generation", "value": change.expect_generation}
-            )
-        if change.expect_version is not None:
-            patch.append(
-                {"op": "test", "path": "/spec/activeVersion", "value": change.expect_version}
-            )
-        if change.set_version is not None:
-            patch.append(
-                {"op": "replace", "path": "/spec/activeVersion", "value": change.set_version}
-            )
-        for wanted, annotation in (
-            (change.remove_retry, c.ANNOTATION_RETRY),
-            (change.remove_refresh, c.ANNOTATION_REFRESH_CONFIG),
-        ):
-            if wanted:
-                key = annotation.replace("~", "~0").replace("/", "~1")
-                patch.append({"op": "remove", "path": f"/metadata/annotations/{key}"})
-        try:
-            applied = self.patch(resource.namespace, resource.name, patch)
-        except Refused:
-            if self._moved(resource, change):
-                applied = False
-            else:
-                raise
+        patch = change.ops()
+        applied = self.patch(resource.namespace, resource.name, patch)
         where = f"{resource.namespace}/{resource.name}"
         if not applied:
             logger.info("spec change of %s not applied: the spec moved on", where)
@@ -182,32 +124,6 @@ class KubeCluster(KubeApi):
                 change.set_version,
             )
         return applied
-
-    def _moved(self, resource: Resource, change: SpecChange) -> bool:
-        """Whether the spec is no longer what `change` was decided on (a user's edit)."""
-        try:
-            body = self.get(resource.namespace, resource.name)
-        except LookupError:
-            return True
-        spec = body.get("spec") or {}
-        return bool(
-            (
-                change.expect_generation is not None
-                and body["metadata"].get("generation") != change.expect_generation
-            )
-            or (
-                change.expect_version is not None
-                and spec.get("activeVersion") != change.expect_version
-            )
-            or (
-                change.remove_retry
-                and c.ANNOTATION_RETRY not in (body["metadata"].get("annotations") or {})
-            )
-            or (
-                change.remove_refresh
-                and c.ANNOTATION_REFRESH_CONFIG not in (body["metadata"].get("annotations") or {})
-            )
-        )
 
     def release_active_version(self, resource: Resource) -> None:
         """Take spec.activeVersion out of our managedFields entries, so a later writer
@@ -227,13 +143,7 @@ class KubeCluster(KubeApi):
             {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
             {"op": "replace", "path": "/metadata/managedFields", "value": fields},
         ]
-        try:
-            applied = self.patch(resource.namespace, resource.name, patch)
-        except Refused as refusal:
-            if not self._moved_on(resource, meta["resourceVersion"], refusal):
-                raise
-            applied = False
-        if applied:
+        if self.patch(resource.namespace, resource.name, patch):
             logger.info("released spec.activeVersion of %s/%s", resource.namespace, resource.name)
 
     def post_event(self, resource: Resource, event: Event) -> bool:
@@ -265,7 +175,6 @@ class KubeCluster(KubeApi):
                 resource.namespace,
                 body,
                 field_manager=c.MANAGER,
-                _request_timeout=DEADLINE,
             )
         except ApiException as error:
             if error.status == 409:

@@ -18,31 +18,31 @@ from modeldeploy.model.spec import JSON
 class KubeLeases:
     """One coordination.k8s.io/v1 Lease, for leader election (modeldeploy.leader.Leases).
 
-    Each call has a whole-request deadline, `_request_timeout=(connect, read)`: a
-    renewal must fail in time, not hang past the renew deadline. Its own connection
-    pool, so renewals never queue behind reconciles.
+    Each call is one request, never retried (the client's retries are off:
+    kube.load_config), with the deadline the elector gives it for connect, answer and
+    body together: a renewal fails in time, it never hangs past the renew deadline.
+    Its own connection pool, so renewals never queue behind reconciles.
     """
 
-    def __init__(self, namespace: str, name: str, timeout: float, api: Any | None = None) -> None:
+    def __init__(self, namespace: str, name: str, api: Any | None = None) -> None:
         self.api = api or kubernetes.client.ApiClient()
         self.namespace, self.name = namespace, name
-        self.timeout = (timeout, timeout)
         self.path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
 
-    def read(self) -> tuple[str, JSON] | None:
+    def read(self, timeout: float) -> tuple[str, JSON] | None:
         try:
-            lease = request_json(self.api, "GET", f"{self.path}/{self.name}", timeout=self.timeout)
+            lease = request_json(self.api, "GET", f"{self.path}/{self.name}", timeout=timeout)
         except ApiException as error:
             if error.status == 404:
                 return None
             raise
         return str(lease["metadata"]["resourceVersion"]), dict(lease.get("spec") or {})
 
-    def create(self, spec: JSON) -> str | None:
+    def create(self, spec: JSON, timeout: float) -> str | None:
         body: JSON = {"metadata": {"name": self.name, "namespace": self.namespace}, "spec": spec}
-        return self._written("POST", self.path, body)
+        return self._written("POST", self.path, body, timeout)
 
-    def replace(self, resource_version: str, spec: JSON) -> str | None:
+    def replace(self, resource_version: str, spec: JSON, timeout: float) -> str | None:
         body: JSON = {
             "metadata": {
                 "name": self.name,
@@ -51,9 +51,9 @@ class KubeLeases:
             },
             "spec": spec,
         }
-        return self._written("PUT", f"{self.path}/{self.name}", body)
+        return self._written("PUT", f"{self.path}/{self.name}", body, timeout)
 
-    def _written(self, method: str, path: str, body: JSON) -> str | None:
+    def _written(self, method: str, path: str, body: JSON, timeout: float) -> str | None:
         try:
             lease = request_json(
                 self.api,
@@ -61,7 +61,7 @@ class KubeLeases:
                 path,
                 body=body,
                 query=[("fieldManager", c.MANAGER)],
-                timeout=self.timeout,
+                timeout=timeout,
             )
         except ApiException as error:
             if error.status == 409:  # created meanwhile, or no longer at that version

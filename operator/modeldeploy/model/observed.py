@@ -7,6 +7,7 @@ is judged, by the caller's `now`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -61,9 +62,9 @@ class ChildState:
     ready_replicas: int = 0
     available_replicas: int = 0
     uid: str = ""
-    # The Deployment controller's verdicts, with when it said so (whole seconds).
+    # The Deployment controller's verdict that a rollout made no progress: it names the
+    # ReplicaSet it was stated for (the condition outlives the rollout it was about).
     progress_deadline: DeploymentCondition | None = None  # ProgressDeadlineExceeded
-    replica_failure: DeploymentCondition | None = None  # ReplicaFailure=True (FailedCreate)
 
     @property
     def progress_deadline_exceeded(self) -> bool:
@@ -74,16 +75,21 @@ class ChildState:
 class DeploymentCondition:
     reason: str
     message: str
-    since: datetime | None  # lastTransitionTime
+    since: datetime | None  # lastTransitionTime (lastUpdateTime for Progressing)
+    replica_set: str | None = None  # the ReplicaSet its message names, if it names one
 
 
 @dataclass(frozen=True)
 class ReplicaSetState:
-    """Which Deployment controls a ReplicaSet: how a pod is traced to its owner."""
+    """Which Deployment controls a ReplicaSet (how a pod is traced to its owner), which
+    of our templates it runs, and whether the ReplicaSet controller may not create its
+    pods (ReplicaFailure: a quota, a LimitRange, admission)."""
 
     uid: str
     controller_uid: str | None
-    name: str = ""  # which object this is, for pruning the caches (runtime.py)
+    name: str = ""  # which object this is (the caches; the Deployment's conditions name it)
+    template_hash: str | None = None  # our template-hash label, copied from the pods'
+    replica_failure: DeploymentCondition | None = None
 
 
 @dataclass(frozen=True)
@@ -175,7 +181,6 @@ def parse_child(body: Mapping[str, Any]) -> ChildState:
     status = body.get("status") or {}
     conditions = {k.get("type"): k for k in status.get("conditions") or ()}
     progressing = conditions.get("Progressing") or {}
-    failure = conditions.get("ReplicaFailure") or {}
     return ChildState(
         name=meta.get("name", ""),
         uid=meta.get("uid", ""),
@@ -191,24 +196,37 @@ def parse_child(body: Mapping[str, Any]) -> ChildState:
         progress_deadline=_condition(progressing, "lastUpdateTime")
         if progressing.get("reason") == c.REASON_PROGRESS_DEADLINE
         else None,
-        replica_failure=_condition(failure, "lastTransitionTime")
-        if failure.get("status") == "True"
-        else None,
     )
 
 
+# The Deployment controller names the ReplicaSet in its Progressing messages
+# ('ReplicaSet "m-5d8c7b9f4" has timed out progressing.').
+_NAMED_REPLICA_SET = re.compile(r'ReplicaSet "([^"]+)"')
+
+
 def _condition(raw: Mapping[str, Any], stated: str) -> DeploymentCondition:
+    message = raw.get("message") or ""
+    named = _NAMED_REPLICA_SET.search(message)
     return DeploymentCondition(
         reason=raw.get("reason") or raw.get("type") or "",
-        message=raw.get("message") or "",
+        message=message,
         since=parse_time(raw.get(stated) or raw.get("lastTransitionTime")),
+        replica_set=named.group(1) if named else None,
     )
 
 
 def parse_replica_set(body: Mapping[str, Any]) -> ReplicaSetState:
     meta = body.get("metadata") or {}
+    conditions = {k.get("type"): k for k in (body.get("status") or {}).get("conditions") or ()}
+    failure = conditions.get("ReplicaFailure") or {}
     return ReplicaSetState(
-        uid=meta.get("uid", ""), controller_uid=_controller_uid(meta), name=meta.get("name", "")
+        uid=meta.get("uid", ""),
+        controller_uid=_controller_uid(meta),
+        name=meta.get("name", ""),
+        template_hash=(meta.get("labels") or {}).get(c.LABEL_TEMPLATE_HASH),
+        replica_failure=_condition(failure, "lastTransitionTime")
+        if failure.get("status") == "True"
+        else None,
     )
 
 

@@ -56,6 +56,9 @@ class TemplateSpec:
     security_context: JSON | None = None  # the model container's
     service_account_name: str | None = None
     automount_service_account_token: bool = False
+    # An emptyDir mounted here for what the server writes (the root filesystem is
+    # read-only by default); "" for none.
+    scratch_path: str = "/tmp"  # noqa: S108  (a path in the pod, an emptyDir)
 
 
 @dataclass(frozen=True)
@@ -191,6 +194,7 @@ TEMPLATE_KEYS: Keys = {
     "securityContext": ("security_context", dict),
     "serviceAccountName": ("service_account_name", str),
     "automountServiceAccountToken": ("automount_service_account_token", bool),
+    "scratchPath": ("scratch_path", str),
 }
 SERVICE_KEYS: Keys = {"enabled": ("enabled", bool), "port": ("port", int)}
 ROLLOUT_KEYS: Keys = {
