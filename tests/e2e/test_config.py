@@ -78,7 +78,7 @@ def config_map_or_none(kube: Kube, namespace: str, name: str) -> Any:
 def mounted(kube: Kube, namespace: str, name: str) -> str:
     """The snapshot the Deployment's pod template mounts."""
     template = kube.apps.read_namespaced_deployment(name, namespace).spec.template
-    (volume,) = template.spec.volumes
+    (volume,) = [v for v in template.spec.volumes if v.name == c.CONFIG_VOLUME]
     return str(volume.config_map.name)
 
 
@@ -106,7 +106,7 @@ def test_a_versions_config_is_snapshotted_owned_immutable_and_a_revert_restores_
     assert snapshot.metadata.labels[c.LABEL_CONFIG_HASH] == record["hash"]
     template = kube.apps.read_namespaced_deployment("fraud", namespace).spec.template
     (container,) = template.spec.containers
-    (mount,) = container.volume_mounts
+    (mount,) = [m for m in container.volume_mounts if m.name == c.CONFIG_VOLUME]
     assert (mount.mount_path, mount.read_only) == (c.CONFIG_PATH, True)
     assert {e.name: e.value for e in container.env}["MODEL_CONFIG"] == c.CONFIG_PATH
     assert mounted(kube, namespace, "fraud") == record["name"]
