@@ -41,7 +41,8 @@ RECONCILING: Final = "Reconciling"
 STALLED: Final = "Stalled"
 ROLLED_BACK: Final = "RolledBack"
 WEBHOOK_READY: Final = "WebhookReady"  # only with spec.notifications.webhook; not kstatus
-CONDITION_TYPES: Final = (READY, RECONCILING, STALLED, ROLLED_BACK, WEBHOOK_READY)
+VALIDATED: Final = "Validated"  # only with spec.validation: what serves answers as expected
+CONDITION_TYPES: Final = (READY, RECONCILING, STALLED, ROLLED_BACK, WEBHOOK_READY, VALIDATED)
 
 # Phases, derived from the conditions for humans and printer columns.
 PHASE_PENDING: Final = "Pending"
@@ -120,6 +121,8 @@ EVENT_RETRY: Final = "RetryRequested"
 EVENT_REVERT_SKIPPED: Final = "RevertSkipped"
 EVENT_RETRY_SKIPPED: Final = "RetrySkipped"  # the spec changed after the retry was asked
 EVENT_TARGET_UNCHECKED: Final = "RevertTargetUnchecked"  # its pods did not answer in time
+EVENT_POD_SHUT_OUT: Final = "PodValidationFailed"  # a serving version's new pod answered wrong
+EVENT_SERVING_ANSWERS_WRONG: Final = "ServingValidationFailed"  # new golden requests, old pods
 EVENT_CONFIG_SNAPSHOT: Final = "ConfigSnapshotTaken"
 EVENT_CONFIG_REFRESH_FAILED: Final = "ConfigRefreshFailed"  # or ignored: no such config
 EVENT_NOTIFICATION_DROPPED: Final = "NotificationDropped"  # owed a day, or the outbox full
@@ -133,6 +136,17 @@ ANALYSIS_INVALID: Final = "Invalid"  # a check's query is one Prometheus refuses
 ANALYSIS_GUARDING: Final = "Guarding"  # promoted, and still judged (guardSeconds)
 STAGE_GUARD: Final = "Guard"  # a rollout that failed in its guard window
 LABEL_STANDBY_OF: Final = f"{GROUP}/standby-of"  # pods of the standby Deployment
+# The readiness gate of a validated version's pods: the operator sets this pod condition
+# True once the pod answered every golden request as expected (False, with why, if not);
+# until then the pod is not Ready, gets no traffic and no rolling update counts it.
+CONDITION_VALIDATED: Final = f"{GROUP}/validated"
+REASON_GOLDEN_PASSED: Final = "GoldenRequestsPassed"
+REASON_GOLDEN_CHECKING: Final = "GoldenRequestsSent"  # waiting for the serving pods' answers
+REASON_GOLDEN_FAILED: Final = "GoldenRequestsFailed"
+REASON_NOT_VALIDATED: Final = "ValidationRemoved"  # spec.validation went: nothing to wait for
+# What serves while a failed version's pods are still Ready (spec.rollout.failedTraffic).
+FAILED_TRAFFIC_STOP: Final = "Stop"  # the last good version's Ready pods only, at once
+FAILED_TRAFFIC_KEEP: Final = "Keep"  # every Ready pod, until the failed ones are gone
 NO_DATA_INCONCLUSIVE: Final = "Inconclusive"
 NO_DATA_FAIL: Final = "Fail"
 

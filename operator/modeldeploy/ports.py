@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from modeldeploy.core.analysis import Query
-from modeldeploy.core.plan import Event, SpecChange, ValidationRequest
+from modeldeploy.core.plan import Event, PodGate, SpecChange, ValidationRequest
 from modeldeploy.model.observed import ChildState, Observed, Refusal, Undelivered
 from modeldeploy.model.resource import Resource
 from modeldeploy.model.settings import Settings
@@ -72,6 +72,9 @@ class Cluster(Protocol):
 
     def delete_config_map(self, namespace: str, name: str) -> None:
         """Delete a ConfigMap; one already gone is fine."""
+
+    def set_pod_gate(self, namespace: str, gate: PodGate) -> None:
+        """Set a pod's readiness gate condition (its status); a pod gone is fine."""
 
 
 class Notifier(Protocol):

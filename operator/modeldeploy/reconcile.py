@@ -248,6 +248,8 @@ def _apply_children(
             continue
         memory.refusals.pop(action, None)
         faults.point(f"apply:{manifest['kind']}")
+    for gate in decision.gates:  # the pods' readiness gates, once what they join is there
+        cluster.set_pod_gate(resource.namespace, gate)
 
 
 def _change_spec(

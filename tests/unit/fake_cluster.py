@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from modeldeploy.core.plan import Event, SpecChange, preconditions_hold
+from modeldeploy.core.plan import Event, PodGate, SpecChange, preconditions_hold
 from modeldeploy.model.observed import ChildState
 from modeldeploy.model.resource import Resource
 from modeldeploy.model.spec import JSON
@@ -132,6 +132,13 @@ class RecordingCluster:
         self._admit("delete ConfigMap")
         self.config_maps.pop(name, None)
         self.writes.append(("delete ConfigMap", name))
+
+    gates: dict[str, bool] = field(default_factory=dict)  # pod -> its readiness gate
+
+    def set_pod_gate(self, namespace: str, gate: PodGate) -> None:
+        self._admit("gate")
+        self.gates[gate.pod] = gate.passed
+        self.writes.append(("gate", (gate.pod, gate.passed)))
 
     def post_event(self, resource: Resource, event: Event) -> bool:
         self.events.append(event)

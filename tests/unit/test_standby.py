@@ -109,7 +109,7 @@ def test_a_standby_that_is_not_ready_is_not_switched_to() -> None:
     assert decision.service is None  # the Service keeps its selector
 
 
-def test_a_version_failing_before_promotion_drops_the_standby() -> None:
+def failing_before_promotion(standby: ChildState) -> tuple[Resource, Decision]:
     res, _ = rolling_v2()
     crashing = PodState(
         name="m-2",
@@ -123,12 +123,30 @@ def test_a_version_failing_before_promotion_drops_the_standby() -> None:
         deployment=deployment(res, "v2", ready=0, old=2),
         pods=(crashing,),
         replica_sets=OURS,
-        standby=warm(),
+        standby=standby,
     )
-    res, decision = step(res, observed, 12)
+    return step(res, observed, 12)
+
+
+def test_a_version_failing_before_promotion_drops_a_standby_that_is_not_warm() -> None:
+    res, decision = failing_before_promotion(warm(ready=0))
     assert res.status.standby is None
     assert decision.remove_standby
     assert present(decision.spec_change).set_version == "v1"
+
+
+def test_a_version_failing_before_promotion_switches_to_a_warm_standby_at_the_revert() -> None:
+    """Rule 5: in its bake a version may have taken every old pod's place; a warm standby
+    serves at once instead of waiting for the old version to load again."""
+    res, decision = failing_before_promotion(warm())
+    assert not decision.remove_standby
+    assert present(decision.spec_change).set_version == "v1"
+    back = select(res, "v1")
+    back, decision = step(back, Observed(deployment=deployment(back, "v2"), standby=warm()), 13)
+    record = present(back.status.standby)
+    assert (record.version, record.serving) == ("v1", True)
+    assert present(decision.service)["spec"]["selector"] == {c.LABEL_STANDBY_OF: "m"}
+    assert back.status.serving_version == "v1"  # SERVING says what answers
 
 
 THREE = {"v1": "r/m:1", "v2": "r/m:2", "v3": "r/m:3"}

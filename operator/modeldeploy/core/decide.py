@@ -23,10 +23,19 @@ from modeldeploy.core import (
     standby,
     summary,
     target_check,
+    traffic,
+    validation,
 )
 from modeldeploy.core.endpoints import WEBHOOK
 from modeldeploy.core.ledger import Target
-from modeldeploy.core.plan import Decision, Event, Problem, SpecChange, ValidationRequest
+from modeldeploy.core.plan import (
+    Decision,
+    Event,
+    PodGate,
+    Problem,
+    SpecChange,
+    ValidationRequest,
+)
 from modeldeploy.core.progress import Step, progress, superseded
 from modeldeploy.core.render import (
     covers,
@@ -65,6 +74,7 @@ class Draft:
     quarantined: bool = False  # the version the spec names is quarantined
     standby: standby.Plan | None = None
     validations: tuple[ValidationRequest, ...] = ()  # golden requests due (spec.validation)
+    gates: tuple[PodGate, ...] = ()  # pods whose readiness gate to set
 
     def then(self, outcome: Step | quarantine.Outcome | retry.Outcome) -> Draft:
         return replace(self, status=outcome.status, events=self.events + outcome.events)
@@ -98,6 +108,19 @@ def decide(
         draft = replace(draft, stall=configs.stall, requeue=configs.requeue)
     else:
         draft = _rollout(draft, resource, spec, observed, now)
+        # Gated pods of the serving version that came after its rollout.
+        kept_gates = validation.keep_gates(draft.status, resource, spec, observed)
+        # Golden requests added or changed since it was rolled out: check what serves.
+        serving_check = validation.check_serving(draft.status, resource, spec, observed, now)
+        requests = draft.validations + kept_gates.requests + serving_check.requests
+        draft = replace(
+            draft,
+            status=serving_check.status,
+            validations=tuple({(r.pod, r.template_hash): r for r in requests}.values()),
+            gates=draft.gates + kept_gates.gates,
+            events=draft.events + kept_gates.events + serving_check.events,
+            requeue=_sooner(draft.requeue, serving_check.wake_in_s),
+        )
     refused = _refusal(observed, resource, WEBHOOK)
     checked = endpoints.check(
         draft.status, resource, spec, refused, observed.undelivered, settings, now
@@ -113,7 +136,18 @@ def decide(
     draft = replace(
         draft, status=kept.status, standby=kept, requeue=_sooner(draft.requeue, kept.wake_in_s)
     )
-    children, draft = _children(draft, resource, spec, observed, now)
+    record = kept.status.standby
+    only = (
+        None if record and record.serving else traffic.only_last_good(draft.status, spec, observed)
+    )
+    children, draft = _children(draft, resource, spec, observed, only, now)
+    # SERVING says what answers: the standby during its switch, the last good version
+    # while a failed one is kept out of the Service.
+    if record and record.serving:
+        draft = replace(draft, status=replace(draft.status, serving_version=record.version))
+    elif only is not None:
+        serving = draft.status.last_good_version
+        draft = replace(draft, status=replace(draft.status, serving_version=serving))
     digest = template_hash(resource.name, spec, spec.active)
     after_revert = quarantine.reverted(draft.status, resource, spec)
     stall = draft.stall or after_revert
@@ -139,6 +173,7 @@ def decide(
         requeue_after=_sooner(draft.requeue, 0.05 if configs.consume_refresh else None),
         queries=draft.queries,
         validations=draft.validations,
+        gates=draft.gates,
         snapshots=configs.requests,
         deletes=configs.deletes,
         events=events,
@@ -187,6 +222,7 @@ def _rollout(
         stall=handled.stall,
         spec_change=handled.spec_change,
         validations=draft.validations + checked.requests,
+        gates=draft.gates + checked.gates,
         requeue=_sooner(draft.requeue, checked.requeue),
     )
     if refused and handled.stall:
@@ -217,24 +253,39 @@ def _stepped(draft: Draft, step: Step, target: Target) -> Draft:
         queries=step.queries,
         target=None if step.failed or step.hold else target,
         validations=draft.validations + step.validations,
+        gates=draft.gates + step.gates,
     )
 
 
 def _children(
-    draft: Draft, resource: Resource, spec: Spec, observed: Observed, now: datetime
+    draft: Draft,
+    resource: Resource,
+    spec: Spec,
+    observed: Observed,
+    only: str | None,
+    now: datetime,
 ) -> tuple[dict[str, JSON | None], Draft]:
     """The Deployment (for the target) and Service to apply, unless the API refused
-    them for this spec and it is not yet time to try again (InvalidSpec)."""
+    them for this spec and it is not yet time to try again (InvalidSpec). `only`: the
+    Service selects that template's pods alone (a failed version's are left out)."""
     target = draft.target
     deployment = (
-        render_deployment(resource, spec, spec.versions[target.version], target.digest)
+        render_deployment(
+            resource,
+            spec,
+            spec.versions[target.version],
+            target.digest,
+            gated=ledger.gated(draft.status, target.version, target.digest),
+        )
         if target is not None
         else None
     )
     kept = draft.standby
     record = kept.status.standby if kept else None
     serving_standby = record is not None and record.serving
-    service = render_service(resource, spec, serving_standby) if spec.service.enabled else None
+    service = (
+        render_service(resource, spec, serving_standby, only) if spec.service.enabled else None
+    )
     warm = None
     foreign = observed.standby is not None and observed.standby.controller_uid != resource.uid
     if (
@@ -296,6 +347,10 @@ def _if_needed(desired: JSON | None, observed: ChildState | None) -> JSON | None
         return desired
     wanted_hash = desired["metadata"].get("annotations", {}).get(c.ANNOTATION_TEMPLATE_HASH)
     if observed.template_hash != wanted_hash or not covers(observed.spec, desired["spec"]):
+        return desired
+    # A selector is ours whole: a key we no longer set must go (covers() ignores extras).
+    selector = desired["spec"].get("selector")
+    if desired["kind"] == "Service" and observed.spec.get("selector") != selector:
         return desired
     return None
 

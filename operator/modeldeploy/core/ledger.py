@@ -45,7 +45,17 @@ class Target:
     trigger: str | None = None
 
 
+def gated(status: Status, version: str, digest: str) -> bool:
+    """Whether `version`'s pods of template `digest` carry the validated readiness gate."""
+    record = status.version_record(version)
+    return bool(record and record.template_hash == digest and record.gated)
+
+
 def upsert_version(status: Status, record: VersionRecord) -> Status:
+    """Put `record` in the ledger; a record of the same content keeps its gate."""
+    before = status.version_record(record.name)
+    if record.gated is None and before and before.template_hash == record.template_hash:
+        record = replace(record, gated=before.gated)
     versions = [v for v in status.versions if v.name != record.name]
     versions.append(record)
     return replace(status, versions=tuple(sorted(versions, key=lambda v: v.name)))
@@ -93,6 +103,7 @@ def start_rollout(
     )
     status = with_rollout(replace(status, intent=None), rollout, spec.rollout.history_limit)
     previous = status.version_record(version)
+    same = previous is not None and previous.template_hash == digest
     status = upsert_version(
         status,
         VersionRecord(
@@ -100,6 +111,9 @@ def start_rollout(
             state=c.STATE_RETRYING if trigger == c.TRIGGER_RETRY else c.STATE_PROGRESSING,
             template_hash=digest,
             last_available_at=previous.last_available_at if previous else None,
+            # As this content was rolled out before (a revert finds its ReplicaSet as it
+            # was), else gated when validation is asked for now.
+            gated=bool(previous.gated) if same and previous else spec.validation is not None,
         ),
     )
     if trigger != c.TRIGGER_AUTOMATIC:

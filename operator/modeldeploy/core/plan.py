@@ -119,6 +119,16 @@ class ValidationRequest:
 
 
 @dataclass(frozen=True)
+class PodGate:
+    """Set one pod's readiness gate (c.CONDITION_VALIDATED): True lets it be Ready."""
+
+    pod: str
+    passed: bool
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
 class SnapshotRequest:
     """Copy a version's source ConfigMap into an immutable snapshot (before its rollout)."""
 
@@ -140,6 +150,7 @@ class Decision:
     requeue_after: float | None = None  # seconds until the next deadline to check
     queries: tuple[Query, ...] = ()  # analysis measurements due now
     validations: tuple[ValidationRequest, ...] = ()  # pods to send golden requests to
+    gates: tuple[PodGate, ...] = ()  # pods whose readiness gate to set
     snapshots: tuple[SnapshotRequest, ...] = ()  # to take before this decision can stand
     deletes: tuple[str, ...] = ()  # snapshot ConfigMaps no longer needed
     events: tuple[Event, ...] = ()  # what this decision adds to the outbox

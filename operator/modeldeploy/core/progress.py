@@ -14,7 +14,7 @@ from datetime import datetime
 from modeldeploy import constants as c
 from modeldeploy.core import analysis, guard, ledger, validation
 from modeldeploy.core.ledger import Target
-from modeldeploy.core.plan import Event, Problem, ValidationRequest
+from modeldeploy.core.plan import Event, PodGate, Problem, ValidationRequest
 from modeldeploy.core.signals import Verdict, baseline, evaluate, owned_pods
 from modeldeploy.model.observed import Observed
 from modeldeploy.model.resource import Resource
@@ -34,6 +34,7 @@ class Step:
     stall: Problem | None = None  # it cannot progress without a human (an invalid query)
     validations: tuple[ValidationRequest, ...] = ()  # golden requests due (spec.validation)
     hold: bool = False  # leave the Deployment alone: a rollback's pods are being validated
+    gates: tuple[PodGate, ...] = ()  # readiness gates to set (spec.validation)
 
 
 def progress(
@@ -74,17 +75,22 @@ def progress(
     if verdict.failure is None and spec.analysis and (verdict.complete or analysing):
         # Ready is not enough: judge what the version serves (AnalysisFailed).
         status, verdict, queries, stall = _analyse(status, resource, spec, target, observed, now)
+    gates = checked.gates
     if verdict.failure is not None:
         status, failed = ledger.fail(status, spec, verdict.failure, now)
-        return Step(status, (*events, failed), failed=True)
+        return Step(status, (*events, failed), failed=True, gates=gates)
     if verdict.complete and not checked.pending:
         promoted_from = status
         status, succeeded = ledger.succeed(status, spec, now)
+        if spec.validation is not None:  # what serves passed these very requests
+            status = validation.passed_rollout(status, resource, spec.validation, now)
         if spec.analysis and spec.analysis.guard_s and status.analysis:
             record = guard.begin(status.analysis, promoted_from, spec.analysis, now)
             requeue = guard.next_wake_s(record, spec.analysis, now)
-            return Step(replace(status, analysis=record), (*events, succeeded), requeue=requeue)
-        return Step(status, (*events, succeeded))
+            return Step(
+                replace(status, analysis=record), (*events, succeeded), requeue=requeue, gates=gates
+            )
+        return Step(status, (*events, succeeded), gates=gates)
     return Step(
         status,
         events,
@@ -93,6 +99,7 @@ def progress(
         stall=stall,
         validations=checked.requests,
         hold=checked.hold,
+        gates=gates,
     )
 
 

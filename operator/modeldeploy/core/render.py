@@ -129,9 +129,16 @@ def template_hash(name: str, spec: Spec, version: VersionSpec) -> str:
     return digest[:12]
 
 
-def render_deployment(resource: Resource, spec: Spec, version: VersionSpec, digest: str) -> JSON:
-    """The Deployment running `version`, whose pod template hash is `digest`."""
+def render_deployment(
+    resource: Resource, spec: Spec, version: VersionSpec, digest: str, gated: bool = False
+) -> JSON:
+    """The Deployment running `version`, whose pod template hash is `digest`. `gated`:
+    its pods carry the validated readiness gate (not part of the hash: it is how the
+    version was rolled out, kept so a revert finds its ReplicaSet unchanged)."""
     name = resource.name
+    pod_spec = _pod_spec(name, spec, version)
+    if gated:
+        pod_spec["readinessGates"] = [{"conditionType": c.CONDITION_VALIDATED}]
     pod_labels = {
         **common_labels(name),
         c.LABEL_VERSION: version.name,
@@ -160,10 +167,7 @@ def render_deployment(resource: Resource, spec: Spec, version: VersionSpec, dige
                 "type": "RollingUpdate",
                 "rollingUpdate": {"maxSurge": spec.rollout.max_surge, "maxUnavailable": 0},
             },
-            "template": {
-                "metadata": {"labels": pod_labels},
-                "spec": _pod_spec(name, spec, version),
-            },
+            "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
         },
     }
 
@@ -215,10 +219,18 @@ def render_standby(
     }
 
 
-def render_service(resource: Resource, spec: Spec, to_standby: bool = False) -> JSON:
+def render_service(
+    resource: Resource, spec: Spec, to_standby: bool = False, only: str | None = None
+) -> JSON:
     """The Service in front of the resource's pods, whatever version they run; while a
-    revert is switched to the standby, in front of the standby's pods instead."""
-    selector = {c.LABEL_STANDBY_OF: resource.name} if to_standby else selector_labels(resource.name)
+    revert is switched to the standby, in front of the standby's pods instead; with
+    `only`, in front of that template's pods alone (a failed version's are left out)."""
+    if to_standby:
+        selector = {c.LABEL_STANDBY_OF: resource.name}
+    elif only is not None:
+        selector = {**selector_labels(resource.name), c.LABEL_TEMPLATE_HASH: only}
+    else:
+        selector = selector_labels(resource.name)
     return {
         "apiVersion": "v1",
         "kind": "Service",

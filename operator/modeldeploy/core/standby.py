@@ -7,11 +7,13 @@ selector and the Service never pick them up by accident. It is always the last g
 version exactly as it was observed good (its template hash): its life, all in
 `status.standby`: created, or moved to the new last good version, when a user's rollout
 begins (so its pods load while the new version rolls out), given `seconds` once the new
-version is promoted, serving when a revert to the same template comes inside the window
-(the Service switches to it at once while the main Deployment rolls back), removed when
-the main Deployment serves that template again, when the window ends, or when the new
-version fails before promotion (its old pods never left). A version edited in place
-since renders other pods: the standby is left as it was, never re-rendered.
+version is promoted, serving when a revert to the same template comes inside the window,
+or when the new version fails before its promotion (in its bake, its pods may already
+have taken every old pod's place) and the standby is warm (the Service switches to it at
+once while the main Deployment rolls back), removed when the main Deployment serves
+that template again, when the window ends, or when the new version fails before
+promotion with the standby not warm. A version edited in place since renders other
+pods: the standby is left as it was, never re-rendered.
 """
 
 from __future__ import annotations
@@ -54,13 +56,22 @@ def plan(
     promoted = not back and rollout.outcome == c.OUTCOME_SUCCEEDED
     if record.ends_at is None and promoted:
         record = replace(record, ends_at=now + timedelta(seconds=config.seconds))
-    if record.ends_at is None and rollout.outcome == c.OUTCOME_FAILED:
-        # Failed before promotion: the old pods never left; nothing to keep warm for.
+    if record.ends_at is None and rollout.outcome == c.OUTCOME_FAILED and not _ready(standby):
+        # Failed before promotion, and nothing warm to switch to: the revert brings the
+        # old pods back (most never left).
         return Plan(replace(status, standby=None), remove=True)
     if record.serving and back and rollout.outcome == c.OUTCOME_SUCCEEDED:
         return Plan(replace(status, standby=None), remove=True)  # the main serves it again
     switched = False
-    if not record.serving and back and record.ends_at is not None and _ready(standby):
+    # A revert to it inside the window, or any automatic one (a version that failed
+    # before promotion, in its bake, may have taken every old pod's place): switch.
+    reverting = rollout.trigger == c.TRIGGER_AUTOMATIC and rollout.outcome == c.OUTCOME_PROGRESSING
+    if (
+        not record.serving
+        and back
+        and (record.ends_at is not None or reverting)
+        and _ready(standby)
+    ):
         record, switched = replace(record, serving=True), True
     if not record.serving and record.ends_at is not None and now >= record.ends_at:
         return Plan(replace(status, standby=None), remove=True)  # the window is over

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from modeldeploy import constants as c
 from modeldeploy.core import quarantine
-from modeldeploy.core.plan import Event, Problem, ValidationRequest
+from modeldeploy.core.plan import Event, PodGate, Problem, ValidationRequest
 from modeldeploy.core.render import template_hash
 from modeldeploy.core.validation import examine, record_for, wake_in_s
 from modeldeploy.model.observed import Observed
@@ -31,6 +31,7 @@ class RevertCheck:
     outcome: quarantine.Outcome
     requests: tuple[ValidationRequest, ...] = ()
     requeue: float | None = None
+    gates: tuple[PodGate, ...] = ()
 
 
 def before_revert(
@@ -59,7 +60,9 @@ def before_revert(
     if found.failure is None and not found.due:
         if found.ready and found.record != before.validation:
             handled = replace(handled, status=replace(handled.status, validation=found.record))
-        return RevertCheck(_without_spurious_quarantine_event(handled, before, spec))
+        return RevertCheck(
+            _without_spurious_quarantine_event(handled, before, spec), gates=found.gates
+        )
     status = replace(before, validation=found.record)
     failed = spec.active_version
     if found.failure is not None:
@@ -75,7 +78,7 @@ def before_revert(
                 f"validation: {found.failure}"
             ),
         )
-        return RevertCheck(quarantine.Outcome(status, stall=problem))
+        return RevertCheck(quarantine.Outcome(status, stall=problem), gates=found.gates)
     waited = (now - found.record.started_at).total_seconds()
     if waited >= deadline_s(spec.validation):
         # Unanswered that long: a failed version must not keep serving for want of an
@@ -90,12 +93,13 @@ def before_revert(
             ),
         )
         handled = _without_spurious_quarantine_event(handled, before, spec)
-        return RevertCheck(replace(handled, events=(*handled.events, said)))
+        return RevertCheck(replace(handled, events=(*handled.events, said)), gates=found.gates)
     # Waiting for the target's answers: nothing written yet, not even the intent.
     left = deadline_s(spec.validation) - waited
     return RevertCheck(
         quarantine.Outcome(status),
         found.requests,
+        gates=found.gates,
         requeue=min(wake_in_s(spec.validation), left + 0.05),
     )
 

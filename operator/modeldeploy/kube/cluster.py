@@ -15,7 +15,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from modeldeploy import constants as c
-from modeldeploy.core.plan import Event, SpecChange, event_id
+from modeldeploy.core.plan import Event, PodGate, SpecChange, event_id
 from modeldeploy.kube.api import KubeApi
 from modeldeploy.kube.client import DEADLINE, api_message, refusals
 from modeldeploy.model.observed import ChildState, parse_child
@@ -85,6 +85,33 @@ class KubeCluster(KubeApi):
             if error.status != 404:
                 raise
         logger.info("deleted %s %s/%s", kind, resource.namespace, name)
+
+    def set_pod_gate(self, namespace: str, gate: PodGate) -> None:
+        """The pod's readiness gate condition (c.CONDITION_VALIDATED), by a strategic
+        merge of status.conditions (merged by type: the kubelet's own are left alone)."""
+        condition: JSON = {
+            "type": c.CONDITION_VALIDATED,
+            "status": "True" if gate.passed else "False",
+            "reason": gate.reason,
+            "message": gate.message[:1024],
+            "lastTransitionTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        try:
+            with refusals():
+                self._write(
+                    self.core.patch_namespaced_pod_status,
+                    gate.pod,
+                    namespace,
+                    {"status": {"conditions": [condition]}},
+                    field_manager=c.MANAGER,
+                )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            return
+        logger.info(
+            "readiness gate of pod %s/%s: %s (%s)", namespace, gate.pod, gate.passed, gate.reason
+        )
 
     # ------------------------------------------------------------------ the CR
 

@@ -45,6 +45,17 @@ class PodState:
     uid: str = ""  # which object this is, for pruning the caches (runtime.py)
     ip: str | None = None  # status.podIP: where validation requests go
     config_hash: str | None = None  # of the configuration snapshot it mounts (its label)
+    # The readiness gate (c.CONDITION_VALIDATED): whether the pod's spec has it, whether
+    # all its containers are ready (ContainersReady: Ready but for the gate), and the
+    # gate's condition (None: not set yet).
+    gated: bool = False
+    containers_ready: bool = False
+    gate: bool | None = None
+
+    @property
+    def answering(self) -> bool:
+        """Ready, or Ready but for our readiness gate: a server to send golden requests."""
+        return self.ready or (self.gated and self.containers_ready)
 
 
 @dataclass(frozen=True)
@@ -251,6 +262,8 @@ def parse_pod(body: Mapping[str, Any]) -> PodState:
     labels = meta.get("labels") or {}
     conditions = {k.get("type"): k for k in status.get("conditions") or ()}
     scheduled = conditions.get("PodScheduled") or {}
+    gates = {g.get("conditionType") for g in (body.get("spec") or {}).get("readinessGates") or ()}
+    gate = (conditions.get(c.CONDITION_VALIDATED) or {}).get("status")
     unschedulable = (
         scheduled.get("status") == "False" and scheduled.get("reason") == c.REASON_UNSCHEDULABLE
     )
@@ -271,6 +284,9 @@ def parse_pod(body: Mapping[str, Any]) -> PodState:
         uid=meta.get("uid", ""),
         ip=status.get("podIP") or None,
         config_hash=labels.get(c.LABEL_CONFIG_HASH),
+        gated=c.CONDITION_VALIDATED in gates,
+        containers_ready=(conditions.get("ContainersReady") or {}).get("status") == "True",
+        gate=None if gate is None else gate == "True",
     )
 
 

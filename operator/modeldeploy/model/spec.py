@@ -87,6 +87,8 @@ class RolloutPolicy:
     history_limit: int = 20
     on_failure: str = c.ON_FAILURE_REVERT_SPEC  # or ON_FAILURE_KEEP_SPEC
     standby: Standby | None = None  # keep the previous good version warm after promotion
+    # A failed version's Ready pods: out of the Service at once (Stop) or until they go (Keep).
+    failed_traffic: str = c.FAILED_TRAFFIC_STOP
 
     @property
     def keeps_spec(self) -> bool:
@@ -207,6 +209,7 @@ ROLLOUT_KEYS: Keys = {
     "historyLimit": ("history_limit", int),
     "onFailure": ("on_failure", str),
     "standby": ("standby", lambda raw: Standby(**known(raw, STANDBY_KEYS))),
+    "failedTraffic": ("failed_traffic", str),
 }
 STANDBY_KEYS: Keys = {"seconds": ("seconds", int), "replicas": ("replicas", int)}
 CHECK_KEYS: Keys = {

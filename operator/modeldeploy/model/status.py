@@ -39,6 +39,9 @@ class VersionRecord:
     message: str | None = None
     failed_at: datetime | None = None
     last_available_at: datetime | None = None
+    # Its pods carry the readiness gate (spec.validation was set when it was rolled out):
+    # rendered so again for this content, so a revert finds its ReplicaSet unchanged.
+    gated: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,9 @@ class Status:
     readiness: str | None = None  # "ready/desired", for the printer column
     analysis: AnalysisRecord | None = None
     validation: ValidationRecord | None = None
+    # The spec.validation (a digest) the version that serves was last checked against:
+    # by its rollout, or by a check of its running pods when the requests changed after.
+    validated_spec: str | None = None
     configs: tuple[ConfigRecord, ...] = ()
     conditions: tuple[Condition, ...] = ()
     outbox: tuple[Notice, ...] = ()

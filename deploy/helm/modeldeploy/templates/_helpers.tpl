@@ -54,11 +54,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: [""]
   resources: [services]
   verbs: [get, list, watch, create, patch]
-# Rollout signals: pods are watched with a label selector, never written; their
+# Rollout signals: pods are watched with a label selector, never written (but for the
+# readiness gate of a validated version's pods, set in pods/status); their
 # ReplicaSets tell which pods our Deployment owns.
 - apiGroups: [""]
   resources: [pods]
   verbs: [list, watch]
+- apiGroups: [""]
+  resources: [pods/status]
+  verbs: [patch]
 - apiGroups: [apps]
   resources: [replicasets]
   verbs: [list, watch]
