@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import testbed.cluster
-from bench import chaos, cost, peers, samples, scale, standby
+from bench import chaos, cost, peers, samples, scale, standby, traffic
 from bench.apiserver import AuditLog, audited, start_testbed
 from bench.cluster import (
     ROOT,
@@ -61,6 +61,7 @@ class Sizes:
         self.cost_per_size = 10 if quick else 100
         self.cost_resources = 3 if quick else 10
         self.standby_samples = 0 if quick else 2
+        self.traffic_samples = 1
         self.ramp = (20, 40) if quick else (1000, 2500, 5000)
         self.chaos = (
             chaos.Plan(resources=30, seconds=120, releases_per_minute=6, kill_every_s=(20, 40))
@@ -299,6 +300,8 @@ def alone(section: str, sizes: Sizes) -> tuple[dict[str, Any], dict[str, Any]]:
             bed.delete_namespace()
         elif section == "ramp":
             figures = scale.ramp(sizes.ramp, LOGS)
+        elif section == "traffic":
+            figures = traffic.traffic(sizes.traffic_samples, LOGS)
         elif section == "flagger":
             bed = Bed("peers")
             bed.create_namespace()
@@ -356,7 +359,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["revert", "scale", "ramp", "flagger"],
+        choices=["revert", "scale", "ramp", "flagger", "traffic"],
         help="run one section alone (--runs times); its figures replace latest.json's for "
         "it, with each figure's spread over the runs of one commit",
     )

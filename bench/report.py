@@ -432,6 +432,7 @@ SECTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "scale": (("scale",), ("reconcile_cost", "reconcile_ratio_1000_vs_10_versions", "max")),
     "ramp": (("scale", "max"), ()),
     "flagger": (("recover_s", "flagger_deadline"), ()),
+    "traffic": (("wrong_answers_after_verdict",), ()),
 }
 
 

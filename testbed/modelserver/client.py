@@ -39,6 +39,8 @@ class InferenceLoad(Background):
         self.url = url
         self.answered: dict[str, int] = {}  # model version -> requests it answered
         self.failures: list[str] = []
+        # (monotonic time the answer came, the version that answered or "" if none did)
+        self.timeline: list[tuple[float, str]] = []
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -48,9 +50,15 @@ class InferenceLoad(Background):
                 version = answer["model_version"]
                 self.answered[version] = self.answered.get(version, 0) + 1
             else:
+                version = ""
                 self.failures.append(f"{time.monotonic() - started:.2f}s: status {status}")
+            self.timeline.append((time.monotonic(), version))
             self._stopping.wait(0.02)
 
     @property
     def requests(self) -> int:
         return sum(self.answered.values()) + len(self.failures)
+
+    def answers_after(self, version: str, since: float) -> list[float]:
+        """When `version` answered after `since` (monotonic times)."""
+        return [at for at, answered in self.timeline if answered == version and at > since]

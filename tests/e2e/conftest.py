@@ -20,10 +20,10 @@ import yaml
 
 import testbed.cluster
 from testbed import realnode
+from testbed.metrics import Exporter, Prometheus
 from testbed.processes import KUBECONFIG, ROOT, TestbedError, log_file, log_tail
 from testbed.support import OperatorProcess, free_port
 from tests.e2e.helpers import Kube
-from tests.e2e.metrics_bed import Exporter, Prometheus
 
 
 @pytest.fixture(scope="session")

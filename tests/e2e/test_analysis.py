@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from modeldeploy.constants import GROUP, PLURAL, VERSION
+from testbed.metrics import Exporter, Prometheus
 from testbed.support import OperatorProcess, free_port
 from tests.e2e.helpers import Kube, model_deployment, wait_for
-from tests.e2e.metrics_bed import Exporter, Prometheus
 
 GOOD = "registry.example/m:1"
 ERRORS = 'max(model_error_ratio{namespace="{{namespace}}",model="{{name}}",version="{{version}}"})'

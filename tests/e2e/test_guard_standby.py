@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from modeldeploy.constants import GROUP, LABEL_STANDBY_OF, PLURAL, VERSION
+from testbed.metrics import Exporter
 from testbed.support import OperatorProcess
 from tests.e2e.helpers import (
     Kube,
@@ -19,7 +20,6 @@ from tests.e2e.helpers import (
     ready,
     wait_for,
 )
-from tests.e2e.metrics_bed import Exporter
 
 GOOD, GOOD_2 = "registry.example/m:1", "registry.example/m:2"
 ERRORS = 'max(model_error_ratio{namespace="{{namespace}}",model="{{name}}",version="{{version}}"})'

@@ -1,10 +1,10 @@
 """Golden-request validation and configuration snapshots on the real node.
 
 Pods run the reference model server; the operator sends the golden requests straight
-to each pod's IP. A version that loads, turns Ready and answers 200 with wrong
-predictions (the wronganswers image: its weights negated) is reverted before it
-becomes the last good version when spec.validation is set, and promoted when it is
-not; the difference is what validation is for. The configuration snapshot is shown
+to each pod's IP. A version that loads and answers 200 with wrong predictions (the
+wronganswers image: its weights negated) is reverted before any of its pods turns
+Ready (its readiness gate stays closed) when spec.validation is set, and promoted when
+it is not; the difference is what validation is for. The configuration snapshot is shown
 travelling with its version: after a revert, v1's pods, new ones included, run with
 the threshold v1 was snapshotted with, not what its source ConfigMap holds now. The
 times measured go to the session's summary; none is asserted.
@@ -75,15 +75,15 @@ def pods_of(kube: Kube, namespace: str, name: str) -> Callable[..., Any]:
     return list_call
 
 
-def ready_pod_of(version: str) -> Callable[[dict[str, Any]], bool]:
-    """A pod of `version` that is Ready (pods as a watch through a plain function gives
-    them: dicts)."""
+def ready_pod_of(version: str, condition: str = "Ready") -> Callable[[dict[str, Any]], bool]:
+    """A pod of `version` whose `condition` is True (pods as a watch through a plain
+    function gives them: dicts). ContainersReady: Ready but for a readiness gate."""
 
     def predicate(pod: dict[str, Any]) -> bool:
         labels = pod["metadata"].get("labels") or {}
         conditions = (pod.get("status") or {}).get("conditions") or ()
         return labels.get(LABEL_VERSION) == version and any(
-            k["type"] == "Ready" and k["status"] == "True" for k in conditions
+            k["type"] == condition and k["status"] == "True" for k in conditions
         )
 
     return predicate
@@ -102,11 +102,13 @@ def failed(version: str) -> Callable[[Any], bool]:
 
 
 class ReadyCount(KubeWatch):
-    """The monotonic time a pod watch first showed `count` Ready pods of `version`."""
+    """The monotonic time a pod watch first showed `count` pods of `version` with their
+    containers ready (Ready but for the readiness gate golden requests open)."""
 
     def __init__(self, list_call: Callable[..., Any], version: str, count: int) -> None:
         super().__init__()
-        self.list_call, self.predicate, self.count = list_call, ready_pod_of(version), count
+        self.list_call, self.count = list_call, count
+        self.predicate = ready_pod_of(version, "ContainersReady")
         self.ready: dict[str, bool] = {}
         self.at: float | None = None
         self.events = 0
@@ -137,11 +139,14 @@ def wrong_answers_rollout(
     kube: Kube, namespace: str, body: dict[str, Any], record_property: RecordProperty
 ) -> tuple[InferenceLoad, FirstSeen, FirstSeen, FirstSeen]:
     """v1 serves; v2 (wronganswers) is selected under load through the Service; wait
-    until it is either reverted or promoted. The watches say when v2 first had a Ready
-    pod, was recorded Failed, or became the last good version."""
+    until it is either reverted or promoted. The watches say when v2 first had a pod with
+    its containers ready (Ready, but for the readiness gate of a validated version), was
+    recorded Failed, or became the last good version."""
     url = serve(kube, namespace, body)
     with (
-        FirstSeen(pods_of(kube, namespace, "fraud"), ready_pod_of("v2")) as v2_ready,
+        FirstSeen(
+            pods_of(kube, namespace, "fraud"), ready_pod_of("v2", "ContainersReady")
+        ) as v2_ready,
         FirstSeen(resources(kube, namespace), failed("v2")) as v2_failed,
         FirstSeen(resources(kube, namespace), last_good_is("v2")) as promoted,
         InferenceLoad(url) as load,
@@ -182,7 +187,10 @@ def test_wrong_answers_are_reverted_before_becoming_last_good_with_validation(
     )
     assert promoted.at is None, "v2 became the last good version"
     assert v2_ready.at is not None and v2_failed.at is not None
-    record_property("figure: v2 Ready to Failed (ms)", round((v2_failed.at - v2_ready.at) * 1000))
+    record_property(
+        "figure: v2 containers ready to Failed (ms)", round((v2_failed.at - v2_ready.at) * 1000)
+    )
+    assert load.answered.get("v2", 0) == 0  # its pods never Ready: the gate stayed closed
     failure = kube.ledger(namespace, "fraud")["v2"]
     assert failure["reason"] == "ValidationFailed"
     message = failure["message"]
@@ -339,7 +347,9 @@ def test_time_validation_adds_to_a_rollout(
     assert all_ready.at is not None and promoted.at is not None
     lag = round((promoted.at - all_ready.at) * 1000)
     label = "with" if validation else "without"
-    record_property(f"figure: last v2 pod Ready to last good, {label} validation (ms)", lag)
+    record_property(
+        f"figure: last v2 pod's containers ready to last good, {label} validation (ms)", lag
+    )
     if validation:
         text = scrape(port)
         count = metric(text, "modeldeploy_validation_duration_seconds_count")

@@ -141,6 +141,8 @@ def test_a_version_failing_before_promotion_switches_to_a_warm_standby_at_the_re
     res, decision = failing_before_promotion(warm())
     assert not decision.remove_standby
     assert present(decision.spec_change).set_version == "v1"
+    # At the verdict itself, before the revert is written: the standby answers.
+    assert present(decision.service)["spec"]["selector"] == {c.LABEL_STANDBY_OF: "m"}
     back = select(res, "v1")
     back, decision = step(back, Observed(deployment=deployment(back, "v2"), standby=warm()), 13)
     record = present(back.status.standby)

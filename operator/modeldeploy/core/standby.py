@@ -64,12 +64,18 @@ def plan(
         return Plan(replace(status, standby=None), remove=True)  # the main serves it again
     switched = False
     # A revert to it inside the window, or any automatic one (a version that failed
-    # before promotion, in its bake, may have taken every old pod's place): switch.
+    # before promotion, in its bake, may have taken every old pod's place): switch; at
+    # the verdict itself when the revert will come to it, before the revert is written.
     reverting = rollout.trigger == c.TRIGGER_AUTOMATIC and rollout.outcome == c.OUTCOME_PROGRESSING
+    verdict = (
+        rollout.outcome == c.OUTCOME_FAILED
+        and spec.rollout.auto_rollback
+        and record.template_hash == status.last_good_template_hash
+        and not back
+    )
     if (
         not record.serving
-        and back
-        and (record.ends_at is not None or reverting)
+        and ((back and (record.ends_at is not None or reverting)) or verdict)
         and _ready(standby)
     ):
         record, switched = replace(record, serving=True), True

@@ -1,5 +1,6 @@
-"""A metrics bed for analysis tests: an exporter on loopback whose values tests set, and
-a real Prometheus (Debian's package) scraping it every second."""
+"""A metrics bed for analysis, shared by the tests and the benchmarks: an exporter on
+loopback whose values they set, and a real Prometheus (Debian's package) scraping it
+every second. Standard library only."""
 
 from __future__ import annotations
 
@@ -12,8 +13,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
-from testbed.support import end_process
-from tests.e2e.helpers import wait_for
+from testbed.support import end_process, wait_for
 
 
 def sample(value: float) -> str:
