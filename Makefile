@@ -52,8 +52,9 @@ fmt: venv
 	$(BIN)/ruff check --fix .
 
 # The tiers (tests/conftest.py): unit is the pure core; integration runs binaries
-# and subprocesses but needs no cluster; e2e runs only with --e2e. Its session
-# fixture starts the test bed if none is running and stops only what it started;
+# and subprocesses but needs no cluster; e2e runs only with --e2e, and MARK=... runs a
+# slice of it (realnode, gitops, resilience, security, slow, "not slow": tests/README.md).
+# Its session fixture starts the test bed if none is running and stops only what it started;
 # a cold build (minutes: the test bed and its images) happens before pytest, in
 # sight and outside its timeouts.
 unit: venv
@@ -71,7 +72,7 @@ e2e: packages-e2e venv
 	$(TESTBED) build --real-node
 	testbed/build-tool.sh helm >/dev/null
 	testbed/build-tool.sh kstatus >/dev/null
-	$(BIN)/pytest tests/e2e -q --e2e
+	$(BIN)/pytest tests/e2e -q --e2e $(if $(MARK),-m "$(MARK)")
 
 test: packages-e2e lint unit integration e2e
 

@@ -25,6 +25,7 @@ import urllib3
 import testbed.cluster
 from bench.apiserver import BENCH_AGENT
 from modeldeploy.constants import GROUP, PLURAL, VERSION
+from testbed.manifests import model_deployment
 from testbed.processes import KUBECONFIG, running_pid
 from testbed.support import Background, BackgroundWatch, end_process, free_port, wait_for
 
@@ -110,17 +111,8 @@ class Bed:
 def model_body(
     name: str, versions: dict[str, str], replicas: int = 1, active: str = "v1", **rollout: Any
 ) -> JSON:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name},
-        "spec": {
-            "activeVersion": active,
-            "replicas": replicas,
-            "rollout": rollout,
-            "versions": [{"name": v, "image": image} for v, image in versions.items()],
-        },
-    }
+    """A ModelDeployment as the benchmarks create it (testbed/manifests.py): no model URIs."""
+    return model_deployment(name, versions, active, replicas, model_uris=False, **rollout)
 
 
 def serving(model: JSON, version: str = "v1") -> bool:

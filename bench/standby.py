@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import testbed.cluster
-from bench.cluster import JSON, Bed, log, model_body, serving
+from bench.cluster import JSON, Bed, log, serving
 from bench.stats import summary
-from testbed import images, realnode
+from testbed import realnode
+from testbed.manifests import real_model
 from testbed.modelserver.client import PROBE
 from testbed.processes import TestbedError, running_pid
 from testbed.support import Background, OperatorProcess, wait_for
@@ -96,24 +97,11 @@ class Answers(Background):
 
 
 def body(name: str, standby: bool) -> JSON:
-    versions = {
-        PREVIOUS: images.model_server_image("slowload"),
-        PROMOTED: images.model_server_image("badanswers"),
-    }
     rollout: dict[str, Any] = {"readyTimeoutSeconds": 120}
     if standby:
         rollout["standby"] = {"seconds": 3600}
-    model = model_body(name, versions, replicas=REPLICAS, active=PREVIOUS, **rollout)
-    model["spec"]["template"] = {
-        **realnode.POD_PLACEMENT,
-        "port": images.SERVER_PORT,
-        "readinessProbe": {
-            "httpGet": {"path": "/v2/health/ready", "port": "http"},
-            "periodSeconds": 1,
-        },
-        "resources": {"requests": {"cpu": "50m", "memory": "96Mi"}, "limits": {"memory": "96Mi"}},
-    }
-    return model
+    variants = {PREVIOUS: "slowload", PROMOTED: "badanswers"}
+    return real_model(name, variants, PREVIOUS, REPLICAS, **rollout)
 
 
 def promoted_with_standby(model: JSON, standby: bool) -> bool:

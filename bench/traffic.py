@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import testbed.cluster
-from bench.cluster import JSON, Bed, log, model_body, serving
+from bench.cluster import JSON, Bed, log, serving
 from bench.standby import Answers, real_node_unavailable
 from bench.stats import summary
-from testbed import images, realnode
+from testbed import realnode
+from testbed.manifests import real_model
 from testbed.metrics import Exporter, Prometheus
 from testbed.support import Background, OperatorProcess, free_port, wait_for
 
@@ -63,25 +64,12 @@ class Verdict(Background):
 
 def body(name: str, scenario: str, prometheus: str) -> JSON:
     previous = "slowload" if scenario == "gate_slowload" else "good"
-    versions = {
-        "v1": images.model_server_image(previous),
-        "v2": images.model_server_image("wronganswers"),
-    }
     rollout: dict[str, Any] = {"readyTimeoutSeconds": 120}
     if scenario == "bake_standby":
         rollout["standby"] = {"seconds": 3600}
     if scenario == "bake_keep":
         rollout["failedTraffic"] = "Keep"
-    model = model_body(name, versions, replicas=REPLICAS, active="v1", **rollout)
-    model["spec"]["template"] = {
-        **realnode.POD_PLACEMENT,
-        "port": images.SERVER_PORT,
-        "readinessProbe": {
-            "httpGet": {"path": "/v2/health/ready", "port": "http"},
-            "periodSeconds": 1,
-        },
-        "resources": {"requests": {"cpu": "50m", "memory": "96Mi"}, "limits": {"memory": "96Mi"}},
-    }
+    model = real_model(name, {"v1": previous, "v2": "wronganswers"}, "v1", REPLICAS, **rollout)
     if scenario.startswith("gate"):
         model["spec"]["validation"] = {
             "requests": [

@@ -26,6 +26,27 @@ from testbed.support import OperatorProcess, free_port
 from tests.e2e.helpers import Kube
 
 
+# The slices `make e2e MARK=...` selects (pyproject.toml lists them), by module; realnode
+# also goes to every test that asks for the real node.
+MARKS = {
+    "test_gitops": ("gitops", "slow"),
+    "test_helm": ("gitops", "slow"),
+    "test_leadership": ("resilience",),
+    "test_faults": ("resilience",),
+    "test_outages": ("resilience", "slow"),
+    "test_security": ("security",),
+    "test_fuzz": ("slow",),
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for mark in MARKS.get(item.path.stem, ()):
+            item.add_marker(getattr(pytest.mark, mark))
+        if "real_node" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.realnode)
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Path]:
     """The test bed's kubeconfig; starts the test bed only if none is running."""

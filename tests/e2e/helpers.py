@@ -6,16 +6,26 @@ server until a deadline and fails with what it was waiting for.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import threading
+import urllib.request
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, Literal, TypeVar
 
 import kubernetes
 import urllib3
+import yaml
 from kubernetes.client.exceptions import ApiException
 
 from modeldeploy.constants import GROUP, PLURAL, VERSION
 from testbed import support
+from testbed.manifests import model_deployment
 from testbed.support import BackgroundWatch
+
+__all__ = ["model_deployment"]  # the one builder (testbed/manifests.py), for the e2e tests
 
 T = TypeVar("T")
 
@@ -28,38 +38,6 @@ def wait_for(
 ) -> T:
     """support.wait_for, an API error counting as "not yet" (the object may be on its way)."""
     return support.wait_for(predicate, timeout, what, tolerate=(ApiException,), interval=interval)
-
-
-def model_deployment(
-    name: str,
-    versions: dict[str, str],
-    active: str,
-    replicas: int = 2,
-    resources: dict[str, Any] | None = None,
-    **rollout: Any,
-) -> dict[str, Any]:
-    """A ModelDeployment manifest; `versions` maps version name to image."""
-    entries: list[dict[str, Any]] = []
-    for version, image in versions.items():
-        entry: dict[str, Any] = {
-            "name": version,
-            "image": image,
-            "modelUri": f"s3://models/{name}/{version}",
-        }
-        if resources and version in resources:
-            entry["resources"] = resources[version]
-        entries.append(entry)
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name},
-        "spec": {
-            "activeVersion": active,
-            "replicas": replicas,
-            "versions": entries,
-            "rollout": rollout,
-        },
-    }
 
 
 class Kube:
@@ -266,3 +244,157 @@ class ServedEndpointSampler(KubeWatch):
                 self.minimum = min(self.minimum, count)
             elif count >= self.replicas:
                 self.minimum = count
+
+
+def put_source(kube: Kube, namespace: str, name: str, data: dict[str, str]) -> None:
+    body = {"metadata": {"name": name}, "data": data}
+    try:
+        kube.core.replace_namespaced_config_map(name, namespace, body)
+    except kubernetes.client.ApiException as error:
+        if error.status != 404:
+            raise
+        kube.core.create_namespaced_config_map(namespace, body)
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1 that records payloads (or hangs, to play dead)."""
+
+    def __init__(self, hang: bool = False) -> None:
+        self.payloads: list[dict[str, Any]] = []  # answered 2xx
+        self.requests = 0
+        self.answer = 204  # what it answers; 503 plays a receiver that is down
+        self.release = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                receiver.requests += 1
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if hang:
+                    receiver.release.wait(30)
+                answer = receiver.answer
+                if 200 <= answer < 300:
+                    receiver.payloads.append(json.loads(body))
+                self.send_response(answer)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def events(self) -> list[str]:
+        return [p["event"] for p in self.payloads]
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return str(response.read().decode())
+
+
+def metric(text: str, line_start: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no metric line starting {line_start!r}")
+
+
+def plugin(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "modeldeploy.cli", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+class PolicyDenyingMovesTo:
+    """A ValidatingAdmissionPolicy that refuses setting activeVersion to `version`."""
+
+    def __init__(self, namespace: str, version: str) -> None:
+        self.name, self.namespace, self.version = f"freeze-{namespace}", namespace, version
+        self.documents = [
+            {
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "ValidatingAdmissionPolicy",
+                "metadata": {"name": self.name},
+                "spec": {
+                    "failurePolicy": "Fail",
+                    "matchConstraints": {
+                        "resourceRules": [
+                            {
+                                "apiGroups": [GROUP],
+                                "apiVersions": [VERSION],
+                                "operations": ["UPDATE"],
+                                "resources": [PLURAL],
+                            }
+                        ]
+                    },
+                    "validations": [
+                        {
+                            "expression": f"object.spec.activeVersion != '{version}' || "
+                            f"oldObject.spec.activeVersion == '{version}'",
+                            "message": "spec.activeVersion is frozen in this namespace",
+                        }
+                    ],
+                },
+            },
+            {
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "ValidatingAdmissionPolicyBinding",
+                "metadata": {"name": self.name},
+                "spec": {
+                    "policyName": self.name,
+                    "validationActions": ["Deny"],
+                    "matchResources": {
+                        "namespaceSelector": {
+                            "matchLabels": {"kubernetes.io/metadata.name": namespace}
+                        }
+                    },
+                },
+            },
+        ]
+
+    def __enter__(self) -> None:
+        text = yaml.safe_dump_all(self.documents)
+        subprocess.run(
+            ["kubectl", "apply", "-f", "-"], input=text, text=True, check=True, capture_output=True
+        )
+        # The API server compiles policies asynchronously: wait until it enforces this one.
+        probe = model_deployment(
+            "policy-probe", {"v1": "registry.example/m:1", "v2": "registry.example/m:3"}, "v2"
+        )
+        probe["metadata"]["namespace"] = self.namespace
+        Kube().create(self.namespace, probe)
+        wait_for(self._enforced, 30, "the admission policy to be enforced")
+
+    def _enforced(self) -> bool:
+        patch = json.dumps({"spec": {"activeVersion": self.version}})
+        result = subprocess.run(
+            [
+                "kubectl",
+                "patch",
+                "mdep",
+                "policy-probe",
+                "-n",
+                self.namespace,
+                "--type=merge",
+                "-p",
+                patch,
+                "--dry-run=server",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return result.returncode != 0 and "frozen" in result.stderr
+
+    def __exit__(self, *_: object) -> None:
+        for kind in ("validatingadmissionpolicybinding", "validatingadmissionpolicy"):
+            subprocess.run(
+                ["kubectl", "delete", kind, self.name, "--wait"], check=True, capture_output=True
+            )

@@ -20,12 +20,13 @@ from tests.e2e.conftest import on_its_service_account
 from tests.e2e.helpers import (
     Kube,
     model_deployment,
+    plugin,
+    put_source,
     ready,
     release_and_await_revert,
     reverted_to,
     wait_for,
 )
-from tests.e2e.test_operations import plugin
 
 ROOT = Path(__file__).resolve().parents[2]
 A = {"threshold": "0.5", "labels.json": '{"fraud": "A-fraud"}'}
@@ -41,16 +42,6 @@ def least_privilege(
     on_its_service_account(kube, stopped_operator, tmp_path)
     stopped_operator.start()
     return stopped_operator
-
-
-def put_source(kube: Kube, namespace: str, name: str, data: dict[str, str]) -> None:
-    body = {"metadata": {"name": name}, "data": data}
-    try:
-        kube.core.replace_namespaced_config_map(name, namespace, body)
-    except kubernetes.client.ApiException as error:
-        if error.status != 404:
-            raise
-        kube.core.create_namespaced_config_map(namespace, body)
 
 
 def configured(name: str, versions: dict[str, str], sources: dict[str, str]) -> dict[str, Any]:

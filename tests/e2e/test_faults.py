@@ -11,8 +11,7 @@ import pytest
 
 from modeldeploy.faults import ENV, EXIT_CODE
 from testbed.support import OperatorProcess
-from tests.e2e.helpers import Kube, model_deployment, ready, reverted_to, wait_for
-from tests.e2e.test_operations import Receiver
+from tests.e2e.helpers import Kube, Receiver, model_deployment, ready, reverted_to, wait_for
 
 GOOD, BAD = "registry.example/m:1", "registry.example/m:2-crashloop"
 

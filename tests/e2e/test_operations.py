@@ -6,10 +6,7 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,46 +19,21 @@ from modeldeploy.kube import KubeCluster
 from modeldeploy.model.times import parse_time
 from testbed.support import OperatorProcess, free_port
 from tests.e2e.conftest import on_its_service_account
-from tests.e2e.helpers import Kube, model_deployment, revert_scenario, wait_for
-from tests.e2e.test_verdicts import _policy_denying_moves_to
+from tests.e2e.helpers import (
+    Kube,
+    PolicyDenyingMovesTo,
+    Receiver,
+    metric,
+    model_deployment,
+    plugin,
+    revert_scenario,
+    scrape,
+    wait_for,
+)
 
 GOOD, BAD = "registry.example/m:1", "registry.example/m:2-crashloop"
 GOOD_V2 = "registry.example/m:2"
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class Receiver:
-    """A webhook receiver on 127.0.0.1 that records payloads (or hangs, to play dead)."""
-
-    def __init__(self, hang: bool = False) -> None:
-        self.payloads: list[dict[str, Any]] = []  # answered 2xx
-        self.requests = 0
-        self.answer = 204  # what it answers; 503 plays a receiver that is down
-        self.release = threading.Event()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                receiver.requests += 1
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if hang:
-                    receiver.release.wait(30)
-                answer = receiver.answer
-                if 200 <= answer < 300:
-                    receiver.payloads.append(json.loads(body))
-                self.send_response(answer)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def events(self) -> list[str]:
-        return [p["event"] for p in self.payloads]
 
 
 @pytest.fixture
@@ -81,18 +53,6 @@ def dead_receiver() -> Iterator[Receiver]:
     running.release.set()
     running.server.shutdown()
     running.server.server_close()
-
-
-def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        return str(response.read().decode())
-
-
-def metric(text: str, line_start: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(line_start):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"no metric line starting {line_start!r}")
 
 
 def durations_from_history(status: dict[str, Any]) -> tuple[float, float]:
@@ -224,16 +184,6 @@ def test_dead_webhook_does_not_delay_the_revert(
     assert dead_receiver.requests > 0  # it was called, and held: the revert did not wait
 
 
-def plugin(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "modeldeploy.cli", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-
-
 def test_plugin_shows_status_history_versions_and_refuses_quarantined_rollback(
     kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
@@ -302,7 +252,7 @@ def test_plugin_writes_are_guarded_a_change_meanwhile_is_told_from_a_refusal(
     read = cluster.get(namespace, "guarded")
     kube.select(namespace, "guarded", "v2")  # the spec changes meanwhile
     assert cluster.select_version(read, "v2") is False
-    with _policy_denying_moves_to(namespace, "v1"):
+    with PolicyDenyingMovesTo(namespace, "v1"):
         denied = plugin("-n", namespace, "rollback", "guarded", "--to", "v1")
     assert denied.returncode == 1
     assert "refused" in denied.stderr and "frozen in this namespace" in denied.stderr

@@ -21,77 +21,18 @@ import pytest
 
 import testbed.cluster
 from modeldeploy.constants import GROUP, PLURAL, VERSION
-from testbed import images, realnode
+from testbed import realnode
 from testbed.modelserver.client import InferenceLoad, infer
 from testbed.support import OperatorProcess
 from tests.e2e.helpers import (
     Kube,
-    KubeWatch,
     ReadyPodSampler,
-    model_deployment,
-    ready,
     release_and_await_revert,
     wait_for,
 )
+from tests.e2e.serving import REPLICAS, FirstSeen, image, real_model, serve
 
-REPLICAS = 2
 RecordProperty = Callable[[str, object], None]
-
-
-def image(variant: str) -> str:
-    return images.model_server_image(variant)
-
-
-def real_model(name: str, variants: dict[str, str], active: str, **rollout: Any) -> dict[str, Any]:
-    """A ModelDeployment whose versions (name -> image variant) run on the real node."""
-    body = model_deployment(
-        name, {v: image(variant) for v, variant in variants.items()}, active, REPLICAS, **rollout
-    )
-    for entry in body["spec"]["versions"]:
-        del entry["modelUri"]  # each image carries its own model file
-    body["spec"]["template"] = {
-        **realnode.POD_PLACEMENT,
-        "port": images.SERVER_PORT,
-        "readinessProbe": {
-            "httpGet": {"path": "/v2/health/ready", "port": "http"},
-            "periodSeconds": 1,
-        },
-        "resources": {"requests": {"cpu": "50m", "memory": "96Mi"}, "limits": {"memory": "96Mi"}},
-    }
-    return body
-
-
-def serve(kube: Kube, namespace: str, body: dict[str, Any]) -> str:
-    """Create the resource, wait until it serves; the Service's inference URL."""
-    name = body["metadata"]["name"]
-    kube.create(namespace, body)
-    wait_for(
-        lambda: (
-            ready(kube, namespace, name) and kube.status(namespace, name).get("lastGoodVersion")
-        ),
-        120,
-        f"{name} to serve on the real node",
-    )
-    service = kube.core.read_namespaced_service(name, namespace)
-    url = f"http://{service.spec.cluster_ip}:{service.spec.ports[0].port}/v2/models/{name}/infer"
-    wait_for(lambda: infer(url)[0] == 200, 30, "the Service to route to the pods")
-    return url
-
-
-class FirstSeen(KubeWatch):
-    """The monotonic time a watch first showed an object matching `predicate`."""
-
-    def __init__(self, list_call: Callable[..., Any], predicate: Callable[[Any], bool]) -> None:
-        super().__init__()
-        self.list_call, self.predicate = list_call, predicate
-        self.at: float | None = None
-        self.events = 0  # the first ones list what exists: the watch is running
-
-    def _read(self) -> None:
-        for event in self._watch.stream(self.list_call, timeout_seconds=600):  # type: ignore[no-untyped-call]
-            if self.at is None and self.predicate(event["object"]):
-                self.at = time.monotonic()
-            self.events += 1
 
 
 def v2_containers(pod: dict[str, Any]) -> list[dict[str, Any]]:

@@ -12,93 +12,42 @@ times measured go to the session's summary; none is asserted.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from modeldeploy.constants import GROUP, LABEL_NAME, LABEL_VERSION, PLURAL, VERSION
-from testbed.modelserver import train
-from testbed.modelserver.client import PROBE, InferenceLoad, infer
+from modeldeploy.constants import LABEL_NAME, LABEL_VERSION
+from testbed.modelserver.client import InferenceLoad, infer
 from testbed.support import OperatorProcess, free_port
-from tests.e2e.helpers import Kube, KubeWatch, release_and_await_revert, wait_for
-from tests.e2e.test_config import put_source
-from tests.e2e.test_operations import metric, scrape
-from tests.e2e.test_real_node import REPLICAS, FirstSeen, real_model, serve
+from tests.e2e.helpers import (
+    Kube,
+    KubeWatch,
+    metric,
+    put_source,
+    release_and_await_revert,
+    scrape,
+    wait_for,
+)
+from tests.e2e.serving import (
+    LABEL,
+    REPLICAS,
+    SCORE,
+    FirstSeen,
+    failed,
+    last_good_is,
+    pods_of,
+    probe_score,
+    ready_pod_of,
+    real_model,
+    resources,
+    reverted_and_done,
+    serve,
+    validated,
+)
 
 RecordProperty = Callable[[str, object], None]
-
-
-def probe_score() -> float:
-    """What the trained model scores PROBE: the fraud case of its self-check."""
-    model = train.trained_model()
-    row = PROBE["inputs"][0]["data"]
-    z = sum(w * v for w, v in zip(model["weights"], row, strict=True)) + model["bias"]
-    return 1.0 / (1.0 + math.exp(-z))
-
-
-SCORE = {
-    "name": "known-fraud",
-    "body": PROBE,
-    "timeoutSeconds": 2,
-    "expect": {
-        "values": [{"path": "outputs[0].data[0]", "number": probe_score(), "tolerance": 0.001}]
-    },
-}
-LABEL = {
-    "name": "known-fraud-label",
-    "body": PROBE,
-    "timeoutSeconds": 2,
-    "expect": {"values": [{"path": "outputs[1].data[0]", "equals": "fraud"}]},
-}
-
-
-def validated(body: dict[str, Any], *requests: dict[str, Any]) -> dict[str, Any]:
-    body["spec"]["validation"] = {"requests": list(requests)}
-    return body
-
-
-def resources(kube: Kube, namespace: str) -> Callable[..., Any]:
-    def list_call(**kw: Any) -> Any:
-        return kube.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, **kw)
-
-    return list_call
-
-
-def pods_of(kube: Kube, namespace: str, name: str) -> Callable[..., Any]:
-    def list_call(**kw: Any) -> Any:
-        selector = f"{LABEL_NAME}={name}"
-        return kube.core.list_namespaced_pod(namespace, label_selector=selector, **kw)
-
-    return list_call
-
-
-def ready_pod_of(version: str, condition: str = "Ready") -> Callable[[dict[str, Any]], bool]:
-    """A pod of `version` whose `condition` is True (pods as a watch through a plain
-    function gives them: dicts). ContainersReady: Ready but for a readiness gate."""
-
-    def predicate(pod: dict[str, Any]) -> bool:
-        labels = pod["metadata"].get("labels") or {}
-        conditions = (pod.get("status") or {}).get("conditions") or ()
-        return labels.get(LABEL_VERSION) == version and any(
-            k["type"] == condition and k["status"] == "True" for k in conditions
-        )
-
-    return predicate
-
-
-def last_good_is(version: str) -> Callable[[Any], bool]:
-    return lambda body: (body.get("status") or {}).get("lastGoodVersion") == version
-
-
-def failed(version: str) -> Callable[[Any], bool]:
-    def predicate(body: Any) -> bool:
-        ledger = (body.get("status") or {}).get("versions") or ()
-        return any(v["name"] == version and v["state"] == "Failed" for v in ledger)
-
-    return predicate
 
 
 class ReadyCount(KubeWatch):
@@ -121,18 +70,6 @@ class ReadyCount(KubeWatch):
             if self.at is None and sum(self.ready.values()) >= self.count:
                 self.at = time.monotonic()
             self.events += 1
-
-
-def reverted_and_done(kube: Kube, namespace: str) -> bool:
-    """The spec names v1 again and the automatic rollout back to it has finished (its pods
-    never left, but on a loaded machine it can take a while to be seen Ready)."""
-    status = kube.status(namespace, "fraud")
-    latest = (status.get("history") or [{}])[0]
-    return bool(
-        kube.get(namespace, "fraud")["spec"]["activeVersion"] == "v1"
-        and status.get("servingVersion") == "v1"
-        and (latest.get("version"), latest.get("outcome")) == ("v1", "Succeeded")
-    )
 
 
 def wrong_answers_rollout(

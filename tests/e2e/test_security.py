@@ -26,7 +26,7 @@ from testbed import support
 from testbed.metrics import Exporter
 from testbed.support import OperatorProcess, end_process, free_port
 from tests.e2e.helpers import Kube, model_deployment, ready, release_and_await_revert, wait_for
-from tests.e2e.test_real_node import real_model, serve
+from tests.e2e.serving import real_model, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD, BAD = "registry.example/m:1", "registry.example/m:2-crashloop"

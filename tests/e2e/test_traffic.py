@@ -23,12 +23,14 @@ from testbed.metrics import Exporter
 from testbed.modelserver.client import InferenceLoad
 from testbed.support import OperatorProcess
 from tests.e2e.helpers import Kube, KubeWatch, wait_for
-from tests.e2e.test_real_node import FirstSeen, real_model, serve
-from tests.e2e.test_real_validation import (
+from tests.e2e.serving import (
     SCORE,
+    FirstSeen,
     failed,
+    real_model,
     resources,
     reverted_and_done,
+    serve,
     validated,
 )
 

@@ -19,8 +19,7 @@ from typing import Any
 import pytest
 
 from testbed.support import OperatorProcess, free_port
-from tests.e2e.helpers import Kube, model_deployment, wait_for
-from tests.e2e.test_operations import metric, scrape
+from tests.e2e.helpers import Kube, metric, model_deployment, scrape, wait_for
 
 GOLDEN = {
     "name": "known-fraud",

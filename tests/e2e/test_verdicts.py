@@ -16,13 +16,13 @@ from functools import partial
 from typing import Any
 
 import pytest
-import yaml
 
 from modeldeploy.constants import ANNOTATION_RETRY, GROUP, PLURAL, VERSION
 from modeldeploy.model.text import MESSAGE_LIMIT
 from testbed.support import OperatorProcess
 from tests.e2e.helpers import (
     Kube,
+    PolicyDenyingMovesTo,
     model_deployment,
     ready,
     release_and_await_revert,
@@ -338,7 +338,7 @@ def test_a_revert_refused_by_a_validating_admission_policy_is_revert_denied_not_
 ) -> None:
     name = "frozen"
     create_serving(kube, namespace, model_deployment(name, {"v1": GOOD, "v2": CRASH}, "v1"))
-    with _policy_denying_moves_to(namespace, "v1"):
+    with PolicyDenyingMovesTo(namespace, "v1"):
         kube.select(namespace, name, "v2")
         stalled = wait_for(
             lambda: (
@@ -358,92 +358,6 @@ def test_a_revert_refused_by_a_validating_admission_policy_is_revert_denied_not_
     wait_for(lambda: reverted_to(kube, namespace, name, "v1"), 120, "the revert once allowed")
     assert kube.condition(namespace, name, "RolledBack")["status"] == "True"
     assert len(kube.status(namespace, name)["reverts"]) == 1
-
-
-class _policy_denying_moves_to:
-    """A ValidatingAdmissionPolicy that refuses setting activeVersion to `version`."""
-
-    def __init__(self, namespace: str, version: str) -> None:
-        self.name, self.namespace, self.version = f"freeze-{namespace}", namespace, version
-        self.documents = [
-            {
-                "apiVersion": "admissionregistration.k8s.io/v1",
-                "kind": "ValidatingAdmissionPolicy",
-                "metadata": {"name": self.name},
-                "spec": {
-                    "failurePolicy": "Fail",
-                    "matchConstraints": {
-                        "resourceRules": [
-                            {
-                                "apiGroups": [GROUP],
-                                "apiVersions": [VERSION],
-                                "operations": ["UPDATE"],
-                                "resources": [PLURAL],
-                            }
-                        ]
-                    },
-                    "validations": [
-                        {
-                            "expression": f"object.spec.activeVersion != '{version}' || "
-                            f"oldObject.spec.activeVersion == '{version}'",
-                            "message": "spec.activeVersion is frozen in this namespace",
-                        }
-                    ],
-                },
-            },
-            {
-                "apiVersion": "admissionregistration.k8s.io/v1",
-                "kind": "ValidatingAdmissionPolicyBinding",
-                "metadata": {"name": self.name},
-                "spec": {
-                    "policyName": self.name,
-                    "validationActions": ["Deny"],
-                    "matchResources": {
-                        "namespaceSelector": {
-                            "matchLabels": {"kubernetes.io/metadata.name": namespace}
-                        }
-                    },
-                },
-            },
-        ]
-
-    def __enter__(self) -> None:
-        text = yaml.safe_dump_all(self.documents)
-        subprocess.run(
-            ["kubectl", "apply", "-f", "-"], input=text, text=True, check=True, capture_output=True
-        )
-        # The API server compiles policies asynchronously: wait until it enforces this one.
-        probe = model_deployment("policy-probe", {"v1": GOOD, "v2": GOOD_V3}, "v2")
-        probe["metadata"]["namespace"] = self.namespace
-        Kube().create(self.namespace, probe)
-        wait_for(self._enforced, 30, "the admission policy to be enforced")
-
-    def _enforced(self) -> bool:
-        patch = json.dumps({"spec": {"activeVersion": self.version}})
-        result = subprocess.run(
-            [
-                "kubectl",
-                "patch",
-                "mdep",
-                "policy-probe",
-                "-n",
-                self.namespace,
-                "--type=merge",
-                "-p",
-                patch,
-                "--dry-run=server",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        return result.returncode != 0 and "frozen" in result.stderr
-
-    def __exit__(self, *_: object) -> None:
-        for kind in ("validatingadmissionpolicybinding", "validatingadmissionpolicy"):
-            subprocess.run(
-                ["kubectl", "delete", kind, self.name, "--wait"], check=True, capture_output=True
-            )
 
 
 # ------------------------------------------------ 6: only our own children count

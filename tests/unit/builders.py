@@ -24,7 +24,22 @@ from modeldeploy.model.observed import (
 )
 from modeldeploy.model.resource import Resource, parse_resource
 from modeldeploy.model.spec import Spec
-from modeldeploy.model.status import Status
+from modeldeploy.model.status import (
+    AnalysisRecord,
+    Baseline,
+    CheckRecord,
+    Condition,
+    ConfigRecord,
+    Intent,
+    Notice,
+    Revert,
+    RolloutRecord,
+    StandbyRecord,
+    Status,
+    ValidationRecord,
+    VersionRecord,
+)
+from testbed.manifests import model_deployment
 
 T0 = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
 UID = "uid-1"
@@ -52,19 +67,15 @@ def body(
     retry: str | None = None,
     **rollout: Any,
 ) -> dict[str, Any]:
-    versions = versions or {"v1": GOOD, "v2": BAD}
-    meta: dict[str, Any] = {"name": "m", "namespace": "ns", "uid": UID, "generation": generation}
+    """The one builder's manifest (testbed/manifests.py), as the API server would hand it
+    back: named `m` in `ns`, with its uid and generation."""
+    built = model_deployment(
+        "m", versions or {"v1": GOOD, "v2": BAD}, active, replicas, model_uris=False, **rollout
+    )
+    built["metadata"] = {"name": "m", "namespace": "ns", "uid": UID, "generation": generation}
     if retry:
-        meta["annotations"] = {c.ANNOTATION_RETRY: retry}
-    return {
-        "metadata": meta,
-        "spec": {
-            "activeVersion": active,
-            "replicas": replicas,
-            "versions": [{"name": n, "image": i} for n, i in versions.items()],
-            "rollout": rollout,
-        },
-    }
+        built["metadata"]["annotations"] = {c.ANNOTATION_RETRY: retry}
+    return built
 
 
 def resource(status: Status | None = None, **kwargs: Any) -> Resource:
@@ -185,3 +196,94 @@ def condition(res_or_status: Resource | Status, type_: str) -> tuple[str, str]:
     status = res_or_status.status if isinstance(res_or_status, Resource) else res_or_status
     found = next(k for k in status.conditions if k.type == type_)
     return found.status, found.reason
+
+
+T1 = datetime(2026, 11, 23, 12, 0, 0, 250000, tzinfo=UTC)
+T2 = datetime(2026, 11, 23, 12, 0, 1, 500000, tzinfo=UTC)
+# A status with every field filled, as parsing and the CRD must take it.
+FULL = Status(
+    observed_generation=3,
+    phase="Available",
+    serving_version="v1",
+    last_good_version="v1",
+    last_good_template_hash="h1",
+    rollout=RolloutRecord(
+        revision=2,
+        version="v1",
+        template_hash="h1",
+        trigger="Automatic",
+        started_at=T1,
+        from_version="v2",
+        outcome="Succeeded",
+        reason="RolledBack",
+        message="m",
+        finished_at=T2,
+        stage="Guard",
+        generation=2,
+        baseline=(Baseline(pod="p", container="model", restarts=3),),
+    ),
+    intent=Intent(trigger="Automatic", version="v1", generation=2, from_version="v2", at=T1),
+    versions=(
+        VersionRecord(
+            name="v2",
+            state="Failed",
+            template_hash="h2",
+            reason="OOMKilled",
+            message="m",
+            failed_at=T1,
+        ),
+    ),
+    history=(
+        RolloutRecord(
+            revision=1, version="v2", template_hash="h2", trigger="Manual", started_at=T1
+        ),
+    ),
+    reverts=(Revert(from_version="v2", to_version="v1", at=T1),),
+    replicas=3,
+    ready_replicas=3,
+    updated_replicas=3,
+    readiness="3/3",
+    analysis=AnalysisRecord(
+        version="v1",
+        template_hash="h1",
+        started_at=T1,
+        ends_at=T2,
+        phase="Passed",
+        checks=(CheckRecord(name="e", passed=2, last_value="0.01"),),
+        guard_ends_at=T2,
+        previous_good="v0",
+        previous_good_hash="h0",
+    ),
+    validation=ValidationRecord(
+        version="v1",
+        template_hash="h1",
+        started_at=T1,
+        revision=2,
+        generation=3,
+        phase="Passed",
+        passed_pods=("m-1-a", "m-1-b"),
+        message="2/2 Ready pods answered every golden request as expected",
+    ),
+    configs=(
+        ConfigRecord(
+            version="v1",
+            source="m-config",
+            name="m-v1-0123abcd",
+            hash="0123abcd45678901",
+            taken_at=T1,
+            retired_at=T2,
+        ),
+    ),
+    standby=StandbyRecord(version="v0", template_hash="h0", ends_at=T2, serving=True),
+    outbox=(Notice(type="Normal", reason="RolledBack", message="m", at=T1),),
+    conditions=(
+        Condition(
+            type="Ready",
+            status="True",
+            reason="Available",
+            message="",
+            last_transition_time=T1,
+            observed_generation=3,
+        ),
+    ),
+)

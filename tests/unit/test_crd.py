@@ -30,7 +30,7 @@ from modeldeploy.model.spec import (
     field_default,
 )
 from modeldeploy.model.status import to_json
-from tests.unit.test_model import FULL
+from tests.unit.builders import FULL
 
 CRD = yaml.safe_load(
     (Path(__file__).resolve().parents[2] / "crds" / "modeldeployment.yaml").read_text()

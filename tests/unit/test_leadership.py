@@ -25,7 +25,7 @@ from modeldeploy.kube import Fenced
 from modeldeploy.leader import Elector, Timing
 from modeldeploy.model.spec import JSON
 from modeldeploy.ports import Identity, Key
-from tests.unit.test_leader import Clock, MemoryLease
+from tests.unit.leases import Clock, MemoryLease
 
 TIMING = Timing(lease_duration=15, renew_deadline=10, retry_period=2)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -11,113 +10,10 @@ from modeldeploy.model.observed import parse_child, parse_pod
 from modeldeploy.model.resource import active_version_managers, parse_resource, released
 from modeldeploy.model.spec import SpecError, parse_spec
 from modeldeploy.model.status import (
-    AnalysisRecord,
-    Baseline,
-    CheckRecord,
-    Condition,
-    ConfigRecord,
-    Intent,
-    Notice,
-    Revert,
-    RolloutRecord,
-    StandbyRecord,
-    Status,
-    ValidationRecord,
-    VersionRecord,
     parse_status,
     to_json,
 )
-from tests.unit.builders import body
-
-T1 = datetime(2026, 11, 23, 12, 0, 0, 250000, tzinfo=UTC)
-T2 = datetime(2026, 11, 23, 12, 0, 1, 500000, tzinfo=UTC)
-
-FULL = Status(
-    observed_generation=3,
-    phase="Available",
-    serving_version="v1",
-    last_good_version="v1",
-    last_good_template_hash="h1",
-    rollout=RolloutRecord(
-        revision=2,
-        version="v1",
-        template_hash="h1",
-        trigger="Automatic",
-        started_at=T1,
-        from_version="v2",
-        outcome="Succeeded",
-        reason="RolledBack",
-        message="m",
-        finished_at=T2,
-        stage="Guard",
-        generation=2,
-        baseline=(Baseline(pod="p", container="model", restarts=3),),
-    ),
-    intent=Intent(trigger="Automatic", version="v1", generation=2, from_version="v2", at=T1),
-    versions=(
-        VersionRecord(
-            name="v2",
-            state="Failed",
-            template_hash="h2",
-            reason="OOMKilled",
-            message="m",
-            failed_at=T1,
-        ),
-    ),
-    history=(
-        RolloutRecord(
-            revision=1, version="v2", template_hash="h2", trigger="Manual", started_at=T1
-        ),
-    ),
-    reverts=(Revert(from_version="v2", to_version="v1", at=T1),),
-    replicas=3,
-    ready_replicas=3,
-    updated_replicas=3,
-    readiness="3/3",
-    analysis=AnalysisRecord(
-        version="v1",
-        template_hash="h1",
-        started_at=T1,
-        ends_at=T2,
-        phase="Passed",
-        checks=(CheckRecord(name="e", passed=2, last_value="0.01"),),
-        guard_ends_at=T2,
-        previous_good="v0",
-        previous_good_hash="h0",
-    ),
-    validation=ValidationRecord(
-        version="v1",
-        template_hash="h1",
-        started_at=T1,
-        revision=2,
-        generation=3,
-        phase="Passed",
-        passed_pods=("m-1-a", "m-1-b"),
-        message="2/2 Ready pods answered every golden request as expected",
-    ),
-    configs=(
-        ConfigRecord(
-            version="v1",
-            source="m-config",
-            name="m-v1-0123abcd",
-            hash="0123abcd45678901",
-            taken_at=T1,
-            retired_at=T2,
-        ),
-    ),
-    standby=StandbyRecord(version="v0", template_hash="h0", ends_at=T2, serving=True),
-    outbox=(Notice(type="Normal", reason="RolledBack", message="m", at=T1),),
-    conditions=(
-        Condition(
-            type="Ready",
-            status="True",
-            reason="Available",
-            message="",
-            last_transition_time=T1,
-            observed_generation=3,
-        ),
-    ),
-)
+from tests.unit.builders import FULL, body
 
 
 def test_status_round_trips_through_its_json() -> None:

@@ -205,3 +205,34 @@ def test_failed_traffic_keep_leaves_every_ready_pod_in_the_service() -> None:
     res, seen = promoted_in_its_bake_then_failed(failedTraffic="Keep")
     _, decision = step(res, seen, 7)
     assert present(decision.service)["spec"]["selector"] == {c.LABEL_NAME: "m"}
+
+
+# ------------------------------------------------ golden requests added later (no rollout)
+
+
+def test_golden_requests_added_later_check_the_serving_pods_and_never_revert() -> None:
+    res = validated(serving_v1())  # v1 rolled out before there were golden requests
+    pods = tuple(
+        replace(
+            pod(res, "v1", name=f"m-1-{i}", ready=True),
+            ip=f"10.0.0.{i}",
+            controller_uid=replica_set(res, "v1").uid,
+        )
+        for i in range(2)
+    )
+    seen = Observed(deployment=deployment(res), pods=pods, replica_sets=rs(res))
+    res, decision = step(res, seen, 10)
+    assert {r.pod for r in decision.validations} == {"m-1-0", "m-1-1"}
+    assert present(res.status.rollout).outcome == "Succeeded"  # no rollout
+    wrong = replace(seen, validations=(answer(res, "v1", "m-1-0", False, 10.5),))
+    res, decision = step(res, wrong, 11)
+    validated_condition = next(k for k in res.status.conditions if k.type == c.VALIDATED)
+    assert (validated_condition.status, validated_condition.reason) == (
+        "False",
+        "GoldenRequestsFailed",
+    )
+    assert "v1, which serves:" in validated_condition.message
+    assert [e.reason for e in decision.events].count(c.EVENT_SERVING_ANSWERS_WRONG) == 1
+    assert decision.spec_change is None and decision.deployment is None
+    res, decision = step(res, seen, 12)  # checked: not asked again, nothing more said
+    assert decision.validations == () and not decision.events
