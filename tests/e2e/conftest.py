@@ -25,7 +25,6 @@ from testbed.processes import KUBECONFIG, ROOT, TestbedError, log_file, log_tail
 from testbed.support import OperatorProcess, free_port
 from tests.e2e.helpers import Kube
 
-
 # The slices `make e2e MARK=...` selects (pyproject.toml lists them), by module; realnode
 # also goes to every test that asks for the real node.
 MARKS = {
