@@ -64,11 +64,34 @@ class Kube:
         )
         return body
 
-    def select(self, namespace: str, name: str, version: str) -> None:
-        """What a user's `kubectl patch`/`edit` of spec.activeVersion does."""
+    def select(self, namespace: str, name: str, version: str, **rollout: Any) -> None:
+        """What a user's `kubectl patch`/`edit` of spec.activeVersion does, with any
+        spec.rollout fields changed in the same patch."""
+        spec: dict[str, Any] = {"activeVersion": version}
+        if rollout:
+            spec["rollout"] = rollout
         self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, name, {"spec": {"activeVersion": version}}
+            GROUP, VERSION, namespace, PLURAL, name, {"spec": spec}
         )
+
+    def wait_good(self, namespace: str, name: str, version: str, timeout: float = 90) -> None:
+        """Wait for `version` to be the last good one; on timeout, say what the status
+        showed instead (a bare False is no help in a CI log)."""
+        try:
+            wait_for(
+                lambda: self.status(namespace, name).get("lastGoodVersion") == version,
+                timeout,
+                f"{version} to be the last good version of {namespace}/{name}",
+            )
+        except support.WaitTimeout as error:
+            status = self.status(namespace, name)
+            conditions = [
+                (c["type"], c["status"], c.get("reason"), c.get("message"))
+                for c in status.get("conditions") or ()
+            ]
+            raise support.WaitTimeout(
+                f"{error}; phase {status.get('phase')}, conditions {conditions}"
+            ) from error
 
     def status(self, namespace: str, name: str) -> dict[str, Any]:
         return dict(self.get(namespace, name).get("status") or {})
@@ -172,7 +195,7 @@ def revert_scenario(kube: Kube, namespace: str, name: str, **extra: Any) -> None
     )
     body["spec"].update(extra)
     kube.create(namespace, body)
-    wait_for(lambda: kube.status(namespace, name).get("lastGoodVersion") == "v1", 60, "v1 good")
+    kube.wait_good(namespace, name, "v1")
     release_and_await_revert(kube, namespace, name)
 
 
@@ -184,9 +207,12 @@ def release_and_await_revert(
     failed_within: float = 60,
     good: str = "v1",
     bad: str = "v2",
+    **rollout: Any,
 ) -> None:
-    """Select `bad`; wait until the operator marked it Failed and put `good` back."""
-    kube.select(namespace, name, bad)
+    """Select `bad` (with `rollout` fields, e.g. a short readyTimeoutSeconds that would
+    fail `good` too on a loaded machine if set from the start); wait until the operator
+    marked it Failed and put `good` back."""
+    kube.select(namespace, name, bad, **rollout)
     wait_for(
         lambda: kube.ledger(namespace, name).get(bad, {}).get("state") == "Failed",
         failed_within,

@@ -49,7 +49,7 @@ def test_a_promoted_version_that_degrades_in_its_guard_window_is_reverted(
     exporter.serve(namespace, name, "v1", errors=0.01, accuracy=1)
     exporter.serve(namespace, name, "v2", errors=0.01, accuracy=1)
     kube.create(namespace, body)
-    wait_for(lambda: kube.status(namespace, name).get("lastGoodVersion") == "v1", 60, "v1 good")
+    kube.wait_good(namespace, name, "v1")
     kube.select(namespace, name, "v2")
     wait_for(
         lambda: (
@@ -73,7 +73,7 @@ def test_a_promoted_version_that_degrades_in_its_guard_window_is_reverted(
         "AnalysisFailed",
         "Guard",
     )
-    wait_for(lambda: kube.status(namespace, name).get("lastGoodVersion") == "v1", 60, "v1 again")
+    kube.wait_good(namespace, name, "v1")
     assert kube.delivered(namespace, name, "RolledBack") >= 1
 
 

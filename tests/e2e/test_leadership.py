@@ -121,7 +121,7 @@ def pair(
 def start_failing_rollout(kube: Kube, namespace: str, name: str) -> None:
     """v1 serves; v2 (crash-looping) is selected and the leader has rolled it out."""
     kube.create(namespace, model_deployment(name, {"v1": GOOD, "v2": CRASHING}, "v1"))
-    wait_for(lambda: kube.status(namespace, name).get("lastGoodVersion") == "v1", 60, "v1 good")
+    kube.wait_good(namespace, name, "v1")
     kube.select(namespace, name, "v2")
     wait_for(lambda: rendered(kube, namespace, name, "v2"), 30, "the leader to roll v2 out")
 

@@ -215,7 +215,7 @@ def test_plugin_rollback_goes_to_the_previous_good_version_and_wait_reports_read
     kube.create(
         namespace, model_deployment("back", {"v1": GOOD, "v2": "registry.example/m:2"}, "v1")
     )
-    wait_for(lambda: kube.status(namespace, "back").get("lastGoodVersion") == "v1", 60, "v1")
+    kube.wait_good(namespace, "back", "v1")
     kube.select(namespace, "back", "v2")
     waited = plugin("-n", namespace, "wait", "back", "--for=ready", "--timeout=60s")
     assert waited.returncode == 0, waited.stderr
@@ -296,7 +296,7 @@ def test_plugin_wait_fails_for_a_release_that_was_reverted(
     kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     kube.create(namespace, model_deployment("reverted", {"v1": GOOD, "v2": BAD}, "v1"))
-    wait_for(lambda: kube.status(namespace, "reverted").get("lastGoodVersion") == "v1", 60, "v1")
+    kube.wait_good(namespace, "reverted", "v1")
     kube.select(namespace, "reverted", "v2")  # what a pipeline does, then it waits
     waited = plugin("-n", namespace, "wait", "reverted", "--timeout=90s")
     assert waited.returncode == 1, waited.stdout

@@ -75,10 +75,10 @@ def test_revert_due_during_an_api_server_outage_lands_once_it_answers(
     stopped_operator.start("--leader-elect", f"--leader-elect-namespace={namespace}")
     kube.create(
         namespace,
-        model_deployment(name, {"v1": GOOD, "v2": NOT_READY}, "v1", readyTimeoutSeconds=5),
+        model_deployment(name, {"v1": GOOD, "v2": NOT_READY}, "v1"),
     )
-    wait_for(lambda: kube.status(namespace, name).get("lastGoodVersion") == "v1", 60, "v1 good")
-    kube.select(namespace, name, "v2")
+    kube.wait_good(namespace, name, "v1")
+    kube.select(namespace, name, "v2", readyTimeoutSeconds=5)
     created = wait_for(lambda: v2_pod_created(kube, namespace), 30, "a v2 pod")
     # The pod will not be Ready within 5 s: the revert falls due while the API server is away.
     argv = kill_api_server(bed)
@@ -178,12 +178,12 @@ def test_leader_on_a_hung_connection_is_fenced_and_the_follower_reverts(
         name = "hung"
         kube.create(
             namespace,
-            model_deployment(name, {"v1": GOOD, "v2": NOT_READY}, "v1", readyTimeoutSeconds=3),
+            model_deployment(name, {"v1": GOOD, "v2": NOT_READY}, "v1"),
         )
-        wait_for(lambda: kube.status(namespace, name).get("lastGoodVersion") == "v1", 60, "v1")
+        kube.wait_good(namespace, name, "v1")
         proxy.stall()  # every byte to and from the leader vanishes; nothing fails, all hangs
         stalled = time.monotonic()
-        kube.select(namespace, name, "v2")
+        kube.select(namespace, name, "v2", readyTimeoutSeconds=3)
         wait_for(lambda: "leads" in follower.log(), 60, "the follower to take over")
         record_property(
             "figure: takeover from a leader on a hung connection, lease 4s/3s/1s (s)",
@@ -216,11 +216,11 @@ def test_liveness_fails_while_a_reconcile_hangs_on_a_stalled_connection(
     name = "stuck"
     kube.create(
         namespace,
-        model_deployment(name, {"v1": GOOD, "v2": NOT_READY}, "v1", readyTimeoutSeconds=3),
+        model_deployment(name, {"v1": GOOD, "v2": NOT_READY}, "v1"),
     )
-    wait_for(lambda: kube.status(namespace, name).get("lastGoodVersion") == "v1", 60, "v1 good")
+    kube.wait_good(namespace, name, "v1")
     assert healthz(port) == 200
-    kube.select(namespace, name, "v2")
+    kube.select(namespace, name, "v2", readyTimeoutSeconds=3)
     wait_for(lambda: v2_pod_created(kube, namespace), 30, "a v2 pod")
     proxy.stall()  # the failure falls due; recording it hangs on the dead connection
     wait_for(lambda: healthz(port) == 500, 60, "the liveness endpoint to fail")
@@ -235,10 +235,10 @@ def test_a_reconcile_on_a_dead_connection_is_retried_on_a_new_one(
     name = "unstuck"
     kube.create(
         namespace,
-        model_deployment(name, {"v1": GOOD, "v2": NOT_READY}, "v1", readyTimeoutSeconds=3),
+        model_deployment(name, {"v1": GOOD, "v2": NOT_READY}, "v1"),
     )
-    wait_for(lambda: kube.status(namespace, name).get("lastGoodVersion") == "v1", 60, "v1 good")
-    kube.select(namespace, name, "v2")
+    kube.wait_good(namespace, name, "v1")
+    kube.select(namespace, name, "v2", readyTimeoutSeconds=3)
     wait_for(lambda: v2_pod_created(kube, namespace), 30, "a v2 pod")
     proxy.stall()  # the connections the operator holds die silently, for good
     proxy.forward()  # new ones work: a reconcile must give up on the dead one and retry

@@ -152,10 +152,10 @@ def test_failing_version_reverts_to_last_good(
 ) -> None:
     name = "model"
     gpus = {"v2": {"limits": {"nvidia.com/gpu": 64}}} if reason == "Unschedulable" else None
-    create_serving(kube, namespace, name, {"v1": GOOD, "v2": image}, "v1", resources=gpus, **extra)
+    create_serving(kube, namespace, name, {"v1": GOOD, "v2": image}, "v1", resources=gpus)
     with ReadyPodSampler(kube, namespace, name, 2) as sampler:
         wait_for(lambda: sampler.minimum is not None, 30, "the sampler to see the serving pods")
-        release_and_await_revert(kube, namespace, name)
+        release_and_await_revert(kube, namespace, name, **extra)
     failed = kube.ledger(namespace, name)["v2"]
     if reason == "ImagePullBackOff":  # ErrImagePull comes first and fails the rollout too
         assert failed["reason"] in {"ErrImagePull", "ImagePullBackOff"}
@@ -263,7 +263,7 @@ def test_manual_rollback_is_a_manual_rollout(
     name = "manual"
     create_serving(kube, namespace, name, {"v1": GOOD, "v2": GOOD_V3}, "v1")
     kube.select(namespace, name, "v2")
-    wait_for(lambda: kube.status(namespace, name).get("lastGoodVersion") == "v2", 60, "v2 good")
+    kube.wait_good(namespace, name, "v2")
     kube.select(namespace, name, "v1")
     wait_for(
         lambda: (

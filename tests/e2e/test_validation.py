@@ -73,9 +73,7 @@ def test_without_validation_simulated_pods_serve_as_before(
     kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     kube.create(namespace, model_deployment("plain", {"v1": "registry.example/m:1"}, "v1"))
-    wait_for(
-        lambda: kube.status(namespace, "plain").get("lastGoodVersion") == "v1", 60, "v1 serving"
-    )
+    kube.wait_good(namespace, "plain", "v1")
     assert "validation" not in kube.status(namespace, "plain")
 
 
