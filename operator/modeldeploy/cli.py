@@ -68,13 +68,26 @@ def quarantined(resource: Resource, version: str) -> bool:
 # ------------------------------------------------------------------ commands
 
 
+def serving_line(active: str, status: JSON) -> str:
+    """What answers, and why it is not the active version when it is not."""
+    serving = status.get("servingVersion")
+    if not serving:
+        return "-"
+    standby = status.get("standby") or {}
+    if standby.get("serving") and standby.get("version") == serving:
+        return f"{serving} (the warm standby)"
+    if serving != active:
+        return f"{serving} (its pods alone: the Service leaves {active} out)"
+    return str(serving)
+
+
 def show_status(body: JSON) -> str:
     status = body.get("status") or {}
     lines = [
         f"Name:          {body['metadata']['name']}",
         f"Namespace:     {body['metadata']['namespace']}",
         f"Active:        {body['spec']['activeVersion']}",
-        f"Serving:       {status.get('servingVersion', '-')}",
+        f"Serving:       {serving_line(body['spec']['activeVersion'], status)}",
         f"Last good:     {status.get('lastGoodVersion', '-')}",
         f"Ready:         {status.get('readiness', '-')}",
         f"Phase:         {status.get('phase', 'Pending')}",

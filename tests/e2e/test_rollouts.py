@@ -297,8 +297,9 @@ def test_user_edit_racing_the_revert_wins(
 ) -> None:
     """The race itself: the failure is recorded (status, with the intent to revert) and
     the operator dies before its revert patch; the user's edit lands in between; the
-    restarted operator's conditional revert must not apply over it. The real API server
-    answers the failed `test` with a bare 422, which must not read as a refusal."""
+    restarted operator must not revert over it: the spec's generation moved past the
+    recorded intent, so the revert is skipped and said so. (A revert patch that meets
+    the edit in flight, a bare 422 from the real API server, is the next test.)"""
     name = "race"
     stopped_operator.start()
     create_serving(
@@ -349,6 +350,8 @@ def test_user_edit_racing_the_revert_wins(
 def test_revert_patch_applies_only_while_spec_names_the_failed_version(
     kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
+    """The spec moved between the decision and the patch: the API server answers the
+    failed `test` with a bare 422, which must read as "moved on", never as a refusal."""
     name = "conditional"
     create_serving(kube, namespace, name, {"v1": GOOD, "v3": GOOD_V3}, "v1")
     kube.select(namespace, name, "v3")

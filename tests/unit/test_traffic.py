@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from modeldeploy import constants as c
+from modeldeploy.cli import serving_line
 from modeldeploy.core.plan import Decision
 from modeldeploy.model.observed import Observed, PodState, ValidationResult
 from modeldeploy.model.resource import Resource
@@ -236,3 +237,15 @@ def test_golden_requests_added_later_check_the_serving_pods_and_never_revert() -
     assert decision.spec_change is None and decision.deployment is None
     res, decision = step(res, seen, 12)  # checked: not asked again, nothing more said
     assert decision.validations == () and not decision.events
+
+
+def test_the_plugin_says_why_what_serves_is_not_the_active_version() -> None:
+    standby = {"version": "v1", "serving": True}
+    assert serving_line("v2", {"servingVersion": "v1", "standby": standby}) == (
+        "v1 (the warm standby)"
+    )
+    assert serving_line("v2", {"servingVersion": "v1"}) == (
+        "v1 (its pods alone: the Service leaves v2 out)"
+    )
+    assert serving_line("v1", {"servingVersion": "v1"}) == "v1"
+    assert serving_line("v1", {}) == "-"
