@@ -98,7 +98,10 @@ def show_status(body: JSON) -> str:
             f"Rollout:       #{rollout['revision']} {rollout.get('from') or '-'} -> "
             f"{rollout['version']} ({rollout['trigger']}) {rollout['outcome']}"
             + (f": {rollout['reason']}" if rollout.get("reason") else "")
+            + (f" [{rollout['strategy']}]" if rollout.get("strategy") else "")
         )
+        if rollout.get("capacityWait"):
+            lines.append(f"Waiting:       for room (not a failure): {rollout['capacityWait']}")
     validation = status.get("validation")
     if validation:
         lines.append(

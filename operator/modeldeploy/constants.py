@@ -147,6 +147,13 @@ REASON_NOT_VALIDATED: Final = "ValidationRemoved"  # spec.validation went: nothi
 # What serves while a failed version's pods are still Ready (spec.rollout.failedTraffic).
 FAILED_TRAFFIC_STOP: Final = "Stop"  # the last good version's Ready pods only, at once
 FAILED_TRAFFIC_KEEP: Final = "Keep"  # every Ready pod, until the failed ones are gone
+# How a rollout makes room for new pods (spec.rollout.strategy, docs/capacity.md).
+STRATEGY_SURGE: Final = "Surge"  # new pods first (maxUnavailable 0): needs spare capacity
+STRATEGY_REPLACE: Final = "Replace"  # old pods down first, maxUnavailable at a time
+STRATEGY_AUTO: Final = "Auto"  # Surge, switching the rollout to Replace when the pool is full
+# A new pod the scheduler cannot place because the pool is full: a wait, not a verdict.
+REASON_INSUFFICIENT_CAPACITY: Final = "InsufficientCapacity"
+EVENT_STRATEGY_SWITCHED: Final = "StrategySwitched"  # Auto: this rollout goes on as Replace
 NO_DATA_INCONCLUSIVE: Final = "Inconclusive"
 NO_DATA_FAIL: Final = "Fail"
 

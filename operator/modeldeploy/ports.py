@@ -76,6 +76,11 @@ class Cluster(Protocol):
     def set_pod_gate(self, namespace: str, gate: PodGate) -> None:
         """Set a pod's readiness gate condition (its status); a pod gone is fine."""
 
+    def too_large(self, requests: tuple[tuple[str, str], ...]) -> str | None:
+        """Why no node could hold a pod asking `requests` even with nothing else on it
+        (a resource beyond every node's allocatable); None when some node could, or the
+        nodes cannot be read."""
+
 
 class Notifier(Protocol):
     def notify(

@@ -58,7 +58,7 @@ def reconcile_once(
         return STALE_RECHECK_S
     cluster = services.cluster
     resource = parse_resource(body)
-    observed = memory.observe(observed)
+    observed = _with_room(cluster, memory.observe(observed))
     decision = _decide(cluster, resource, observed, now, services)
     written: tuple[str, ...] = (resource_version(body),)  # what our writes replace
     decision = _paced(decision, memory, now)
@@ -173,6 +173,19 @@ def _paced(decision: Decision, memory: Memory, now: datetime) -> Decision:
         return decision
     requeue = _min(decision.requeue_after, left)
     return replace(decision, status_changed=False, requeue_after=requeue)
+
+
+def _with_room(cluster: Cluster, observed: Observed) -> Observed:
+    """For each pod the scheduler found Insufficient: whether any node could hold it at
+    all (core/capacity.py tells a full pool from a version too large for every node)."""
+    too_large = tuple(
+        (pod.name, why)
+        for pod in observed.pods
+        if pod.unschedulable_message
+        and "Insufficient " in pod.unschedulable_message
+        and (why := cluster.too_large(pod.requests)) is not None
+    )
+    return replace(observed, too_large=too_large) if too_large else observed
 
 
 def take_snapshot(cluster: Cluster, resource: Resource, wanted: SnapshotRequest) -> SnapshotResult:

@@ -51,6 +51,14 @@ CASES = [
     ),
     pytest.param(with_spec(rollout={"maxSurge": 0}), "spec.rollout.maxSurge", id="zero-surge"),
     pytest.param(
+        with_spec(rollout={"strategy": "Replace", "maxUnavailable": 0}),
+        "maxUnavailable must be at least 1",
+        id="replace-that-can-never-make-room",
+    ),
+    pytest.param(
+        with_spec(rollout={"strategy": "Sideways"}), "spec.rollout.strategy", id="unknown-strategy"
+    ),
+    pytest.param(
         with_spec(rollout={"readyTimeoutSeconds": 0}),
         "spec.rollout.readyTimeoutSeconds",
         id="zero-ready-timeout",

@@ -35,6 +35,8 @@ class RecordingCluster:
     # any other exception is an outage of that write.
     refuse: dict[str, Exception] = field(default_factory=dict)
     after_status: JSON | None = None  # the object as the last status write left it
+    # Each resource's most on one node, in whole units (None: nodes cannot be read).
+    largest: dict[str, int] | None = None
 
     @classmethod
     def holding(cls, body: JSON) -> RecordingCluster:
@@ -139,6 +141,16 @@ class RecordingCluster:
         self._admit("gate")
         self.gates[gate.pod] = gate.passed
         self.writes.append(("gate", (gate.pod, gate.passed)))
+
+    def too_large(self, requests: tuple[tuple[str, str], ...]) -> str | None:
+        """As the nodes in `largest` would say."""
+        if self.largest is None:
+            return None
+        for resource, quantity in requests:
+            room = self.largest.get(resource, 0)
+            if int(quantity) > room:
+                return f"it asks for {quantity} {resource} and the largest node has {room}"
+        return None
 
     def post_event(self, resource: Resource, event: Event) -> bool:
         self.events.append(event)

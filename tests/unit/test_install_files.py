@@ -90,6 +90,9 @@ def rules_of(path: Path, kind: str) -> list[dict[str, object]]:
 
 
 def test_the_namespaced_role_grants_what_the_cluster_role_grants() -> None:
+    """All but the nodes: a Role cannot grant what no namespace holds. A namespaced
+    install cannot tell a version larger than every node from a full pool, so such a
+    version waits for room until its progress deadline (docs/capacity.md)."""
     cluster_wide = rules_of(ROOT / "deploy" / "base" / "rbac.yaml", "ClusterRole")
     namespaced = rules_of(ROOT / "deploy" / "overlays" / "namespaced" / "role.yaml", "Role")
-    assert namespaced == cluster_wide
+    assert namespaced == [r for r in cluster_wide if r["resources"] != ["nodes"]]

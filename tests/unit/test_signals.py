@@ -196,16 +196,18 @@ def test_ready_pods_have_no_deadline() -> None:
 # -------------------------------------------------- unschedulable (row 5)
 
 
+UNBOUND = "0/3 nodes are available: 3 pod has unbound immediate PersistentVolumeClaims."
+
+
 def test_unschedulable_fails_after_the_grace_counted_from_the_later_of_both_starts() -> None:
-    waiting = replace(
-        a_pod(NEW), unschedulable_since=at(NEW), unschedulable_message="Insufficient nvidia.com/gpu"
-    )
+    """What is neither a full pool nor the version's own asking (test_capacity.py)."""
+    waiting = replace(a_pod(NEW), unschedulable_since=at(NEW), unschedulable_message=UNBOUND)
     assert failure_of(waiting, NEW + 59) is None
     assert next_deadline((waiting,), POLICY, window(), at(NEW + 59)) == pytest.approx(1.05)
     found = pod_failure(waiting, POLICY, window(), at(NEW + 60))
     assert found is not None
     assert found.reason == "Unschedulable"
-    assert "Insufficient nvidia.com/gpu" in found.message
+    assert "unbound immediate PersistentVolumeClaims" in found.message
     long_pending = replace(waiting, created_at=at(OLD), unschedulable_since=at(OLD))
     assert failure_of(long_pending, T_START + 59) is None
     assert failure_of(long_pending, T_START + 60) == "Unschedulable"

@@ -276,6 +276,7 @@ def _children(
             spec.versions[target.version],
             target.digest,
             gated=ledger.gated(draft.status, target.version, target.digest),
+            strategy=ledger.strategy(draft.status, spec, target.digest),
         )
         if target is not None
         else None

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from modeldeploy import constants as c
+from modeldeploy.core import capacity
 from modeldeploy.core.conditions import set_condition
 from modeldeploy.core.plan import Event, Problem
 from modeldeploy.model.resource import Resource
@@ -69,6 +70,15 @@ def with_rollout(status: Status, rollout: RolloutRecord, history_limit: int) -> 
     return replace(status, rollout=rollout, history=tuple(history[:history_limit]))
 
 
+def strategy(status: Status, spec: Spec, digest: str) -> str:
+    """How the Deployment of template `digest` makes room: as its rollout does (Auto
+    may have switched it to Replace), else as a rollout of the spec would begin."""
+    rollout = status.rollout
+    if rollout is not None and rollout.template_hash == digest and rollout.strategy:
+        return rollout.strategy
+    return capacity.started_strategy(spec.rollout)
+
+
 def trigger_of(status: Status, resource: Resource, version: str) -> str:
     """Manual, unless the spec names what the operator itself last wrote (revert, retry)."""
     intent = status.intent
@@ -100,6 +110,7 @@ def start_rollout(
         # From the version the last rollout went to (a failed one, for a revert).
         from_version=status.rollout.version if status.rollout else status.serving_version,
         baseline=baseline,
+        strategy=capacity.started_strategy(spec.rollout),
     )
     status = with_rollout(replace(status, intent=None), rollout, spec.rollout.history_limit)
     previous = status.version_record(version)

@@ -12,14 +12,15 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from modeldeploy import constants as c
-from modeldeploy.core import analysis, guard, ledger, validation
+from modeldeploy.core import analysis, capacity, guard, ledger, validation
 from modeldeploy.core.ledger import Target
 from modeldeploy.core.plan import Event, PodGate, Problem, ValidationRequest
 from modeldeploy.core.signals import Verdict, baseline, evaluate, owned_pods
 from modeldeploy.model.observed import Observed
 from modeldeploy.model.resource import Resource
 from modeldeploy.model.spec import Spec
-from modeldeploy.model.status import Status
+from modeldeploy.model.status import RolloutRecord, Status
+from modeldeploy.model.text import shorten
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,10 @@ def progress(
     # spec.validation: complete only once every Ready pod answered as expected.
     checked = validation.judge_rollout(status, resource, spec, rollout, observed, verdict, now)
     status, verdict = checked.status, checked.verdict
+    status, switched = _room(status, spec, status.rollout or rollout, verdict)
+    events = (*events, *switched)
     queries: tuple[analysis.Query, ...] = ()
-    stall: Problem | None = None
+    stall: Problem | None = verdict.stall
     analysing = status.analysis is not None and status.analysis.template_hash == digest
     if verdict.failure is None and spec.analysis and (verdict.complete or analysing):
         # Ready is not enough: judge what the version serves (AnalysisFailed).
@@ -101,6 +104,32 @@ def progress(
         hold=checked.hold,
         gates=gates,
     )
+
+
+def _room(
+    status: Status, spec: Spec, rollout: RolloutRecord, verdict: Verdict
+) -> tuple[Status, tuple[Event, ...]]:
+    """Record whether a new pod waits for room (B23); Auto then goes on as Replace, once
+    per rollout, and says so."""
+    updated = replace(rollout, capacity_wait=verdict.capacity_wait)
+    events: tuple[Event, ...] = ()
+    if capacity.switches(spec.rollout, rollout.strategy, verdict.capacity_wait):
+        updated = replace(updated, strategy=c.STRATEGY_REPLACE)
+        events = (
+            Event(
+                "Normal",
+                c.EVENT_STRATEGY_SWITCHED,
+                shorten(
+                    f"no room for a new pod of {rollout.version}, so rollout "
+                    f"#{rollout.revision} goes on as Replace: up to "
+                    f"{spec.rollout.max_unavailable} of {spec.replicas} pods down at a time "
+                    f"({verdict.capacity_wait})"
+                ),
+            ),
+        )
+    if updated == rollout:
+        return status, ()
+    return ledger.with_rollout(status, updated, spec.rollout.history_limit), events
 
 
 def guard_step(

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from modeldeploy import constants as c
+from modeldeploy.core import capacity
 from modeldeploy.model.resource import Resource
 from modeldeploy.model.spec import JSON, Spec, VersionSpec
 
@@ -130,11 +131,17 @@ def template_hash(name: str, spec: Spec, version: VersionSpec) -> str:
 
 
 def render_deployment(
-    resource: Resource, spec: Spec, version: VersionSpec, digest: str, gated: bool = False
+    resource: Resource,
+    spec: Spec,
+    version: VersionSpec,
+    digest: str,
+    gated: bool = False,
+    strategy: str = c.STRATEGY_SURGE,
 ) -> JSON:
     """The Deployment running `version`, whose pod template hash is `digest`. `gated`:
     its pods carry the validated readiness gate (not part of the hash: it is how the
-    version was rolled out, kept so a revert finds its ReplicaSet unchanged)."""
+    version was rolled out, kept so a revert finds its ReplicaSet unchanged).
+    `strategy`: how its rollout makes room (Surge or Replace, core/capacity.py)."""
     name = resource.name
     pod_spec = _pod_spec(name, spec, version)
     if gated:
@@ -161,11 +168,10 @@ def render_deployment(
             "selector": {"matchLabels": selector_labels(name)},
             "progressDeadlineSeconds": spec.rollout.progress_deadline_s,
             "revisionHistoryLimit": 10,
-            # maxUnavailable 0: old pods stay until new ones are Ready, so a bad
-            # version never costs serving capacity.
+            # Surge (maxUnavailable 0) unless this rollout makes room first (Replace).
             "strategy": {
                 "type": "RollingUpdate",
-                "rollingUpdate": {"maxSurge": spec.rollout.max_surge, "maxUnavailable": 0},
+                "rollingUpdate": capacity.rolling_update(spec.rollout, strategy),
             },
             "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
         },

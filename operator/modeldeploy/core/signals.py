@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from modeldeploy import constants as c
+from modeldeploy.core import capacity
+from modeldeploy.core.capacity import Placement
 from modeldeploy.core.plan import Problem
 from modeldeploy.model.observed import (
     ChildState,
@@ -41,6 +43,8 @@ class Verdict:
     failure: Problem | None = None
     complete: bool = False
     wake_in_s: float | None = None  # None: only a watch event can change the verdict
+    capacity_wait: str | None = None  # a new pod waits for room: the scheduler's words
+    stall: Problem | None = None  # the progress deadline passed while waiting for room
 
 
 @dataclass(frozen=True)
@@ -99,11 +103,15 @@ def owned_pods(observed: Observed, digest: str) -> tuple[PodState, ...]:
     )
 
 
-def pod_deadline(pod: PodState, policy: RolloutPolicy, window: Window) -> datetime | None:
+def pod_deadline(
+    pod: PodState, policy: RolloutPolicy, window: Window, room: Placement | None = None
+) -> datetime | None:
     """When a pod that is not Ready fails: its unschedulable grace or its ready timeout,
     each counted from no earlier than the rollout's start (a readiness blip of a pod
-    that was Ready counts from the blip)."""
+    that was Ready counts from the blip). A pod waiting for room never does (B23)."""
     if pod.unschedulable_since is not None:
+        if room is not None and room.kind == capacity.WAIT:
+            return None
         since = max(pod.unschedulable_since, window.started_at)
         return since + timedelta(seconds=policy.unschedulable_grace_s)
     if pod.ready:
@@ -113,15 +121,28 @@ def pod_deadline(pod: PodState, policy: RolloutPolicy, window: Window) -> dateti
     return since + timedelta(seconds=policy.ready_timeout_s)
 
 
+def room_for(pod: PodState, observed: Observed) -> Placement | None:
+    """Whether an unschedulable pod waits for room or can never run (None: scheduled)."""
+    if pod.unschedulable_since is None:
+        return None
+    return capacity.placement(pod, dict(observed.too_large).get(pod.name))
+
+
 def pod_failure(
-    pod: PodState, policy: RolloutPolicy, window: Window, now: datetime
+    pod: PodState,
+    policy: RolloutPolicy,
+    window: Window,
+    now: datetime,
+    room: Placement | None = None,
 ) -> Problem | None:
     """The first failure signal a pod of the new template shows since the rollout began."""
     for container in pod.containers:
         failure = _container_failure(pod, container, policy, window)
         if failure is not None:
             return failure
-    deadline = pod_deadline(pod, policy, window)
+    if room is not None and room.kind == capacity.NEVER:
+        return Problem(c.REASON_UNSCHEDULABLE, shorten(f"pod {pod.name}: {room.why}"))
+    deadline = pod_deadline(pod, policy, window, room)
     if deadline is None or now < deadline:
         return None
     if pod.unschedulable_since is not None:
@@ -169,10 +190,19 @@ def _times(count: int) -> str:
 
 
 def next_deadline(
-    pods: tuple[PodState, ...], policy: RolloutPolicy, window: Window, now: datetime
+    pods: tuple[PodState, ...],
+    policy: RolloutPolicy,
+    window: Window,
+    now: datetime,
+    observed: Observed | None = None,
 ) -> float | None:
     """Seconds until the earliest pod deadline (ready timeout, unschedulable grace)."""
-    deadlines = [d for pod in pods if (d := pod_deadline(pod, policy, window)) is not None]
+    deadlines = []
+    for pod in pods:
+        room = room_for(pod, observed) if observed is not None else None
+        deadline = pod_deadline(pod, policy, window, room)
+        if deadline is not None:
+            deadlines.append(deadline)
     if not deadlines:
         return None
     return max(0.0, (min(deadlines) - now).total_seconds()) + 0.05
@@ -249,14 +279,30 @@ def evaluate(
     """The verdict on `rollout` from what the cluster shows now."""
     digest, window = rollout.template_hash, Window.of(rollout)
     pods = owned_pods(observed, digest)
+    waiting: str | None = None
     for pod in pods:
-        failure = pod_failure(pod, spec.rollout, window, now)
+        room = room_for(pod, observed)
+        failure = pod_failure(pod, spec.rollout, window, now, room)
         if failure:
             return Verdict(failure=failure)
+        if room is not None and room.kind == capacity.WAIT and waiting is None:
+            waiting = f"pod {pod.name}: {room.why}"
     failure, wake = deployment_failure(name, spec, observed, digest, window, now)
+    if failure and waiting is not None and failure.reason == c.REASON_PROGRESS_DEADLINE:
+        # No room is not the version's fault: stalled for a person, never Failed.
+        stall = Problem(
+            c.REASON_INSUFFICIENT_CAPACITY,
+            shorten(
+                f"no room for {rollout.version} within "
+                f"{spec.rollout.progress_deadline_s}s: {waiting}"
+            ),
+        )
+        return Verdict(capacity_wait=waiting, stall=stall)
     if failure:
         return Verdict(failure=failure)
     if rollout_complete(observed.deployment, digest, spec.replicas):
         return Verdict(complete=True)
-    deadlines = [s for s in (next_deadline(pods, spec.rollout, window, now), wake) if s is not None]
-    return Verdict(wake_in_s=min(deadlines, default=None))
+    deadlines = [
+        s for s in (next_deadline(pods, spec.rollout, window, now, observed), wake) if s is not None
+    ]
+    return Verdict(wake_in_s=min(deadlines, default=None), capacity_wait=waiting)

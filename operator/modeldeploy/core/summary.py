@@ -18,6 +18,7 @@ from modeldeploy.model.observed import Observed
 from modeldeploy.model.resource import Resource
 from modeldeploy.model.spec import JSON, Spec
 from modeldeploy.model.status import Status
+from modeldeploy.model.text import shorten
 
 
 def summarise(
@@ -56,7 +57,7 @@ def summarise(
         and observed.deployment is not None
         and observed.deployment.available_replicas >= spec.replicas
     )
-    ready = _ready(status, spec, available, quarantined, in_progress, stall, reconciling[1])
+    ready = _ready(status, spec, available, quarantined, in_progress, stall, reconciling)
     status = set_status_condition(status, resource, c.READY, available, *ready, now)
     return with_phase(status, resource, now)
 
@@ -76,11 +77,22 @@ def _with_counts(status: Status, spec: Spec, observed: Observed) -> Status:
 def _reconciling(status: Status, spec: Spec, in_progress: bool, reverting: bool) -> tuple[str, str]:
     rollout = status.rollout
     if in_progress and rollout is not None:
-        return (
-            c.REASON_ROLLOUT_IN_PROGRESS,
-            f"rolling out {rollout.version}: "
-            f"{status.updated_replicas} updated, {status.ready_replicas}/{spec.replicas} ready",
+        counts = f"{status.updated_replicas} updated, {status.ready_replicas}/{spec.replicas} ready"
+        # Replace states what it costs while it lasts (B23).
+        cost = (
+            f"; Replace: up to {spec.rollout.max_unavailable} of {spec.replicas} pods down"
+            if rollout.strategy == c.STRATEGY_REPLACE
+            else ""
         )
+        if rollout.capacity_wait is not None:
+            return (
+                c.REASON_INSUFFICIENT_CAPACITY,
+                shorten(
+                    f"rolling out {rollout.version}, waiting for room: {counts}{cost}; "
+                    f"{rollout.capacity_wait}"
+                ),
+            )
+        return c.REASON_ROLLOUT_IN_PROGRESS, f"rolling out {rollout.version}: {counts}{cost}"
     if reverting:
         return (
             c.REASON_QUARANTINED,
@@ -96,9 +108,10 @@ def _ready(
     quarantined: bool,
     in_progress: bool,
     stall: Problem | None,
-    progress_message: str,
+    reconciling: tuple[str, str],
 ) -> tuple[str, str]:
     """Ready's reason and message: the first that applies of available, stalled, busy."""
+    reconciling_reason, progress_message = reconciling
     if available:
         rollout = status.rollout
         automatic = rollout is not None and rollout.trigger == c.TRIGGER_AUTOMATIC
@@ -113,7 +126,7 @@ def _ready(
     if quarantined:
         return c.REASON_QUARANTINED, progress_message
     if in_progress:
-        return c.REASON_ROLLOUT_IN_PROGRESS, progress_message
+        return reconciling_reason, progress_message
     return c.REASON_REPLICAS_UNAVAILABLE, f"{status.ready_replicas}/{spec.replicas} replicas ready"
 
 

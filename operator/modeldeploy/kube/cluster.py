@@ -9,10 +9,15 @@ event loop.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
 
 import urllib3
 from kubernetes.client.exceptions import ApiException
+from kubernetes.utils import parse_quantity
 
 from modeldeploy import constants as c
 from modeldeploy.core.plan import Event, PodGate, SpecChange, event_id
@@ -22,6 +27,7 @@ from modeldeploy.model.observed import ChildState, parse_child
 from modeldeploy.model.resource import Resource, released
 from modeldeploy.model.spec import JSON
 from modeldeploy.model.times import format_time
+from modeldeploy.ports import Refused
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +44,14 @@ class KubeCluster(KubeApi):
     `fence`, every write asks it just before the call and is refused (`Fenced`) when it
     says no: a leader that could not renew its Lease writes nothing more.
     """
+
+    _nodes: Nodes | None = None
+
+    def too_large(self, requests: tuple[tuple[str, str], ...]) -> str | None:
+        """Why no node could hold a pod asking `requests` even empty, or None."""
+        if self._nodes is None:
+            self._nodes = Nodes(self.core)
+        return self._nodes.too_large(requests)
 
     # ------------------------------------------------------------------ children
 
@@ -217,3 +231,64 @@ class KubeCluster(KubeApi):
 def event_name(resource: Resource, event: Event) -> str:
     """`<resource>.<16 hex>`: the same owed Event gets the same name on every attempt."""
     return f"{resource.name}.{event_id(resource.uid, event)}"
+
+
+def _quantity(value: str) -> Decimal:
+    """The client's own parser of Kubernetes quantities ("1", "500m", "16Gi"), typed."""
+    parsed: Decimal = parse_quantity(value)  # type: ignore[no-untyped-call]
+    return parsed
+
+
+class Nodes:
+    """The nodes' allocatable, read when a pod the scheduler found Insufficient must be
+    told apart from one no node could ever hold (core/capacity.py). One LIST at most per
+    NODES_TTL_S; nodes the operator may not list leave every wait a wait (it logs once)."""
+
+    NODES_TTL_S = 30.0
+
+    def __init__(self, core: Any, clock: Callable[[], float] = time.monotonic) -> None:
+        self.core = core
+        self.clock = clock
+        self._largest: dict[str, Decimal] | None = None
+        self._read_at: float | None = None
+        self._denied = False
+
+    def too_large(self, requests: tuple[tuple[str, str], ...]) -> str | None:
+        """Why no node could hold a pod asking `requests` even empty, or None."""
+        largest = self._largest_allocatable()
+        if largest is None:
+            return None
+        for resource, quantity in requests:
+            asked = _quantity(quantity)
+            room = largest.get(resource, Decimal(0))
+            if asked > room:
+                return f"it asks for {quantity} {resource} and the largest node has {room}"
+        return None
+
+    def _largest_allocatable(self) -> dict[str, Decimal] | None:
+        now = self.clock()
+        if self._read_at is not None and now - self._read_at < self.NODES_TTL_S:
+            return self._largest
+        self._read_at = now
+        try:
+            with refusals():
+                nodes = self.core.list_node(_request_timeout=DEADLINE).items
+        except (ApiException, urllib3.exceptions.HTTPError) as error:
+            logger.info("could not list nodes (%s): waits stay waits for now", error)
+            return None
+        except Refused as error:
+            if not self._denied:
+                logger.warning(
+                    "cannot list nodes (HTTP %s): a version too large for every node "
+                    "waits for room until its progress deadline",
+                    error.code,
+                )
+            self._denied = True
+            self._largest = None
+            return None
+        largest: dict[str, Decimal] = {}
+        for node in nodes:
+            for resource, quantity in ((node.status and node.status.allocatable) or {}).items():
+                largest[resource] = max(largest.get(resource, Decimal(0)), _quantity(quantity))
+        self._largest = largest
+        return largest

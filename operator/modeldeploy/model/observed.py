@@ -51,6 +51,9 @@ class PodState:
     gated: bool = False
     containers_ready: bool = False
     gate: bool | None = None
+    # What the model container asks of a node (its requests, limits standing in where
+    # a request is left out, as the API server defaults them): quantity strings.
+    requests: tuple[tuple[str, str], ...] = ()
 
     @property
     def answering(self) -> bool:
@@ -177,6 +180,9 @@ class Observed:
     snapshots: tuple[SnapshotResult, ...] = ()  # taken in this reconcile
     deleted_snapshots: frozenset[str] = frozenset()  # snapshot ConfigMaps known gone
     undelivered: tuple[Undelivered, ...] = ()  # webhook attempts that failed (in memory)
+    # Unschedulable pods asking for more of a resource than any node has, and how much
+    # more (read from the nodes only for a pod the scheduler found Insufficient).
+    too_large: tuple[tuple[str, str], ...] = ()
 
 
 def _controller_uid(meta: Mapping[str, Any]) -> str | None:
@@ -287,7 +293,17 @@ def parse_pod(body: Mapping[str, Any]) -> PodState:
         gated=c.CONDITION_VALIDATED in gates,
         containers_ready=(conditions.get("ContainersReady") or {}).get("status") == "True",
         gate=None if gate is None else gate == "True",
+        requests=_requests(body),
     )
+
+
+def _requests(body: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    for container in (body.get("spec") or {}).get("containers") or ():
+        if container.get("name") == c.CONTAINER:
+            resources = container.get("resources") or {}
+            asked = {**(resources.get("limits") or {}), **(resources.get("requests") or {})}
+            return tuple(sorted((str(k), str(v)) for k, v in asked.items()))
+    return ()
 
 
 def owner_key(body: Mapping[str, Any]) -> tuple[str, str] | None:

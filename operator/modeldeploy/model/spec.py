@@ -84,6 +84,8 @@ class RolloutPolicy:
     max_restarts: int = 2
     unschedulable_grace_s: int = 60
     max_surge: int = 1
+    strategy: str = c.STRATEGY_SURGE  # or STRATEGY_REPLACE, STRATEGY_AUTO
+    max_unavailable: int = 1  # Replace (and Auto once switched): old pods down at a time
     history_limit: int = 20
     on_failure: str = c.ON_FAILURE_REVERT_SPEC  # or ON_FAILURE_KEEP_SPEC
     standby: Standby | None = None  # keep the previous good version warm after promotion
@@ -206,6 +208,8 @@ ROLLOUT_KEYS: Keys = {
     "maxRestarts": ("max_restarts", int),
     "unschedulableGraceSeconds": ("unschedulable_grace_s", int),
     "maxSurge": ("max_surge", int),
+    "strategy": ("strategy", str),
+    "maxUnavailable": ("max_unavailable", int),
     "historyLimit": ("history_limit", int),
     "onFailure": ("on_failure", str),
     "standby": ("standby", lambda raw: Standby(**known(raw, STANDBY_KEYS))),

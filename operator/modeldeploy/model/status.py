@@ -71,6 +71,10 @@ class RolloutRecord:
     stage: str | None = None  # "Guard": it failed in the guard window after promotion
     # Pods of this template that had restarted before it began (a revert's old pods).
     baseline: tuple[Baseline, ...] = ()
+    # How it makes room (STRATEGY_SURGE or STRATEGY_REPLACE: Auto records which it uses),
+    # and, while a new pod waits for the pool to have room, the scheduler's words.
+    strategy: str | None = None
+    capacity_wait: str | None = None
 
 
 @dataclass(frozen=True)
