@@ -153,7 +153,14 @@ def test_auto_on_a_full_pool_goes_on_as_replace_and_completes(
     with ReadyPodSampler(kube, namespace, name, POOL) as sampler:
         kube.select(namespace, name, "v2")
         kube.wait_good(namespace, name, "v2")
-    assert kube.delivered(namespace, name, c.EVENT_STRATEGY_SWITCHED) == 1
+    kube.delivered(namespace, name, c.EVENT_STRATEGY_SWITCHED)
+    switched = [
+        message
+        for _, reason, message in kube.events(namespace, name)
+        if reason == c.EVENT_STRATEGY_SWITCHED
+    ]
+    assert len(switched) == 1, switched  # once, and only for the release (v1 replaced nothing)
+    assert "no room for a new pod of v2" in switched[0]
     assert rollout(kube, namespace, name)["strategy"] == "Replace"
     # Replace's stated cost: at most maxUnavailable (1) of the 2 down at any moment.
     assert sampler.minimum is not None and sampler.minimum >= POOL - 1
@@ -167,7 +174,9 @@ def test_replace_with_a_crash_looping_version_reverts_losing_at_most_max_unavail
     with ReadyPodSampler(kube, namespace, name, POOL) as sampler:
         kube.select(namespace, name, "v2")
         wait_for(
-            lambda: kube.ledger(namespace, name)["v2"].get("state") == "Failed", 90, "v2 Failed"
+            lambda: kube.ledger(namespace, name).get("v2", {}).get("state") == "Failed",
+            90,
+            "v2 Failed",
         )
         wait_for(lambda: reverted_to(kube, namespace, name, "v1"), 120, "v1 back in full")
     assert kube.ledger(namespace, name)["v2"]["reason"] == "CrashLoopBackOff"

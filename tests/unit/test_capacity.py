@@ -28,6 +28,7 @@ from tests.unit.builders import (
     pod,
     present,
     replica_set,
+    resource,
     select,
     serving_v1,
     spec_of,
@@ -247,3 +248,20 @@ def test_a_record_of_the_strategy_survives_a_restart() -> None:
     assert spec_of(res).rollout.strategy == c.STRATEGY_AUTO
     assert digest(res, "v2") == present(res.status.rollout).template_hash
     assert isinstance(present(res.status.rollout), RolloutRecord)
+
+
+def test_a_first_rollout_waiting_for_room_stays_surge_there_is_nothing_to_replace() -> None:
+    res = resource(strategy="Auto")
+    res, _ = step(res, Observed(), 0)
+    rs = replica_set(res, "v1")
+    pending = replace(
+        pod(res, "v1", name="m-v1-1", created=1),
+        controller_uid=rs.uid,
+        unschedulable_since=at(1),
+        unschedulable_message=FULL_POOL,
+    )
+    seen = Observed(deployment=deployment(res, "v1", ready=0), replica_sets=(rs,), pods=(pending,))
+    res, decision = step(res, seen, 2)
+    assert not [e for e in decision.events if e.reason == c.EVENT_STRATEGY_SWITCHED]
+    assert present(res.status.rollout).strategy == c.STRATEGY_SURGE
+    assert condition(res, c.RECONCILING) == ("True", c.REASON_INSUFFICIENT_CAPACITY)

@@ -84,12 +84,16 @@ def started_strategy(policy: RolloutPolicy) -> str:
     return c.STRATEGY_REPLACE if policy.strategy == c.STRATEGY_REPLACE else c.STRATEGY_SURGE
 
 
-def switches(policy: RolloutPolicy, strategy: str | None, capacity_wait: str | None) -> bool:
-    """Auto, surging, and a new pod waits for room: go on as Replace."""
+def switches(
+    policy: RolloutPolicy, strategy: str | None, capacity_wait: str | None, replacing: bool
+) -> bool:
+    """Auto, surging, and a new pod waits for room: go on as Replace. Not when nothing is
+    being replaced (a first rollout: taking old pods down would free nothing)."""
     return (
         policy.strategy == c.STRATEGY_AUTO
         and strategy != c.STRATEGY_REPLACE
         and capacity_wait is not None
+        and replacing
     )
 
 

@@ -113,7 +113,8 @@ def _room(
     per rollout, and says so."""
     updated = replace(rollout, capacity_wait=verdict.capacity_wait)
     events: tuple[Event, ...] = ()
-    if capacity.switches(spec.rollout, rollout.strategy, verdict.capacity_wait):
+    replacing = rollout.from_version is not None
+    if capacity.switches(spec.rollout, rollout.strategy, verdict.capacity_wait, replacing):
         updated = replace(updated, strategy=c.STRATEGY_REPLACE)
         events = (
             Event(
