@@ -47,7 +47,7 @@ from modeldeploy.core.render import (
 from modeldeploy.model.observed import ChildState, Observed, Refusal
 from modeldeploy.model.resource import Resource
 from modeldeploy.model.settings import Settings
-from modeldeploy.model.spec import JSON, Spec, SpecError
+from modeldeploy.model.spec import JSON, Spec, SpecError, with_replicas
 from modeldeploy.model.status import Status, to_json
 from modeldeploy.model.text import shorten
 
@@ -99,6 +99,9 @@ def decide(
     if conflict:
         problem = Problem(c.REASON_NAME_CONFLICT, conflict)
         return _blocked(resource, before, status, problem, given_up, now)
+    # An autoscaler's count is the one to judge against (B24).
+    asked = observed.deployment.spec.get("replicas") if observed.deployment else None
+    spec = with_replicas(spec, asked if isinstance(asked, int) else None)
 
     # Configuration snapshots (core/config.py): each version as its pods run it.
     configs = config.step(status, resource, spec, observed, now)

@@ -164,7 +164,9 @@ def render_deployment(
             "ownerReferences": [owner_reference(resource)],
         },
         "spec": {
-            "replicas": spec.replicas,
+            # Left out when an autoscaler owns the count: applied without the field, the
+            # operator never writes over what the autoscaler set (B24).
+            **({} if spec.autoscaled else {"replicas": spec.replicas}),
             "selector": {"matchLabels": selector_labels(name)},
             "progressDeadlineSeconds": spec.rollout.progress_deadline_s,
             "revisionHistoryLimit": 10,

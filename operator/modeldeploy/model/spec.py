@@ -171,7 +171,10 @@ class Webhook:
 class Spec:
     active_version: str
     versions: Mapping[str, VersionSpec]  # by name, built once per parse (B12)
+    # spec.replicas; left out, an autoscaler (HPA, KEDA) owns the count: the operator
+    # never writes it and judges against what the Deployment asks now (`with_replicas`).
     replicas: int = 1
+    autoscaled: bool = False
     template: TemplateSpec = TemplateSpec()
     service: ServiceSpec = ServiceSpec()
     rollout: RolloutPolicy = RolloutPolicy()
@@ -346,6 +349,7 @@ def parse_spec(raw: Mapping[str, Any], snapshots: Mapping[str, Snapshot] | None 
         analysis=parse_analysis(raw.get("analysis")),
         validation=parse_validation(raw.get("validation")),
         **known(raw, SPEC_KEYS),
+        autoscaled=raw.get("replicas") is None,
     )
     if spec.replicas < 0:
         raise SpecError("spec.replicas must be >= 0")
@@ -444,3 +448,11 @@ def parse_json_path(path: str, where: str = "a JSON path") -> JsonPath:
     if not steps:
         raise SpecError(f"{where}: {path!r} names no value")
     return tuple(steps)
+
+
+def with_replicas(spec: Spec, deployment_replicas: int | None) -> Spec:
+    """The spec with the count the resource wants now: its own, or, when an autoscaler
+    owns the count, what the Deployment asks (1, the Deployment's default, before one)."""
+    if not spec.autoscaled:
+        return spec
+    return replace(spec, replicas=1 if deployment_replicas is None else deployment_replicas)
