@@ -70,10 +70,11 @@ class Caches:
     replica_sets: Store[ReplicaSetState]
     services: Store[ChildState]
     pods: Store[PodState]
+    budgets: Store[ChildState]  # PodDisruptionBudgets (spec.disruption)
 
     @classmethod
     def empty(cls) -> Caches:
-        return cls(Store(), Store(), Store(), Store(), Store())
+        return cls(Store(), Store(), Store(), Store(), Store(), Store())
 
     def read(self, key: Key) -> tuple[Mapping[str, Any], Observed] | None:
         bodies = self.resources.get(key)
@@ -84,6 +85,7 @@ class Caches:
             deployment=_named(self.deployments.get(key), name),
             standby=_named(self.deployments.get(key), standby_name(name)),
             service=_named(self.services.get(key), name),
+            budget=_named(self.budgets.get(key), name),
             replica_sets=self.replica_sets.get(key),
             pods=self.pods.get(key),
         )
@@ -101,6 +103,7 @@ class Caches:
             ("replica_sets", self.replica_sets),
             ("services", self.services),
             ("pods", self.pods),
+            ("budgets", self.budgets),
         )
 
 

@@ -66,7 +66,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     settings.networking.request_timeout = REQUEST_TIMEOUT_S
     settings.scanning.disabled = True  # our resources are fixed: no CRD/namespace watch (RBAC)
     children = (("v1", "pods"), ("apps", "v1", "deployments"), ("apps", "v1", "replicasets"))
-    for resource in (*children, ("v1", "services")):
+    for resource in (*children, ("v1", "services"), ("policy", "v1", "poddisruptionbudgets")):
         settings.watching.label_selectors[resource] = SELECTOR  # server-side filtering
     options = memo.get("options") or Options()
     runtime = memo.runtime = Runtime(options, Caches.empty())
@@ -125,6 +125,7 @@ CHILDREN: Mapping[str, tuple[str, Callable[[kopf.Body], Any]]] = {
     "replicasets": ("replica_sets", parse_replica_set),
     "services": ("services", parse_child),
     "pods": ("pods", parse_pod),
+    "poddisruptionbudgets": ("budgets", parse_child),
 }
 
 
@@ -132,6 +133,7 @@ CHILDREN: Mapping[str, tuple[str, Callable[[kopf.Body], Any]]] = {
 @kopf.on.event("apps", "v1", "replicasets", labels=MANAGED)
 @kopf.on.event("v1", "services", labels=MANAGED)
 @kopf.on.event("v1", "pods", labels=MANAGED)
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED)
 async def on_child(
     type: str | None, body: kopf.Body, memo: kopf.Memo, resource: kopf.Resource, **_: Any
 ) -> None:

@@ -94,8 +94,7 @@ def reconcile_once(
             return None
 
     attempt(lambda: _apply_children(cluster, resource, decision, memory, now))
-    if decision.remove_standby:
-        attempt(lambda: cluster.delete_child("Deployment", resource, standby_name(resource.name)))
+    attempt(lambda: _remove_children(cluster, resource, decision))
     if attempt(lambda: _change_spec(cluster, resource, decision.spec_change, memory, now)):
         memory.wrote_over(*written)
     if decision.release_active_version:
@@ -135,6 +134,7 @@ def _decide(
         (decision.deployment and observed.deployment is None)
         or (decision.service and observed.service is None)
         or (decision.standby and observed.standby is None)
+        or (decision.budget and observed.budget is None)
     ):
         # About to create a child our label-filtered caches do not show: one of that
         # name may still exist, made by someone else. Look first, never take it over (B1).
@@ -145,6 +145,12 @@ def _decide(
             service=observed.service or cluster.read_child("Service", resource, name),
             standby=observed.standby
             or (cluster.read_child("Deployment", resource, warm) if decision.standby else None),
+            budget=observed.budget
+            or (
+                cluster.read_child("PodDisruptionBudget", resource, name)
+                if decision.budget
+                else None
+            ),
         )
         decision = decide(resource, observed, now, services.settings)
     return decision
@@ -243,11 +249,20 @@ def _delete_snapshots(
     return DRAIN_S if deleted else None
 
 
+def _remove_children(cluster: Cluster, resource: Resource, decision: Decision) -> None:
+    """The standby once its window is over, the PodDisruptionBudget once not asked for."""
+    if decision.remove_standby:
+        cluster.delete_child("Deployment", resource, standby_name(resource.name))
+    if decision.remove_budget:
+        cluster.delete_child("PodDisruptionBudget", resource, resource.name)
+
+
 def _apply_children(
     cluster: Cluster, resource: Resource, decision: Decision, memory: Memory, now: datetime
 ) -> None:
     children = {"Service": decision.service, "Deployment": decision.deployment}
-    for child, manifest in {**children, "Standby": decision.standby}.items():
+    extra = {"Standby": decision.standby, "PodDisruptionBudget": decision.budget}
+    for child, manifest in {**children, **extra}.items():
         if manifest is None:
             continue
         action = APPLY[child]

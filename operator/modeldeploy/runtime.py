@@ -96,6 +96,7 @@ WATCHED = {
     "replica_sets": Watched("/apis/apps/v1", "replicasets", SELECTOR),
     "services": Watched("/api/v1", "services", SELECTOR),
     "pods": Watched("/api/v1", "pods", SELECTOR),
+    "budgets": Watched("/apis/policy/v1", "poddisruptionbudgets", SELECTOR),
 }
 
 

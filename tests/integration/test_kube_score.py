@@ -83,8 +83,8 @@ ALLOWED: dict[tuple[str, str], str] = {
         "pulled again for every pod. A template that wants Always names a digest instead."
     ),
     ("deployment-has-poddisruptionbudget", MODEL): (
-        "The operator renders no PodDisruptionBudget for a model's pods (the example asks "
-        "for none); a tenant may add one in its namespace."
+        "The example asks for no PodDisruptionBudget; spec.disruption renders one, owned "
+        "by the resource (docs/behaviour.md B25)."
     ),
 }
 

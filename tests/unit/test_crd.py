@@ -12,6 +12,7 @@ import yaml
 from modeldeploy.model.spec import (
     ANALYSIS_KEYS,
     CHECK_KEYS,
+    DISRUPTION_KEYS,
     EXPECT_KEYS,
     REQUEST_KEYS,
     ROLLOUT_KEYS,
@@ -20,6 +21,7 @@ from modeldeploy.model.spec import (
     TEMPLATE_KEYS,
     AnalysisSpec,
     Check,
+    Disruption,
     Expect,
     GoldenRequest,
     Keys,
@@ -105,6 +107,7 @@ DEFAULTED: list[tuple[str, type[Any], Keys]] = [
     ("spec", Spec, SPEC_KEYS),
     ("spec.template", TemplateSpec, TEMPLATE_KEYS),
     ("spec.service", ServiceSpec, SERVICE_KEYS),
+    ("spec.disruption", Disruption, DISRUPTION_KEYS),
     ("spec.rollout", RolloutPolicy, ROLLOUT_KEYS),
     ("spec.analysis", AnalysisSpec, ANALYSIS_KEYS),
     ("spec.analysis.checks[]", Check, CHECK_KEYS),

@@ -40,6 +40,7 @@ from modeldeploy.core.progress import Step, progress, superseded
 from modeldeploy.core.render import (
     covers,
     render_deployment,
+    render_disruption_budget,
     render_service,
     render_standby,
     template_hash,
@@ -55,6 +56,7 @@ APPLY = {
     "Deployment": "apply Deployment",
     "Service": "apply Service",
     "Standby": "apply standby Deployment",
+    "PodDisruptionBudget": "apply PodDisruptionBudget",
 }
 REVERT = "revert"
 DEFAULTS = Settings()
@@ -172,6 +174,10 @@ def decide(
         service=_if_needed(children["Service"], observed.service),
         standby=_if_needed(children["Standby"], observed.standby),
         remove_standby=kept.remove and observed.standby is not None,
+        budget=_if_needed(children["PodDisruptionBudget"], observed.budget),
+        remove_budget=spec.disruption is None
+        and observed.budget is not None
+        and observed.budget.controller_uid == resource.uid,
         spec_change=spec_change,
         requeue_after=_sooner(draft.requeue, 0.05 if configs.consume_refresh else None),
         queries=draft.queries,
@@ -308,6 +314,7 @@ def _children(
         "Deployment": deployment,
         "Service": service,
         "Standby": warm,
+        "PodDisruptionBudget": render_disruption_budget(resource, spec),
     }
     for kind, manifest in children.items():
         refused = _refusal(observed, resource, APPLY[kind])
@@ -360,7 +367,12 @@ def _if_needed(desired: JSON | None, observed: ChildState | None) -> JSON | None
 
 
 def _name_conflict(resource: Resource, observed: Observed) -> str | None:
-    for kind, child in (("Deployment", observed.deployment), ("Service", observed.service)):
+    named = (
+        ("Deployment", observed.deployment),
+        ("Service", observed.service),
+        ("PodDisruptionBudget", observed.budget),
+    )
+    for kind, child in named:
         if child is not None and child.controller_uid != resource.uid:
             return (
                 f"a {kind} named {resource.name} exists and is not controlled by this "

@@ -146,6 +146,8 @@ class Decision:
     service: JSON | None = None
     standby: JSON | None = None  # the standby Deployment (spec.rollout.standby)
     remove_standby: bool = False
+    budget: JSON | None = None  # the PodDisruptionBudget (spec.disruption)
+    remove_budget: bool = False
     spec_change: SpecChange | None = None
     requeue_after: float | None = None  # seconds until the next deadline to check
     queries: tuple[Query, ...] = ()  # analysis measurements due now

@@ -105,6 +105,17 @@ def _pod_spec(name: str, spec: Spec, version: VersionSpec) -> JSON:
         pod["serviceAccountName"] = template.service_account_name
     if spec.template.node_selector:
         pod["nodeSelector"] = spec.template.node_selector
+    if spec.disruption and spec.disruption.spread_across_nodes:
+        # A preference, never a wait: on a pool with fewer free nodes than replicas the
+        # pods still schedule (B23), just not spread.
+        pod["topologySpreadConstraints"] = [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": selector_labels(name)},
+            }
+        ]
     if spec.template.tolerations:
         pod["tolerations"] = list(spec.template.tolerations)
     volumes: list[JSON] = []
@@ -176,6 +187,29 @@ def render_deployment(
                 "rollingUpdate": capacity.rolling_update(spec.rollout, strategy),
             },
             "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
+        },
+    }
+
+
+def render_disruption_budget(resource: Resource, spec: Spec) -> JSON | None:
+    """The PodDisruptionBudget over the serving pods (spec.disruption), or None. Its
+    selector is the Deployment's: the standby's pods are not covered (they serve nothing
+    until a revert switches to them)."""
+    if spec.disruption is None:
+        return None
+    name = resource.name
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {
+            "name": name,
+            "namespace": resource.namespace,
+            "labels": common_labels(name),
+            "ownerReferences": [owner_reference(resource)],
+        },
+        "spec": {
+            "maxUnavailable": spec.disruption.max_unavailable,
+            "selector": {"matchLabels": selector_labels(name)},
         },
     }
 

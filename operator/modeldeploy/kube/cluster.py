@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import kubernetes
 import urllib3
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
@@ -47,6 +48,11 @@ class KubeCluster(KubeApi):
 
     _nodes: Nodes | None = None
 
+    @property
+    def policy(self) -> Any:
+        """PodDisruptionBudgets (spec.disruption)."""
+        return kubernetes.client.PolicyV1Api(self.api)
+
     def too_large(self, requests: tuple[tuple[str, str], ...]) -> str | None:
         """Why no node could hold a pod asking `requests` even empty, or None."""
         if self._nodes is None:
@@ -62,6 +68,7 @@ class KubeCluster(KubeApi):
         call = {
             "Deployment": self.apps.patch_namespaced_deployment,
             "Service": self.core.patch_namespaced_service,
+            "PodDisruptionBudget": self.policy.patch_namespaced_pod_disruption_budget,
         }[kind]
         with refusals():
             self._write(
@@ -76,10 +83,11 @@ class KubeCluster(KubeApi):
         logger.info("applied %s %s/%s", kind, meta["namespace"], meta["name"])
 
     def read_child(self, kind: str, resource: Resource, name: str) -> ChildState | None:
-        """The Deployment or Service `name` in `resource`'s namespace, whoever made it."""
+        """The child of `kind` named `name` in `resource`'s namespace, whoever made it."""
         read = {
             "Deployment": self.apps.read_namespaced_deployment,
             "Service": self.core.read_namespaced_service,
+            "PodDisruptionBudget": self.policy.read_namespaced_pod_disruption_budget,
         }[kind]
         try:
             child = read(name, resource.namespace, _request_timeout=DEADLINE)
@@ -91,7 +99,10 @@ class KubeCluster(KubeApi):
 
     def delete_child(self, kind: str, resource: Resource, name: str) -> None:
         """Delete a child we own; one already gone is fine."""
-        delete = {"Deployment": self.apps.delete_namespaced_deployment}[kind]
+        delete = {
+            "Deployment": self.apps.delete_namespaced_deployment,
+            "PodDisruptionBudget": self.policy.delete_namespaced_pod_disruption_budget,
+        }[kind]
         try:
             with refusals():
                 self._write(delete, name, resource.namespace)

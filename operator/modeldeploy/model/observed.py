@@ -171,6 +171,7 @@ class Observed:
     deployment: ChildState | None = None
     service: ChildState | None = None
     standby: ChildState | None = None  # the standby Deployment, `<name>-standby`
+    budget: ChildState | None = None  # the PodDisruptionBudget (spec.disruption)
     pods: tuple[PodState, ...] = ()
     replica_sets: tuple[ReplicaSetState, ...] = ()
     measurements: tuple[Measurement, ...] = ()

@@ -168,6 +168,15 @@ class Webhook:
 
 
 @dataclass(frozen=True)
+class Disruption:
+    """spec.disruption: a PodDisruptionBudget over the serving pods, so a node drain never
+    takes more than `max_unavailable` of them at once; optionally spread over nodes."""
+
+    max_unavailable: int = 1
+    spread_across_nodes: bool = False
+
+
+@dataclass(frozen=True)
 class Spec:
     active_version: str
     versions: Mapping[str, VersionSpec]  # by name, built once per parse (B12)
@@ -181,6 +190,7 @@ class Spec:
     webhook: Webhook | None = None
     analysis: AnalysisSpec | None = None
     validation: ValidationSpec | None = None
+    disruption: Disruption | None = None
 
     @property
     def active(self) -> VersionSpec:
@@ -234,6 +244,10 @@ ANALYSIS_KEYS: Keys = {
     "guardSeconds": ("guard_s", int),
 }
 SPEC_KEYS: Keys = {"replicas": ("replicas", int)}
+DISRUPTION_KEYS: Keys = {
+    "maxUnavailable": ("max_unavailable", int),
+    "spreadAcrossNodes": ("spread_across_nodes", bool),
+}
 REQUEST_KEYS: Keys = {
     "name": ("name", str),
     "body": ("body", dict),
@@ -348,6 +362,9 @@ def parse_spec(raw: Mapping[str, Any], snapshots: Mapping[str, Snapshot] | None 
         webhook=parse_webhook((raw.get("notifications") or {}).get("webhook")),
         analysis=parse_analysis(raw.get("analysis")),
         validation=parse_validation(raw.get("validation")),
+        disruption=Disruption(**known(raw["disruption"], DISRUPTION_KEYS))
+        if raw.get("disruption") is not None
+        else None,
         **known(raw, SPEC_KEYS),
         autoscaled=raw.get("replicas") is None,
     )
