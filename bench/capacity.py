@@ -18,36 +18,19 @@ from typing import Any
 
 from bench.cluster import JSON, Bed, log
 from bench.stats import summary
-from testbed.manifests import model_deployment
+from testbed.manifests import GPU, gpu_node, model_deployment, pool_placement
 from testbed.support import OperatorProcess, wait_for
 
 SIZES = (4, 16)
 CASES = (("Surge", 1), ("Replace", 0), ("Auto", 0))  # (strategy, spare GPUs)
 GOOD, GOOD_V2 = "registry.example/fraud:1.0", "registry.example/fraud:2.0"
 CRASH = "registry.example/fraud:3-crashloop"
-GPU = "nvidia.com/gpu"
 
 
 def add_pool(bed: Bed, count: int) -> list[str]:
-    names = []
-    room = {"cpu": "8", "memory": "32Gi", "pods": "110", GPU: "1"}
-    taint = {"key": "pool", "value": bed.namespace, "effect": "NoSchedule"}
-    for i in range(count):
-        name = f"gpu-{bed.namespace}-{i}"
-        bed.core.create_node(
-            {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "metadata": {
-                    "name": name,
-                    "annotations": {"kwok.x-k8s.io/node": "fake"},
-                    "labels": {"kubernetes.io/hostname": name, "pool": bed.namespace},
-                },
-                "spec": {"taints": [taint]},
-                "status": {"allocatable": room, "capacity": room},
-            }
-        )
-        names.append(name)
+    names = [f"gpu-{bed.namespace}-{i}" for i in range(count)]
+    for name in names:
+        bed.core.create_node(gpu_node(name, bed.namespace))
     return names
 
 
@@ -67,10 +50,7 @@ def model(bed: Bed, name: str, replicas: int, strategy: str) -> JSON:
         strategy=strategy,
         maxUnavailable=1,
     )
-    body["spec"]["template"] = {
-        "nodeSelector": {"pool": bed.namespace},
-        "tolerations": [{"key": "pool", "value": bed.namespace, "effect": "NoSchedule"}],
-    }
+    body["spec"]["template"] = pool_placement(bed.namespace)
     return body
 
 

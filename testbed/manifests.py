@@ -74,3 +74,31 @@ def real_model(
     body = model_deployment(name, images_by_version, active, replicas, model_uris=False, **rollout)
     body["spec"]["template"] = real_node_template()
     return body
+
+
+GPU = "nvidia.com/gpu"
+
+
+def gpu_node(name: str, pool: str) -> JSON:
+    """A kwok node with one GPU, tainted and labelled `pool=<pool>`: only pods that
+    tolerate and select it land there (`pool_placement`), so a test fills it exactly."""
+    room = {"cpu": "8", "memory": "32Gi", "pods": "110", GPU: "1"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {"kwok.x-k8s.io/node": "fake"},
+            "labels": {"kubernetes.io/hostname": name, "pool": pool},
+        },
+        "spec": {"taints": [{"key": "pool", "value": pool, "effect": "NoSchedule"}]},
+        "status": {"allocatable": room, "capacity": room},
+    }
+
+
+def pool_placement(pool: str) -> JSON:
+    """spec.template's placement onto the `gpu_node`s of `pool`."""
+    return {
+        "nodeSelector": {"pool": pool},
+        "tolerations": [{"key": "pool", "value": pool, "effect": "NoSchedule"}],
+    }

@@ -15,6 +15,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from modeldeploy import constants as c
+from testbed.manifests import GPU, gpu_node, pool_placement
 from testbed.support import OperatorProcess
 from tests.e2e.helpers import (
     Kube,
@@ -29,7 +30,6 @@ pytestmark = pytest.mark.capacity
 
 GOOD, GOOD_V2 = "registry.example/fraud:1.0", "registry.example/fraud:2.0"
 CRASH = "registry.example/fraud:2-crashloop"
-GPU = "nvidia.com/gpu"
 POOL = 2  # GPUs, one per node
 
 
@@ -42,21 +42,7 @@ class Pool:
 
     def add(self) -> str:
         name = f"gpu-{self.namespace}-{len(self.nodes)}"
-        room = {"cpu": "8", "memory": "32Gi", "pods": "110", GPU: "1"}
-        taint = {"key": "pool", "value": self.namespace, "effect": "NoSchedule"}
-        self.kube.core.create_node(
-            {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "metadata": {
-                    "name": name,
-                    "annotations": {"kwok.x-k8s.io/node": "fake"},
-                    "labels": {"kubernetes.io/hostname": name, "pool": self.namespace},
-                },
-                "spec": {"taints": [taint]},
-                "status": {"allocatable": room, "capacity": room},
-            }
-        )
+        self.kube.core.create_node(gpu_node(name, self.namespace))
         self.nodes.append(name)
         wait_for(lambda: self._ready(name), 60, f"node {name} Ready")
         return name
@@ -82,10 +68,7 @@ class Pool:
             resources={v: {"limits": {GPU: gpus if v != "v1" else 1}} for v in versions},
             **rollout,
         )
-        body["spec"]["template"] = {
-            "nodeSelector": {"pool": self.namespace},
-            "tolerations": [{"key": "pool", "value": self.namespace, "effect": "NoSchedule"}],
-        }
+        body["spec"]["template"] = pool_placement(self.namespace)
         return body
 
 
