@@ -46,6 +46,13 @@ NO_MATCH = (
     "2 node(s) didn't match Pod's node affinity/selector. preemption: 0/3 nodes are "
     "available: 3 Preemption is not helpful for scheduling."
 )
+# New nodes carry the node lifecycle controller's not-ready taint for a moment: with the
+# other nodes ruled out by the pod's selector, that once failed a first version at once.
+NOT_READY_YET = (
+    "0/4 nodes are available: 2 node(s) didn't match Pod's node affinity/selector, "
+    "2 node(s) had untolerated taint {node.kubernetes.io/not-ready: }. preemption: 0/4 "
+    "nodes are available: 4 Preemption is not helpful for scheduling."
+)
 UNBOUND = "0/3 nodes are available: 3 pod has unbound immediate PersistentVolumeClaims."
 TOO_LARGE = "it asks for 8 nvidia.com/gpu and the largest node has 1"
 
@@ -82,6 +89,7 @@ def waiting(message: str, name: str = "m-new-1") -> PodState:
         pytest.param(FULL_POOL, TOO_LARGE, capacity.NEVER, id="larger-than-any-node"),
         pytest.param(NO_MATCH, None, capacity.NEVER, id="no-node-matches"),
         pytest.param(UNBOUND, None, capacity.UNKNOWN, id="something-else"),
+        pytest.param(NOT_READY_YET, None, capacity.WAIT, id="new-nodes-not-ready-yet"),
         pytest.param(
             "0/2 nodes are available: 2 node(s) were unschedulable.",
             None,

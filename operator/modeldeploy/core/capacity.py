@@ -33,6 +33,10 @@ NEVER_FITS = (
     "had volume node affinity conflict",
 )
 ROOM = (
+    # The taints the node lifecycle controller sets for a node's condition (not ready yet,
+    # unreachable, under pressure, cordoned) and a cloud node not initialized yet: they go.
+    "had untolerated taint {node.kubernetes.io/",
+    "had untolerated taint {node.cloudprovider.kubernetes.io/",
     "Insufficient ",
     "Too many pods",
     "didn't have free ports",
@@ -72,11 +76,16 @@ def placement(pod: PodState, too_large: str | None) -> Placement:
     found = reasons(pod.unschedulable_message)
     if too_large is not None and any(r.startswith("Insufficient ") for r in found):
         return Placement(NEVER, f"{too_large} ({said})")
-    if found and all(any(k in r for k in NEVER_FITS) for r in found):
+    if found and all(_never(r) for r in found):
         return Placement(NEVER, f"no node matches it: {said}")
     if any(k in r for r in found for k in ROOM):
         return Placement(WAIT, said)
     return Placement(UNKNOWN, said)
+
+
+def _never(reason: str) -> bool:
+    """The pod's own asking rules this node group out, for as long as the node is there."""
+    return any(k in reason for k in NEVER_FITS) and not any(k in reason for k in ROOM)
 
 
 def started_strategy(policy: RolloutPolicy) -> str:
