@@ -16,26 +16,20 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
 
-from modeldeploy import constants as c
 from modeldeploy import faults, metrics
-from modeldeploy.core import config
+from modeldeploy.core import capacity, config
 from modeldeploy.core.decide import APPLY, REVERT, decide
-from modeldeploy.core.endpoints import WEBHOOK, WEBHOOK_TARGET
 from modeldeploy.core.plan import Decision, Event, SnapshotRequest, SpecChange
 from modeldeploy.core.quarantine import retry_delay_s, retry_due
 from modeldeploy.core.render import standby_name
-from modeldeploy.model.egress import receiver
+from modeldeploy.delivery import DRAIN_S, deliver, recheck_webhook, sooner
 from modeldeploy.model.observed import Observed, SnapshotResult
 from modeldeploy.model.resource import Resource, parse_resource
-from modeldeploy.model.spec import Spec
-from modeldeploy.model.status import Notice, Status, to_json
-from modeldeploy.model.times import format_time
-from modeldeploy.ports import Cluster, Hook, Memory, Refused, Services, resource_version
+from modeldeploy.model.status import Status, to_json
+from modeldeploy.ports import Cluster, Memory, Refused, Services, resource_version
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-DRAIN_S = 0.5  # after delivering, look again this soon to clear the outbox
-EVENT_RETRY_S = 5.0
 # A body our own write replaced is skipped: the watch brings the new one at once; this
 # look again is only in case it does not.
 STALE_RECHECK_S = 2.0
@@ -101,13 +95,13 @@ def reconcile_once(
         attempt(lambda: cluster.release_active_version(resource))
     if decision.deletes:
         deletes = decision.deletes
-        requeue = _min(
+        requeue = sooner(
             requeue, attempt(lambda: _delete_snapshots(cluster, resource, deletes, memory, now))
         )
-    requeue = _min(
-        requeue, attempt(lambda: _deliver(services, resource, decision.notices, memory, wake, now))
+    requeue = sooner(
+        requeue, attempt(lambda: deliver(services, resource, decision.notices, memory, wake, now))
     )
-    requeue = _min(requeue, attempt(lambda: _recheck_webhook(services, resource, memory, now)))
+    requeue = sooner(requeue, attempt(lambda: recheck_webhook(services, resource, memory, now)))
     services.measurer.request((resource.namespace, resource.name), decision.queries)
     if services.validator is not None:
         services.validator.request((resource.namespace, resource.name), decision.validations)
@@ -177,7 +171,7 @@ def _paced(decision: Decision, memory: Memory, now: datetime) -> Decision:
     left = PROGRESS_PACE_S - (now - memory.status_written_at).total_seconds()
     if left <= 0:
         return decision
-    requeue = _min(decision.requeue_after, left)
+    requeue = sooner(decision.requeue_after, left)
     return replace(decision, status_changed=False, requeue_after=requeue)
 
 
@@ -187,9 +181,7 @@ def _with_room(cluster: Cluster, observed: Observed) -> Observed:
     too_large = tuple(
         (pod.name, why)
         for pod in observed.pods
-        if pod.unschedulable_message
-        and "Insufficient " in pod.unschedulable_message
-        and (why := cluster.too_large(pod.requests)) is not None
+        if capacity.insufficient(pod) and (why := cluster.too_large(pod.requests)) is not None
     )
     return replace(observed, too_large=too_large) if too_large else observed
 
@@ -305,141 +297,6 @@ def _change_spec(
 
 # Between two webhook attempts of one notice to one URL: capped, for as long as the
 # notice is owed (core/outbox.py gives up after a day, saying so).
-HOOK_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-QUEUE_FULL_RETRY_S = 5.0  # a receiver's queue was full: look again this soon
-
-
-def hook_backoff_s(attempts: int) -> float:
-    return HOOK_BACKOFF_S[min(attempts, len(HOOK_BACKOFF_S)) - 1]
-
-
-def _deliver(
-    services: Services,
-    resource: Resource,
-    notices: tuple[Notice, ...],
-    memory: Memory,
-    wake: Callable[[], None],
-    now: datetime,
-) -> float | None:
-    """Post each owed Event, then send it to each webhook until every one answered 2xx;
-    the next reconcile clears what was delivered from the outbox."""
-    requeue: float | None = None
-    urls: tuple[str, ...] | None = None  # looked up once, and only if a notice needs them
-    for notice in notices:
-        with memory.lock:
-            if notice.key in memory.delivered:
-                continue
-            posted = notice.key in memory.posted
-        event = Event(notice.type, notice.reason, notice.message, key=notice_id(notice))
-        if not posted:
-            if not services.cluster.post_event(resource, event):
-                requeue = _min(requeue, EVENT_RETRY_S)
-                continue
-            faults.point(f"event:{notice.reason}")
-        if urls is None and notice.reason in c.WEBHOOK_EVENTS:
-            urls = webhook_urls(services, resource, memory, now)
-        targets = urls if notice.reason in c.WEBHOOK_EVENTS else ()
-        requeue = _min(
-            requeue, _send_hooks(services, resource, notice, event, targets, memory, wake, now)
-        )
-    return requeue
-
-
-def _send_hooks(
-    services: Services,
-    resource: Resource,
-    notice: Notice,
-    event: Event,
-    urls: tuple[str, ...] | None,
-    memory: Memory,
-    wake: Callable[[], None],
-    now: datetime,
-) -> float | None:
-    """Queue an attempt to each URL that has not answered 2xx and is due (backing off
-    after failures); the notice is delivered once every URL answered."""
-    memory.want(notice.key, frozenset(urls or ()))
-    with memory.lock:
-        pending = [url for url in urls or () if (notice.key, url) not in memory.hooks_done]
-    requeue: float | None = DRAIN_S if not pending else None
-    for url in pending:
-        hook = (notice.key, url)
-        with memory.lock:
-            if hook in memory.hooks_sending:
-                continue
-            failed = memory.hooks_failed.get(hook)
-            if failed is not None:
-                left = hook_backoff_s(failed.count) - (now - failed.last_at).total_seconds()
-                if left > 0:
-                    requeue = _min(requeue, left)
-                    continue
-            memory.hooks_sending.add(hook)
-
-        def done(error: str | None, hook: Hook = hook, url: str = url) -> None:
-            # Dated when it was queued: the backoff counts from the attempt's start.
-            memory.attempted(hook, receiver(url), error, now)
-            wake()
-
-        if not services.notifier.notify(resource, event, url, done):
-            with memory.lock:
-                memory.hooks_sending.discard(hook)
-            requeue = _min(requeue, QUEUE_FULL_RETRY_S)
-    return requeue
-
-
-def webhook_urls(
-    services: Services, resource: Resource, memory: Memory, now: datetime
-) -> tuple[str, ...]:
-    """Where this resource's notifications go: its webhook (its URL, or the URL in its
-    Secret), if the admin allows it, and the operator-wide one. A Secret that cannot be
-    read or holds a refused URL is remembered, so the next decision says it."""
-    urls = [services.webhook_url] if services.webhook_url else []
-    hook = resource.spec.webhook if isinstance(resource.spec, Spec) else None
-    if hook is None:
-        return tuple(urls)
-    if hook.url is not None:
-        allowed = (
-            services.settings.egress.why_not(hook.url, WEBHOOK_TARGET, resource.namespace) is None
-        )
-        return tuple([hook.url, *urls] if allowed else urls)
-    name, key = hook.secret_name or "", hook.secret_key or ""
-    where = f"the webhook URL in Secret {name}, key {key}"
-    try:
-        url = services.cluster.read_secret_key(resource.namespace, name, key)
-    except Refused as error:
-        memory.refused(
-            WEBHOOK, resource.generation, Refused(error.code, f"{where}: {error.message}"), now
-        )
-        return tuple(urls)
-    why = (
-        "no such Secret or key"
-        if url is None
-        else services.settings.egress.why_not(url, WEBHOOK_TARGET, resource.namespace)
-    )
-    if why is not None:
-        memory.refused(WEBHOOK, resource.generation, Refused(0, f"{where}: {why}"), now)
-        return tuple(urls)
-    memory.refusals.pop(WEBHOOK, None)
-    assert url is not None
-    return (url, *urls)
-
-
-def _recheck_webhook(
-    services: Services, resource: Resource, memory: Memory, now: datetime
-) -> float | None:
-    """A webhook Secret that could not be used is looked at again, backing off, so a
-    fixed Secret clears WebhookReady=False without waiting for the next rollout."""
-    refusal = memory.refusals.get(WEBHOOK)
-    if refusal is None:
-        return None
-    if retry_due(refusal, now):
-        webhook_urls(services, resource, memory, now)
-        if WEBHOOK not in memory.refusals:
-            return DRAIN_S  # say it in status
-        refusal = memory.refusals[WEBHOOK]
-    left = retry_delay_s(refusal) - (now - refusal.at).total_seconds()
-    return max(left, 0.05)
-
-
 def _status_refused(
     cluster: Cluster, resource: Resource, error: Refused, memory: Memory, now: datetime
 ) -> float:
@@ -454,18 +311,9 @@ def _status_refused(
     return float(min(300, 5 * 2 ** (memory.refusals[STATUS].attempts - 1)))
 
 
-def notice_id(notice: Notice) -> str:
-    """A stable identity for an owed notice: it names its Event and is the webhook's `id`."""
-    return f"{notice.reason}/{format_time(notice.at)}/{notice.message}"
-
-
 def _forget_pruned(memory: Memory, status: Status) -> None:
     """Delivered notices the written status no longer holds need no remembering."""
     memory.forget_except({notice.key for notice in status.outbox})
     recorded = {record.name for record in status.configs}
     with memory.lock:
         memory.deleted_snapshots &= recorded
-
-
-def _min(first: float | None, second: float | None) -> float | None:
-    return min((s for s in (first, second) if s is not None), default=None)

@@ -69,12 +69,18 @@ def reasons(message: str | None) -> tuple[str, ...]:
     return tuple(match.group(2).strip() for match in _GROUP.finditer(listed))
 
 
+def insufficient(pod: PodState) -> bool:
+    """The scheduler found too little of some resource for the pod on a node: whether no
+    node could ever hold it is then a question for the nodes' allocatable."""
+    return any(r.startswith("Insufficient ") for r in reasons(pod.unschedulable_message))
+
+
 def placement(pod: PodState, too_large: str | None) -> Placement:
     """Whether the unschedulable `pod` waits for room or can never run. `too_large`: why
     no node could hold it even empty (from the nodes' allocatable), if so."""
     said = pod.unschedulable_message or "no node fits"
     found = reasons(pod.unschedulable_message)
-    if too_large is not None and any(r.startswith("Insufficient ") for r in found):
+    if too_large is not None and insufficient(pod):
         return Placement(NEVER, f"{too_large} ({said})")
     if found and all(_never(r) for r in found):
         return Placement(NEVER, f"no node matches it: {said}")
