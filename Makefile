@@ -59,10 +59,12 @@ unit: venv
 	$(BIN)/pytest tests/unit -q
 
 # The tools the tests run (Helm 4, the kstatus checker) are built from Go modules here,
-# once and cached, for the same reason.
+# once and cached, for the same reason, and so are the MLServer images (minutes cold;
+# without root or debootstrap this says why not, and their test is skipped).
 integration: packages-integration venv
 	testbed/build-tool.sh helm >/dev/null
 	testbed/build-tool.sh kstatus >/dev/null
+	$(PYTHON) -m testbed.mlserver_image >/dev/null
 	$(BIN)/pytest tests/integration -q
 
 e2e: packages-e2e venv
