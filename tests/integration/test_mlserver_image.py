@@ -15,6 +15,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -118,9 +119,12 @@ def request(
 
 
 @pytest.fixture(scope="module")
-def layers(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where the images' layers are unpacked, one folder each (shared by the variants)."""
-    return tmp_path_factory.mktemp("layers")
+def layers(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Where the images' layers are unpacked, one folder each (shared by the variants);
+    removed afterwards (hundreds of MB)."""
+    folder = tmp_path_factory.mktemp("layers")
+    yield folder
+    shutil.rmtree(folder)
 
 
 @pytest.fixture
