@@ -48,15 +48,14 @@ from testbed.modelserver import train
 from testbed.processes import CACHE, ROOT, TestbedError, log
 
 IMAGE = f"{images.REGISTRY}/mlserver-sklearn"
-RUNTIME = (
-    ROOT / "testbed" / "mlserver_runtime"
-)  # copied in as /opt/mlserver/runtime/mlserver_runtime
+# The image's own code (the package mlserver_runtime at /opt/mlserver/runtime) and lock.
+RUNTIME = ROOT / "testbed" / "mlserver_runtime"
 REQUIREMENTS = RUNTIME / "requirements.in"
 LOCK = RUNTIME / "requirements.lock"
 BASE_PACKAGES = operator_image.BASE_PACKAGES  # the same base layer as the operator's image
 DEPS, RUNTIME_AT = "/opt/mlserver/deps", "/opt/mlserver/runtime"
 MODEL_FOLDER = "/models/fraud"  # the repository /models holds one model
-HTTP_PORT, GRPC_PORT, METRICS_PORT = 8080, 8081, 8082  # MLServer's defaults
+HTTP_PORT, GRPC_PORT, METRICS_PORT = 8080, 8081, 8082  # MLServer's defaults, kept
 USER = "10001:10001"
 ENTRYPOINT = ("/usr/bin/python3", "-m", "mlserver_runtime.entrypoint")
 ENV = (
