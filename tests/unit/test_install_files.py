@@ -3,7 +3,8 @@
 The Helm chart's crds/ holds a copy of crds/modeldeployment.yaml (Helm reads only
 files inside the chart), so it must be that file byte for byte; the chart, the
 kustomizations and the operator image carry the package's version; the image's lock
-file pins pyproject's runtime dependencies at their versions, each with a hash.
+file pins pyproject's runtime dependencies at their versions, each with a hash, and
+the test bed's MLServer images' lock file pins its requirements.in likewise.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import tomllib
 from pathlib import Path
 
 import yaml
+
+from testbed import lock, mlserver_image
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "modeldeploy"
@@ -50,9 +53,9 @@ def test_the_kustomizations_name_the_package_version() -> None:
     }
 
 
-def lock_entries() -> dict[str, tuple[str, list[str]]]:
-    """name -> (version, hashes) of each requirement in the lock file."""
-    text = re.sub(r"\\\n\s*", " ", LOCK.read_text())
+def lock_entries(path: Path = LOCK) -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, hashes) of each requirement in a lock file."""
+    text = re.sub(r"\\\n\s*", " ", path.read_text())
     entries = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):
@@ -82,6 +85,21 @@ def test_every_locked_package_has_wheel_hashes() -> None:
     for name, (_, hashes) in entries.items():
         assert hashes, f"{name} has no hash"
         assert all(re.fullmatch(r"[0-9a-f]{64}", digest) for digest in hashes), name
+
+
+def test_the_mlserver_lock_pins_its_requirements_with_hashes() -> None:
+    entries = lock_entries(mlserver_image.LOCK)
+    locked = {normalized(name): version for name, (version, _) in entries.items()}
+    requirements = lock.listed_requirements(mlserver_image.REQUIREMENTS)
+    for requirement in requirements:
+        name, version = requirement.split("==")
+        assert locked.get(normalized(name)) == version, (
+            f"{requirement} is not what {mlserver_image.LOCK.relative_to(ROOT)} pins;"
+            " regenerate it: python3 -m testbed.lock mlserver"
+        )
+    assert len(entries) > len(requirements)
+    for name, (_, hashes) in entries.items():
+        assert hashes and all(re.fullmatch(r"[0-9a-f]{64}", d) for d in hashes), name
 
 
 def rules_of(path: Path, kind: str) -> list[dict[str, object]]:
