@@ -59,10 +59,11 @@ unit: venv
 	$(BIN)/pytest tests/unit -q
 
 # The tools the tests run (Helm 4, the kstatus checker) are built from Go modules here,
-# once and cached, for the same reason.
+# once and cached, for the same reason; so is MLflow's own venv (testbed/mlflow.py).
 integration: packages-integration venv
 	testbed/build-tool.sh helm >/dev/null
 	testbed/build-tool.sh kstatus >/dev/null
+	$(BIN)/python -m testbed.mlflow install >/dev/null
 	$(BIN)/pytest tests/integration -q
 
 e2e: packages-e2e venv
