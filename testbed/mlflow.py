@@ -530,6 +530,10 @@ def serving(auth: bool) -> Iterator[MlflowServer]:
             yield server
 
 
+def interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python3 -m testbed.mlflow", description=__doc__)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -544,11 +548,16 @@ def main() -> int:
     elif args.command == "install":
         print(install().python)
     else:
+        # Ctrl-C or SIGTERM end the wait below, so the server is stopped on the way out
+        # (a shell's background job would otherwise ignore SIGINT).
+        for stop in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(stop, interrupt)
         with serving(args.auth) as server:
             who = f" (admin {ADMIN.username} / {ADMIN.password})" if args.auth else ""
             log(f"serving on {server.url}{who}; log {server.log_path}; Ctrl-C stops it")
             with suppress(KeyboardInterrupt):
                 signal.pause()
+            log("stopping")
     return 0
 
 
