@@ -244,6 +244,7 @@ class MlflowServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     def command(self, python: Path) -> list[str]:
+        """`mlflow server` with this store, artifact root and port, under `python`."""
         command = [
             *(str(python), "-m", "mlflow", "server"),
             *("--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"),
@@ -256,8 +257,10 @@ class MlflowServer:
         return command
 
     def environment(self) -> dict[str, str]:
+        """The caller's environment less its MLFLOW_ settings, plus the server's own
+        (and, with auth, the app's config file, written here)."""
         env = {
-            **os.environ,
+            **{name: value for name, value in os.environ.items() if not name.startswith("MLFLOW_")},
             "MLFLOW_DISABLE_TELEMETRY": "true",  # it would post usage events outside
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # no job runner process
             "PYTHONUNBUFFERED": "1",
@@ -317,12 +320,14 @@ class MlflowServer:
         try:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(group, signal.SIGKILL)
+            with suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
             self.process.wait(timeout=10)
         self.process = None
         wait_for(lambda: not group_alive(group), 30, f"MLflow's processes (group {group}) to end")
 
     def restart(self) -> None:
+        """A clean stop and a start: same port, same store."""
         self.stop()
         self.start()
 
