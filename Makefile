@@ -62,12 +62,14 @@ unit: venv
 
 # The tools the tests run (Helm 4, the kstatus checker, kube-score) are built from Go
 # modules here, once and cached, for the same reason, and so are the MLServer images (minutes
-# cold; without root or debootstrap this says why not, and their test is skipped).
+# cold; without root or debootstrap this says why not, and their test is skipped) and
+# MLflow's own venv (testbed/mlflow.py).
 integration: packages-integration venv
 	testbed/build-tool.sh helm >/dev/null
 	testbed/build-tool.sh kstatus >/dev/null
 	testbed/build-tool.sh kube-score >/dev/null
 	$(PYTHON) -m testbed.mlserver_image >/dev/null
+	$(BIN)/python -m testbed.mlflow install >/dev/null
 	$(BIN)/pytest tests/integration -q
 
 e2e: packages-e2e venv
