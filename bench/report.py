@@ -274,6 +274,8 @@ def markdown(result: JSON) -> str:
         ("scale", scaled.get("measured_alone")),
         ("ramp", (scaled.get("max") or {}).get("measured_alone")),
         ("flagger", (result["recover_s"].get("flagger_deadline") or {}).get("measured_alone")),
+        ("traffic", (result.get("wrong_answers_after_verdict") or {}).get("measured_alone")),
+        ("capacity", (result.get("capacity") or {}).get("measured_alone")),
     ):
         if alone:
             lines += [
@@ -433,6 +435,7 @@ SECTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "ramp": (("scale", "max"), ()),
     "flagger": (("recover_s", "flagger_deadline"), ()),
     "traffic": (("wrong_answers_after_verdict",), ()),
+    "capacity": (("capacity",), ()),
 }
 
 
