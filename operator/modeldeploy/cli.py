@@ -19,9 +19,9 @@ from typing import Any
 
 from modeldeploy import constants as c
 from modeldeploy.core.config import content_hash
-from modeldeploy.core.quarantine import is_quarantined
 from modeldeploy.core.release import judge, release_of
 from modeldeploy.core.render import template_hash
+from modeldeploy.core.revert import is_quarantined
 from modeldeploy.kube import (
     ApiUnavailable,
     ConfigError,

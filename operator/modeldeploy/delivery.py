@@ -14,9 +14,9 @@ from datetime import datetime
 
 from modeldeploy import constants as c
 from modeldeploy import faults
-from modeldeploy.core.endpoints import WEBHOOK, WEBHOOK_TARGET
+from modeldeploy.core.egress_check import WEBHOOK, WEBHOOK_TARGET
 from modeldeploy.core.plan import Event
-from modeldeploy.core.quarantine import retry_delay_s, retry_due
+from modeldeploy.core.revert import retry_delay_s, retry_due
 from modeldeploy.model.egress import receiver
 from modeldeploy.model.resource import Resource
 from modeldeploy.model.spec import Spec

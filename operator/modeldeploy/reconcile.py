@@ -20,8 +20,8 @@ from modeldeploy import faults, metrics
 from modeldeploy.core import capacity, config
 from modeldeploy.core.decide import APPLY, REVERT, decide
 from modeldeploy.core.plan import Decision, Event, SnapshotRequest, SpecChange
-from modeldeploy.core.quarantine import retry_delay_s, retry_due
 from modeldeploy.core.render import standby_name
+from modeldeploy.core.revert import retry_delay_s, retry_due
 from modeldeploy.delivery import DRAIN_S, deliver, recheck_webhook, sooner
 from modeldeploy.model.observed import Observed, SnapshotResult
 from modeldeploy.model.resource import Resource, parse_resource

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from modeldeploy import constants as c
 from modeldeploy.core.decide import decide
 from modeldeploy.core.plan import SpecChange
-from modeldeploy.core.quarantine import is_quarantined
 from modeldeploy.core.render import template_hash
+from modeldeploy.core.revert import is_quarantined
 from modeldeploy.model.observed import ChildState, ContainerState, Observed, PodState
 from modeldeploy.model.resource import parse_resource
 from modeldeploy.model.status import Status, parse_status

@@ -13,7 +13,7 @@ from modeldeploy import constants as c
 from modeldeploy import metrics, outbound
 from modeldeploy.core import golden
 from modeldeploy.core.plan import Decision, ValidationRequest
-from modeldeploy.core.target_check import deadline_s
+from modeldeploy.core.revert_check import deadline_s
 from modeldeploy.model.observed import Observed, PodState, ValidationResult
 from modeldeploy.model.resource import Resource
 from modeldeploy.model.spec import (

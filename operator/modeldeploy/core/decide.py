@@ -15,18 +15,18 @@ from modeldeploy import constants as c
 from modeldeploy.core import (
     analysis,
     config,
-    endpoints,
+    egress_check,
     ledger,
     outbox,
-    quarantine,
     retry,
+    revert,
+    revert_check,
     standby,
     summary,
-    target_check,
     traffic,
     validation,
 )
-from modeldeploy.core.endpoints import WEBHOOK
+from modeldeploy.core.egress_check import WEBHOOK
 from modeldeploy.core.ledger import Target
 from modeldeploy.core.plan import (
     Decision,
@@ -78,7 +78,7 @@ class Draft:
     validations: tuple[ValidationRequest, ...] = ()  # golden requests due (spec.validation)
     gates: tuple[PodGate, ...] = ()  # pods whose readiness gate to set
 
-    def then(self, outcome: Step | quarantine.Outcome | retry.Outcome) -> Draft:
+    def then(self, outcome: Step | revert.Outcome | retry.Outcome) -> Draft:
         return replace(self, status=outcome.status, events=self.events + outcome.events)
 
 
@@ -90,7 +90,7 @@ def decide(
     status = replace(
         outbox.prune(before, observed.delivered),
         observed_generation=resource.generation,
-        reverts=quarantine.kept_reverts(before),
+        reverts=revert.kept_reverts(before),
     )
     status, given_up = outbox.expire(status, observed.undelivered, now)
     spec = resource.spec
@@ -127,7 +127,7 @@ def decide(
             requeue=_sooner(draft.requeue, serving_check.wake_in_s),
         )
     refused = _refusal(observed, resource, WEBHOOK)
-    checked = endpoints.check(
+    checked = egress_check.check(
         draft.status, resource, spec, refused, observed.undelivered, settings, now
     )
     draft = replace(
@@ -154,7 +154,7 @@ def decide(
         serving = draft.status.last_good_version
         draft = replace(draft, status=replace(draft.status, serving_version=serving))
     digest = template_hash(resource.name, spec, spec.active)
-    after_revert = quarantine.reverted(draft.status, resource, spec)
+    after_revert = revert.reverted(draft.status, resource, spec)
     stall = draft.stall or after_revert
     status = summary.summarise(
         draft.status, resource, spec, observed, digest, draft.quarantined, stall, now
@@ -198,7 +198,7 @@ def decide(
 
 def _requests(draft: Draft, resource: Resource, spec: Spec, now: datetime) -> Draft:
     """What happened to the operator's own spec writes, and a user's retry request."""
-    draft = draft.then(quarantine.settle_intent(draft.status, resource, spec, now))
+    draft = draft.then(revert.settle_intent(draft.status, resource, spec, now))
     if resource.retry_version is None:
         return draft
     retried = retry.handle_retry(draft.status, resource, spec, now)
@@ -212,7 +212,7 @@ def _rollout(
     active = Target(spec.active_version, template_hash(resource.name, spec, spec.active))
     status = draft.status
     just_failed = False
-    if not quarantine.is_quarantined(status, active.version, active.digest):
+    if not revert.is_quarantined(status, active.version, active.digest):
         step = progress(status, resource, spec, active, observed, now)
         draft = _stepped(draft.then(step), step, active)
         if not step.failed:
@@ -222,9 +222,9 @@ def _rollout(
     if draft.spec_change is not None:
         return draft  # a retry is being written; it decides the next rollout
     refused = _refusal(observed, resource, REVERT)
-    handled = quarantine.handle_quarantined(draft.status, resource, spec, just_failed, refused, now)
+    handled = revert.handle_quarantined(draft.status, resource, spec, just_failed, refused, now)
     # spec.validation: a revert target's running pods answer the golden requests first.
-    checked = target_check.before_revert(draft.status, handled, resource, spec, observed, now)
+    checked = revert_check.before_revert(draft.status, handled, resource, spec, observed, now)
     handled = checked.outcome
     draft = replace(
         draft.then(handled),
@@ -322,7 +322,7 @@ def _children(
             continue
         said = f"the API server refused the {kind} (HTTP {refused.code}): {refused.message}"
         draft = replace(draft, stall=draft.stall or Problem(c.REASON_INVALID_SPEC, shorten(said)))
-        if not quarantine.retry_due(refused, now):
+        if not revert.retry_due(refused, now):
             children[kind] = None
             draft = replace(draft, requeue=_sooner(draft.requeue, _retry_in(refused, now)))
     return children, draft
@@ -343,7 +343,7 @@ def _refusal(observed: Observed, resource: Resource, action: str) -> Refusal | N
 def _retry_in(refusal: Refusal, now: datetime) -> float:
     return max(
         0.05,
-        quarantine.retry_delay_s(refusal) - (now - refusal.at).total_seconds() + 0.05,
+        revert.retry_delay_s(refusal) - (now - refusal.at).total_seconds() + 0.05,
     )
 
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from modeldeploy import constants as c
 from modeldeploy.core.conditions import get_condition, is_true
-from modeldeploy.core.quarantine import is_quarantined
 from modeldeploy.core.render import template_hash
+from modeldeploy.core.revert import is_quarantined
 from modeldeploy.model.resource import Resource
 from modeldeploy.model.spec import SpecError
 

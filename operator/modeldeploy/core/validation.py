@@ -8,7 +8,7 @@ until the operator opens that gate the pod gets no traffic and no rolling update
 counts it, so a version that answers wrong never serves and no old pod leaves for it.
 The rollout counts as complete only once every pod passed. A manual rollback's
 running pods get the requests before the Deployment is switched (a revert's:
-core/target_check.py); gated pods that come later (a rescheduled or scaled pod of
+core/revert_check.py); gated pods that come later (a rescheduled or scaled pod of
 the serving version) get them too (`keep_gates`). This module says which pods are
 due, folds the answers the validator edge hands back into `status.validation`, says
 which gates to set, and gives the verdict; it never sends anything itself.

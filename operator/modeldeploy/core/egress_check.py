@@ -1,4 +1,4 @@
-"""The endpoints a resource names (its Prometheus, its webhook): allowed, or said refused.
+"""Egress checks: the Prometheus and webhooks a resource names, allowed or said refused.
 
 Part of the pure core, below `decide` (docs/security.md): a spec.analysis.prometheus the
 admin did not allow stalls the analysis (InvalidSpec) and nothing is queried; a webhook

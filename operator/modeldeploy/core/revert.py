@@ -1,5 +1,5 @@
-"""Failure handling and quarantine (B6, B7, B9): a failed version is never rolled out again;
-revert to the last good version when that is safe, else say why not (a stall).
+"""The revert (B6, B7, B9): a failed version is quarantined, never rolled out again; the
+spec goes back to the last good version when that is safe, else say why not (a stall).
 
 Part of the pure core, above the ledger: it decides the revert and records it in
 status as an intent before the handlers make the conditional spec write the

@@ -1,7 +1,7 @@
 """Before a revert, the target's running pods answer the golden requests (spec.validation).
 
 Part of the pure core, under `decide` and over the failure handling: when
-`quarantine` decided a revert (RevertSpec's spec write, KeepSpec's Deployment
+`revert` decided a revert (RevertSpec's spec write, KeepSpec's Deployment
 switch) to a version whose Ready pods still run, nothing is written until they
 answered as expected; one that does not stalls the resource (RollbackTargetUnhealthy)
 instead of reverting to it (docs/validation-and-config.md).
@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from modeldeploy import constants as c
-from modeldeploy.core import quarantine
+from modeldeploy.core import revert
 from modeldeploy.core.plan import Event, PodGate, Problem, ValidationRequest
 from modeldeploy.core.render import template_hash
 from modeldeploy.core.validation import examine, record_for, wake_in_s
@@ -28,7 +28,7 @@ from modeldeploy.model.text import shorten
 class RevertCheck:
     """Validation's word on a revert the failure handling decided."""
 
-    outcome: quarantine.Outcome
+    outcome: revert.Outcome
     requests: tuple[ValidationRequest, ...] = ()
     requeue: float | None = None
     gates: tuple[PodGate, ...] = ()
@@ -36,7 +36,7 @@ class RevertCheck:
 
 def before_revert(
     before: Status,
-    handled: quarantine.Outcome,
+    handled: revert.Outcome,
     resource: Resource,
     spec: Spec,
     observed: Observed,
@@ -78,7 +78,7 @@ def before_revert(
                 f"validation: {found.failure}"
             ),
         )
-        return RevertCheck(quarantine.Outcome(status, stall=problem), gates=found.gates)
+        return RevertCheck(revert.Outcome(status, stall=problem), gates=found.gates)
     waited = (now - found.record.started_at).total_seconds()
     if waited >= deadline_s(spec.validation):
         # Unanswered that long: a failed version must not keep serving for want of an
@@ -97,7 +97,7 @@ def before_revert(
     # Waiting for the target's answers: nothing written yet, not even the intent.
     left = deadline_s(spec.validation) - waited
     return RevertCheck(
-        quarantine.Outcome(status),
+        revert.Outcome(status),
         found.requests,
         gates=found.gates,
         requeue=min(wake_in_s(spec.validation), left + 0.05),
@@ -110,7 +110,7 @@ def deadline_s(spec: ValidationSpec) -> float:
     return 2 * wake_in_s(spec)
 
 
-def _revert_target(handled: quarantine.Outcome) -> str | None:
+def _revert_target(handled: revert.Outcome) -> str | None:
     if handled.fallback is not None:
         return handled.fallback
     change = handled.spec_change
@@ -120,8 +120,8 @@ def _revert_target(handled: quarantine.Outcome) -> str | None:
 
 
 def _without_spurious_quarantine_event(
-    handled: quarantine.Outcome, before: Status, spec: Spec
-) -> quarantine.Outcome:
+    handled: revert.Outcome, before: Status, spec: Spec
+) -> revert.Outcome:
     """The revert went ahead a reconcile or more after the failure (its target's pods
     were validated first): that is no user re-selecting a quarantined version, so the
     Event that says so is not owed."""
