@@ -14,10 +14,11 @@ from datetime import datetime
 
 from modeldeploy import constants as c
 from modeldeploy import faults
-from modeldeploy.core.egress_check import WEBHOOK, WEBHOOK_TARGET
+from modeldeploy.core.egress_check import WEBHOOK_TARGET
 from modeldeploy.core.plan import Event
 from modeldeploy.core.revert import retry_delay_s, retry_due
 from modeldeploy.model.egress import receiver
+from modeldeploy.model.observed import RefusalKey
 from modeldeploy.model.resource import Resource
 from modeldeploy.model.spec import Spec
 from modeldeploy.model.status import Notice
@@ -137,7 +138,10 @@ def webhook_urls(
         url = services.cluster.read_secret_key(resource.namespace, name, key)
     except Refused as error:
         memory.refused(
-            WEBHOOK, resource.generation, Refused(error.code, f"{where}: {error.message}"), now
+            RefusalKey.WEBHOOK,
+            resource.generation,
+            Refused(error.code, f"{where}: {error.message}"),
+            now,
         )
         return tuple(urls)
     why = (
@@ -146,9 +150,9 @@ def webhook_urls(
         else services.settings.egress.why_not(url, WEBHOOK_TARGET, resource.namespace)
     )
     if why is not None:
-        memory.refused(WEBHOOK, resource.generation, Refused(0, f"{where}: {why}"), now)
+        memory.refused(RefusalKey.WEBHOOK, resource.generation, Refused(0, f"{where}: {why}"), now)
         return tuple(urls)
-    memory.refusals.pop(WEBHOOK, None)
+    memory.refusals.pop(RefusalKey.WEBHOOK, None)
     assert url is not None
     return (url, *urls)
 
@@ -158,14 +162,14 @@ def recheck_webhook(
 ) -> float | None:
     """A webhook Secret that could not be used is looked at again, backing off, so a
     fixed Secret clears WebhookReady=False without waiting for the next rollout."""
-    refusal = memory.refusals.get(WEBHOOK)
+    refusal = memory.refusals.get(RefusalKey.WEBHOOK)
     if refusal is None:
         return None
     if retry_due(refusal, now):
         webhook_urls(services, resource, memory, now)
-        if WEBHOOK not in memory.refusals:
+        if RefusalKey.WEBHOOK not in memory.refusals:
             return DRAIN_S  # say it in status
-        refusal = memory.refusals[WEBHOOK]
+        refusal = memory.refusals[RefusalKey.WEBHOOK]
     left = retry_delay_s(refusal) - (now - refusal.at).total_seconds()
     return max(left, 0.05)
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from modeldeploy.core.analysis import Query
 from modeldeploy.core.plan import Event, PodGate, SpecChange, ValidationRequest
-from modeldeploy.model.observed import ChildState, Observed, Refusal, Undelivered
+from modeldeploy.model.observed import ChildState, Observed, Refusal, RefusalKey, Undelivered
 from modeldeploy.model.resource import Resource
 from modeldeploy.model.settings import Settings
 from modeldeploy.model.spec import JSON
@@ -135,7 +135,7 @@ class Memory:
     costs a retry or a repeated Event or webhook, never a lost one: what is owed is in
     status.outbox."""
 
-    refusals: dict[str, Refusal] = field(default_factory=dict)
+    refusals: dict[RefusalKey, Refusal] = field(default_factory=dict)
     delivered: set[NoticeKey] = field(default_factory=set)  # the Event and every webhook
     posted: set[NoticeKey] = field(default_factory=set)  # the Event
     hooks_done: set[Hook] = field(default_factory=set)  # answered 2xx
@@ -171,7 +171,7 @@ class Memory:
                 ),
             )
 
-    def refused(self, action: str, generation: int, error: Refused, now: datetime) -> None:
+    def refused(self, action: RefusalKey, generation: int, error: Refused, now: datetime) -> None:
         previous = self.refusals.get(action)
         again = previous is not None and previous.generation == generation
         attempts = previous.attempts + 1 if previous is not None and again else 1

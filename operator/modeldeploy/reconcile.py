@@ -18,12 +18,12 @@ from typing import Any, TypeVar
 
 from modeldeploy import faults, metrics
 from modeldeploy.core import capacity, config
-from modeldeploy.core.decide import APPLY, REVERT, decide
+from modeldeploy.core.decide import APPLY, decide
 from modeldeploy.core.plan import Decision, Event, SnapshotRequest, SpecChange
 from modeldeploy.core.render import standby_name
 from modeldeploy.core.revert import retry_delay_s, retry_due
 from modeldeploy.delivery import DRAIN_S, deliver, recheck_webhook, sooner
-from modeldeploy.model.observed import Observed, SnapshotResult
+from modeldeploy.model.observed import Observed, RefusalKey, SnapshotResult
 from modeldeploy.model.resource import Resource, parse_resource
 from modeldeploy.model.status import Status, to_json
 from modeldeploy.ports import Cluster, Memory, Refused, Services, resource_version
@@ -34,7 +34,6 @@ T = TypeVar("T")
 # look again is only in case it does not.
 STALE_RECHECK_S = 2.0
 PROGRESS_PACE_S = 5.0  # the least time between two status writes that only report progress
-STATUS = "status"
 
 
 def reconcile_once(
@@ -213,15 +212,12 @@ def take_snapshot(cluster: Cluster, resource: Resource, wanted: SnapshotRequest)
     return SnapshotResult(wanted.version, source, name=name, hash=digest)
 
 
-DELETE_SNAPSHOT = "delete snapshot"
-
-
 def _delete_snapshots(
     cluster: Cluster, resource: Resource, names: tuple[str, ...], memory: Memory, now: datetime
 ) -> float | None:
     """Delete snapshots no version needs; look again soon to drop them from status, or,
     when the API refuses (RBAC), back off as for any refused write."""
-    refused = memory.refusals.get(DELETE_SNAPSHOT)
+    refused = memory.refusals.get(RefusalKey.DELETE_SNAPSHOT)
     if refused is not None and not retry_due(refused, now):
         return retry_delay_s(refused) - (now - refused.at).total_seconds()
     deleted = False
@@ -232,12 +228,12 @@ def _delete_snapshots(
             cluster.delete_config_map(resource.namespace, name)
         except Refused as error:
             logger.warning("deleting snapshot %s/%s refused: %s", resource.namespace, name, error)
-            memory.refused(DELETE_SNAPSHOT, resource.generation, error, now)
-            return float(retry_delay_s(memory.refusals[DELETE_SNAPSHOT]))
+            memory.refused(RefusalKey.DELETE_SNAPSHOT, resource.generation, error, now)
+            return float(retry_delay_s(memory.refusals[RefusalKey.DELETE_SNAPSHOT]))
         with memory.lock:
             memory.deleted_snapshots.add(name)
         deleted = True
-    memory.refusals.pop(DELETE_SNAPSHOT, None)
+    memory.refusals.pop(RefusalKey.DELETE_SNAPSHOT, None)
     return DRAIN_S if deleted else None
 
 
@@ -282,7 +278,7 @@ def _change_spec(
     """Whether the spec was changed."""
     if change is None:
         return False
-    action = REVERT if change.expect_version is not None else "retry"
+    action = RefusalKey.REVERT if change.expect_version is not None else RefusalKey.RETRY
     try:
         applied = cluster.change_spec(resource, change)
     except Refused as error:
@@ -290,7 +286,7 @@ def _change_spec(
         memory.refused(action, resource.generation, error, now)
         return False
     memory.refusals.pop(action, None)
-    if applied and action == REVERT:
+    if applied and action == RefusalKey.REVERT:
         faults.point("revert")
     return applied
 
@@ -303,12 +299,12 @@ def _status_refused(
     """Status itself was refused: nothing else may be written (status comes first), so
     say it in an Event, once per spec, and look again later."""
     logger.error("status of %s/%s refused: %s", resource.namespace, resource.name, error)
-    first = STATUS not in memory.refusals
-    memory.refused(STATUS, resource.generation, error, now)
+    first = RefusalKey.STATUS not in memory.refusals
+    memory.refused(RefusalKey.STATUS, resource.generation, error, now)
     if first:
         message = f"the API server refused the status write (HTTP {error.code}): {error.message}"
         cluster.post_event(resource, Event("Warning", "StatusRefused", message[:1024]))
-    return float(min(300, 5 * 2 ** (memory.refusals[STATUS].attempts - 1)))
+    return float(min(300, 5 * 2 ** (memory.refusals[RefusalKey.STATUS].attempts - 1)))
 
 
 def _forget_pruned(memory: Memory, status: Status) -> None:

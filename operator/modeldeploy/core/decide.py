@@ -26,7 +26,6 @@ from modeldeploy.core import (
     traffic,
     validation,
 )
-from modeldeploy.core.egress_check import WEBHOOK
 from modeldeploy.core.ledger import Target
 from modeldeploy.core.plan import (
     Decision,
@@ -45,7 +44,7 @@ from modeldeploy.core.render import (
     render_standby,
     template_hash,
 )
-from modeldeploy.model.observed import ChildState, Observed, Refusal
+from modeldeploy.model.observed import ChildState, Observed, Refusal, RefusalKey
 from modeldeploy.model.resource import Resource
 from modeldeploy.model.settings import Settings
 from modeldeploy.model.spec import JSON, Spec, SpecError, with_replicas
@@ -53,12 +52,11 @@ from modeldeploy.model.status import Status, to_json
 from modeldeploy.model.text import shorten
 
 APPLY = {
-    "Deployment": "apply Deployment",
-    "Service": "apply Service",
-    "Standby": "apply standby Deployment",
-    "PodDisruptionBudget": "apply PodDisruptionBudget",
+    "Deployment": RefusalKey.APPLY_DEPLOYMENT,
+    "Service": RefusalKey.APPLY_SERVICE,
+    "Standby": RefusalKey.APPLY_STANDBY,
+    "PodDisruptionBudget": RefusalKey.APPLY_BUDGET,
 }
-REVERT = "revert"
 DEFAULTS = Settings()
 
 
@@ -126,7 +124,7 @@ def decide(
             events=draft.events + kept_gates.events + serving_check.events,
             requeue=_sooner(draft.requeue, serving_check.wake_in_s),
         )
-    refused = _refusal(observed, resource, WEBHOOK)
+    refused = _refusal(observed, resource, RefusalKey.WEBHOOK)
     checked = egress_check.check(
         draft.status, resource, spec, refused, observed.undelivered, settings, now
     )
@@ -221,7 +219,7 @@ def _rollout(
     draft = replace(draft, quarantined=True, target=None)
     if draft.spec_change is not None:
         return draft  # a retry is being written; it decides the next rollout
-    refused = _refusal(observed, resource, REVERT)
+    refused = _refusal(observed, resource, RefusalKey.REVERT)
     handled = revert.handle_quarantined(draft.status, resource, spec, just_failed, refused, now)
     # spec.validation: a revert target's running pods answer the golden requests first.
     checked = revert_check.before_revert(draft.status, handled, resource, spec, observed, now)
@@ -328,7 +326,7 @@ def _children(
     return children, draft
 
 
-def _refusal(observed: Observed, resource: Resource, action: str) -> Refusal | None:
+def _refusal(observed: Observed, resource: Resource, action: RefusalKey) -> Refusal | None:
     """The API's latest refusal of `action` for this very spec (a new spec tries afresh)."""
     return next(
         (

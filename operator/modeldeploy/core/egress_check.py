@@ -23,7 +23,6 @@ from modeldeploy.model.spec import Spec
 from modeldeploy.model.status import Status
 from modeldeploy.model.times import format_time
 
-WEBHOOK = "webhook"  # the refusal of a webhook's URL (its Secret, or the allow-list)
 ANALYSIS, WEBHOOK_TARGET = Purpose.ANALYSIS, Purpose.WEBHOOK
 
 

@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from modeldeploy import constants as c
@@ -106,11 +107,25 @@ class ReplicaSetState:
     replica_failure: DeploymentCondition | None = None
 
 
+class RefusalKey(StrEnum):
+    """What was refused: a refusal is kept, backed off from and said under this key."""
+
+    APPLY_DEPLOYMENT = "apply Deployment"
+    APPLY_SERVICE = "apply Service"
+    APPLY_STANDBY = "apply standby Deployment"
+    APPLY_BUDGET = "apply PodDisruptionBudget"
+    REVERT = "revert"  # the conditional spec write
+    RETRY = "retry"  # a spec write that is no revert: the retry or refresh annotation handled
+    STATUS = "status"  # the status write
+    DELETE_SNAPSHOT = "delete snapshot"
+    WEBHOOK = "webhook"  # a webhook's URL (its Secret, or the allow-list)
+
+
 @dataclass(frozen=True)
 class Refusal:
     """The API server (or admission) refused a write; its own words, and when to retry."""
 
-    action: str  # "apply Deployment", "apply Service", "revert"
+    action: RefusalKey
     generation: int  # of the resource when it was refused
     code: int
     message: str
