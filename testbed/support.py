@@ -212,9 +212,17 @@ class OperatorProcess:
                 [sys.executable, "-m", "modeldeploy", *self.args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": self._path(), **self.env},
             )
         wait_for(lambda: self._started(offset), timeout, "the operator to start")
+
+    @staticmethod
+    def _path() -> str:
+        """This checkout's operator first: the venv's editable install may name another
+        checkout of the repository (a second worktree, a CI clone)."""
+        return os.pathsep.join(
+            p for p in (str(TESTBED.parent / "operator"), os.environ.get("PYTHONPATH", "")) if p
+        )
 
     def _started(self, offset: int) -> bool:
         """Whether this start (the log from `offset` on) got as far as running."""
