@@ -458,10 +458,17 @@ def test_reconciling_an_unchanged_resource_writes_nothing(
     # Settled: the Events the rollout owed were delivered and left the outbox.
     wait_for(lambda: kube.status(namespace, name).get("outbox") == [], 30, "an empty outbox")
 
-    def versions() -> tuple[str, str, str]:
+    def versions() -> tuple[str, object, str]:
+        # The Deployment's status is the controller manager's to write (a pod's condition
+        # under load moves its resourceVersion): our writes show in its generation and in
+        # the time of modeldeploy's managedFields entry.
+        deployment = kube.apps.read_namespaced_deployment(name, namespace).metadata
+        ours = [
+            (f.operation, f.time) for f in deployment.managed_fields if f.manager == "modeldeploy"
+        ]
         return (
             kube.get(namespace, name)["metadata"]["resourceVersion"],
-            kube.apps.read_namespaced_deployment(name, namespace).metadata.resource_version,
+            (deployment.generation, ours),
             kube.core.read_namespaced_service(name, namespace).metadata.resource_version,
         )
 
