@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from modeldeploy import faults, metrics
 from modeldeploy.core import capacity, config
-from modeldeploy.core.decide import APPLY, decide
+from modeldeploy.core.decide import APPLY, decide, reads
 from modeldeploy.core.plan import Decision, Event, SnapshotRequest, SpecChange
 from modeldeploy.core.render import standby_name
 from modeldeploy.core.revert import retry_delay_s, retry_due
@@ -114,39 +114,34 @@ def reconcile_once(
 def _decide(
     cluster: Cluster, resource: Resource, observed: Observed, now: datetime, services: Services
 ) -> Decision:
-    """The core's decision, with what it needs read first: a version's configuration
-    snapshot, and a child of our name that our caches do not show."""
-    decision = decide(resource, observed, now, services.settings)
-    if decision.snapshots:
-        # A version's configuration snapshot comes before its rollout: take it, then
-        # decide again with it, once per reconcile (docs/validation-and-config.md).
-        taken = tuple(take_snapshot(cluster, resource, wanted) for wanted in decision.snapshots)
+    """The core's decision, once, with what it asks to read first: a version's
+    configuration snapshot (taken before its rollout, docs/validation-and-config.md), and
+    each child of our name that our caches do not show (B1)."""
+    wanted = reads(resource, observed, now)
+    if wanted.snapshots:
+        taken = tuple(take_snapshot(cluster, resource, one) for one in wanted.snapshots)
         observed = replace(observed, snapshots=taken)
-        decision = decide(resource, observed, now, services.settings)
-    if (
-        (decision.deployment and observed.deployment is None)
-        or (decision.service and observed.service is None)
-        or (decision.standby and observed.standby is None)
-        or (decision.budget and observed.budget is None)
-    ):
-        # About to create a child our label-filtered caches do not show: one of that
-        # name may still exist, made by someone else. Look first, never take it over (B1).
-        name, warm = resource.name, standby_name(resource.name)
-        observed = replace(
-            observed,
-            deployment=observed.deployment or cluster.read_child("Deployment", resource, name),
-            service=observed.service or cluster.read_child("Service", resource, name),
-            standby=observed.standby
-            or (cluster.read_child("Deployment", resource, warm) if decision.standby else None),
-            budget=observed.budget
-            or (
-                cluster.read_child("PodDisruptionBudget", resource, name)
-                if decision.budget
-                else None
-            ),
-        )
-        decision = decide(resource, observed, now, services.settings)
-    return decision
+    if wanted.children:
+        observed = replace(observed, **_read_children(cluster, resource, wanted.children))
+    return decide(resource, observed, now, services.settings)
+
+
+# Where each child kind is kept in Observed, and the kind and name it is read by.
+CHILD_READS: dict[str, tuple[str, str, Callable[[str], str]]] = {
+    "Deployment": ("deployment", "Deployment", lambda name: name),
+    "Service": ("service", "Service", lambda name: name),
+    "Standby": ("standby", "Deployment", standby_name),
+    "PodDisruptionBudget": ("budget", "PodDisruptionBudget", lambda name: name),
+}
+
+
+def _read_children(cluster: Cluster, resource: Resource, kinds: tuple[str, ...]) -> dict[str, Any]:
+    """Each named child as the API server has it (None when there is none)."""
+    found: dict[str, Any] = {}
+    for kind in kinds:
+        field, api_kind, named = CHILD_READS[kind]
+        found[field] = cluster.read_child(api_kind, resource, named(resource.name))
+    return found
 
 
 def _say_if_idle(resource: Resource, decision: Decision) -> None:

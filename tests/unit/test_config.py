@@ -10,7 +10,7 @@ import pytest
 from modeldeploy import constants as c
 from modeldeploy.cli import show_versions, version_rows
 from modeldeploy.core import config
-from modeldeploy.core.decide import decide
+from modeldeploy.core.decide import decide, reads
 from modeldeploy.core.render import template_hash
 from modeldeploy.model.observed import ContainerState, Observed, PodState, SnapshotResult
 from modeldeploy.model.resource import Resource, parse_resource
@@ -94,12 +94,14 @@ def taken(version: str, data: dict[str, str], source: str | None = None) -> Snap
 
 def test_a_version_with_a_config_is_not_rolled_out_before_its_snapshot_is_taken() -> None:
     res = parse_resource(with_config())
+    assert [(s.version, s.source) for s in reads(res, Observed(), at(0)).snapshots] == [
+        ("v1", "fraud-config-v1")
+    ]
     decision = decide(res, Observed(), at(0))
-    assert [(s.version, s.source) for s in decision.snapshots] == [("v1", "fraud-config-v1")]
     assert decision.deployment is None
     assert decision.status.rollout is None
+    assert reads(res, Observed(snapshots=(taken("v1", A),)), at(0)).snapshots == ()
     decision = decide(res, Observed(snapshots=(taken("v1", A),)), at(0))
-    assert decision.snapshots == ()
     (record,) = decision.status.configs
     assert (record.version, record.source, record.hash) == (
         "v1",
@@ -158,13 +160,12 @@ def test_a_rollback_uses_the_snapshot_the_version_ran_with_not_the_source_now() 
     v1_hash = template_hash("m", spec(res), spec(res).versions["v1"])
     moved = with_config(active="v2", generation=2)
     res = stored(moved, decision.status)
-    decision = decide(res, Observed(), at(1))
     # Only v2 needs a snapshot: v1's source is never read again for v1.
-    assert [s.version for s in decision.snapshots] == ["v2"]
+    assert [s.version for s in reads(res, Observed(), at(1)).snapshots] == ["v2"]
     decision = decide(res, Observed(snapshots=(taken("v2", B),)), at(1))
     back = stored(with_config(active="v1", generation=3), decision.status)
     assert template_hash("m", spec(back), spec(back).versions["v1"]) == v1_hash
-    assert decide(back, Observed(), at(2)).snapshots == ()
+    assert reads(back, Observed(), at(2)).snapshots == ()
     snapshot = present(spec(back).versions["v1"].snapshot)
     assert snapshot.hash == config.content_hash(A, {})
 
@@ -174,8 +175,7 @@ def test_refresh_annotation_takes_a_new_snapshot_and_is_consumed() -> None:
     decision = decide(parse_resource(raw), Observed(snapshots=(taken("v1", A),)), at(0))
     raw["metadata"]["annotations"] = {c.ANNOTATION_REFRESH_CONFIG: "v1"}
     res = stored(raw, decision.status)
-    decision = decide(res, Observed(), at(1))
-    assert [s.version for s in decision.snapshots] == ["v1"]
+    assert [s.version for s in reads(res, Observed(), at(1)).snapshots] == ["v1"]
     decision = decide(res, Observed(snapshots=(taken("v1", C),)), at(1))
     assert present(decision.spec_change).remove_refresh
     current = [r for r in decision.status.configs if r.retired_at is None]
@@ -190,7 +190,7 @@ def test_retrying_a_version_takes_a_new_snapshot_of_its_source() -> None:
     decision = decide(parse_resource(raw), Observed(snapshots=(taken("v1", A),)), at(0))
     raw["metadata"]["annotations"] = {c.ANNOTATION_RETRY: "v1"}
     assert [
-        s.version for s in decide(stored(raw, decision.status), Observed(), at(1)).snapshots
+        s.version for s in reads(stored(raw, decision.status), Observed(), at(1)).snapshots
     ] == ["v1"]
 
 

@@ -32,6 +32,7 @@ from modeldeploy.core.plan import (
     Event,
     PodGate,
     Problem,
+    SnapshotRequest,
     SpecChange,
     ValidationRequest,
 )
@@ -78,6 +79,32 @@ class Draft:
 
     def then(self, outcome: Step | revert.Outcome | retry.Outcome) -> Draft:
         return replace(self, status=outcome.status, events=self.events + outcome.events)
+
+
+@dataclass(frozen=True)
+class Reads:
+    """What the edge reads before `decide`, asked for once."""
+
+    snapshots: tuple[SnapshotRequest, ...] = ()  # to take before a version's rollout
+    children: tuple[str, ...] = ()  # kinds (APPLY's keys) of our name the caches lack
+
+
+def reads(resource: Resource, observed: Observed, now: datetime) -> Reads:
+    """The configuration snapshots a version needs before its rollout, and each child this
+    spec has that the label-filtered caches do not show: one of that name may exist, made
+    by someone else, and is looked at first so it is never taken over (B1)."""
+    spec = resource.spec
+    if isinstance(spec, SpecError) or _name_conflict(resource, observed):
+        return Reads()
+    configs = config.step(resource.status, resource, spec, observed, now)
+    children = (
+        ("Deployment", True, observed.deployment),
+        ("Service", spec.service.enabled, observed.service),
+        ("Standby", spec.rollout.standby is not None, observed.standby),
+        ("PodDisruptionBudget", spec.disruption is not None, observed.budget),
+    )
+    missing = tuple(kind for kind, has, seen in children if has and seen is None)
+    return Reads(configs.requests, missing)
 
 
 def decide(
@@ -181,7 +208,6 @@ def decide(
         queries=draft.queries,
         validations=draft.validations,
         gates=draft.gates,
-        snapshots=configs.requests,
         deletes=configs.deletes,
         events=events,
         dropped_notices=overflowed + len(given_up),

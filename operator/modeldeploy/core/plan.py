@@ -153,7 +153,6 @@ class Decision:
     queries: tuple[Query, ...] = ()  # analysis measurements due now
     validations: tuple[ValidationRequest, ...] = ()  # pods to send golden requests to
     gates: tuple[PodGate, ...] = ()  # pods whose readiness gate to set
-    snapshots: tuple[SnapshotRequest, ...] = ()  # to take before this decision can stand
     deletes: tuple[str, ...] = ()  # snapshot ConfigMaps no longer needed
     events: tuple[Event, ...] = ()  # what this decision adds to the outbox
     dropped_notices: int = 0  # owed notices given up on (a day old, or the outbox full)
