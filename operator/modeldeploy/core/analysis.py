@@ -2,7 +2,8 @@
 
 Part of the pure core, used by `decide` once all new pods are Ready: it
 says which checks are due for a measurement, folds measurements into the status
-record, and gives the verdict. It never queries anything itself; the handlers do.
+record, and gives the verdict. It never queries anything itself: reconcile.py hands
+the queries to prometheus.py.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ RUNNING, INVALID = c.ANALYSIS_RUNNING, c.ANALYSIS_INVALID
 
 @dataclass(frozen=True)
 class Query:
-    """A measurement the handlers should take: one check's PromQL, rendered."""
+    """A measurement the edge should take: one check's PromQL, rendered."""
 
     check: str
     promql: str

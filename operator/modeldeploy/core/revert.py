@@ -2,7 +2,7 @@
 spec goes back to the last good version when that is safe, else say why not (a stall).
 
 Part of the pure core, above the ledger: it decides the revert and records it in
-status as an intent before the handlers make the conditional spec write the
+status as an intent before reconcile.py makes the conditional spec write the
 `SpecChange` describes; a refused revert is retried with backoff (RevertDenied).
 """
 
