@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 
 from modeldeploy import faults, metrics
 from modeldeploy.core import capacity, config
-from modeldeploy.core.decide import APPLY, decide, reads
+from modeldeploy.core.children import APPLY
+from modeldeploy.core.decide import decide, reads
 from modeldeploy.core.plan import Decision, Event, SnapshotRequest, SpecChange
 from modeldeploy.core.render import standby_name
 from modeldeploy.core.revert import retry_delay_s, retry_due

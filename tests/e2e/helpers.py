@@ -93,6 +93,21 @@ class Kube:
                 f"{error}; phase {status.get('phase')}, conditions {conditions}"
             ) from error
 
+    def said(self, namespace: str, name: str) -> str:
+        """What the resource's status shows, for a timeout's message (a bare False is no
+        help in a CI log)."""
+        body = self.get(namespace, name)
+        status = body.get("status") or {}
+        conditions = [
+            (c["type"], c["status"], c.get("reason"), c.get("message"))
+            for c in status.get("conditions") or ()
+        ]
+        return (
+            f"spec names {body['spec'].get('activeVersion')}, serving "
+            f"{status.get('servingVersion')}, phase {status.get('phase')}, rollout "
+            f"{status.get('rollout')}, conditions {conditions}"
+        )
+
     def status(self, namespace: str, name: str) -> dict[str, Any]:
         return dict(self.get(namespace, name).get("status") or {})
 
@@ -218,7 +233,10 @@ def release_and_await_revert(
         failed_within,
         f"{bad} to be marked Failed",
     )
-    wait_for(lambda: reverted_to(kube, namespace, name, good), 60, f"the revert to {good}")
+    try:
+        wait_for(lambda: reverted_to(kube, namespace, name, good), 60, f"the revert to {good}")
+    except support.WaitTimeout as error:
+        raise support.WaitTimeout(f"{error}; {kube.said(namespace, name)}") from error
 
 
 def rendered(kube: Kube, namespace: str, name: str, version: str) -> bool:

@@ -19,7 +19,7 @@ import pytest
 
 from modeldeploy.constants import ANNOTATION_RETRY, GROUP, PLURAL, VERSION
 from modeldeploy.model.text import MESSAGE_LIMIT
-from testbed.support import OperatorProcess
+from testbed.support import OperatorProcess, WaitTimeout
 from tests.e2e.helpers import (
     Kube,
     PolicyDenyingMovesTo,
@@ -116,7 +116,10 @@ def test_a_revert_target_is_not_failed_by_the_failed_versions_progress_deadline(
     for name in names:
         kube.select(namespace, name, "v2")
     for name in names:
-        wait_for(partial(reverted_to, kube, namespace, name, "v1"), 120, f"{name} back on v1")
+        try:
+            wait_for(partial(reverted_to, kube, namespace, name, "v1"), 120, f"{name} back on v1")
+        except WaitTimeout as error:
+            raise WaitTimeout(f"{error}; {kube.said(namespace, name)}") from error
         ledger = kube.ledger(namespace, name)
         assert ledger["v2"]["reason"] == "ProgressDeadlineExceeded"
         assert ledger["v1"]["state"] == "Available", ledger["v1"]

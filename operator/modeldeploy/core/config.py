@@ -13,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 
 from modeldeploy import constants as c
+from modeldeploy.core.draft import Draft
 from modeldeploy.core.plan import Event, Problem, SnapshotRequest
 from modeldeploy.core.render import common_labels, owner_reference
 from modeldeploy.model.observed import Observed, SnapshotResult
@@ -102,53 +103,54 @@ def is_snapshot(body: Mapping[str, object], resource: Resource, digest: str) -> 
     return ours and content_hash(data, binary) == digest
 
 
-@dataclass(frozen=True)
-class Step:
-    """What the snapshots need now, and the spec as the versions' pods will run it."""
-
-    status: Status
-    spec: Spec
-    requests: tuple[SnapshotRequest, ...] = ()
-    deletes: tuple[str, ...] = ()
-    waiting: bool = False  # the active version has no snapshot yet: no rollout of it
-    stall: Problem | None = None  # its source cannot be read
-    requeue: float | None = None
-    consume_refresh: bool = False  # the refresh annotation was handled
-    events: tuple[Event, ...] = ()
-
-
-def step(status: Status, resource: Resource, spec: Spec, observed: Observed, now: datetime) -> Step:
+def step(draft: Draft, resource: Resource, observed: Observed, now: datetime) -> Draft:
     """Fold the snapshots just taken into status, retire what the spec no longer names,
-    and say which snapshots to take and which to delete."""
+    and say which to delete; the draft's spec is then the versions as their pods run them.
+    The active version without its snapshot yet is not rolled out (`waiting_for_config`)."""
+    records, taken = _current(draft.status, draft.spec, observed, now)
+    status = replace(draft.status, configs=records)
+    spec = with_snapshots(draft.spec, status.snapshots())
+    _, consume, events = _refresh(resource, spec, observed)
+    active = spec.active
+    waiting = active.config_map is not None and active.snapshot is None
+    failed = next((r for r in observed.snapshots if r.version == active.name and r.error), None)
+    draft = replace(
+        draft,
+        status=status,
+        spec=spec,
+        deletes=_garbage(records, observed),
+        waiting_for_config=waiting,
+        consume_refresh=consume,
+    ).said(*taken, *events)
+    if waiting and failed is not None:
+        said = f"spec.versions[{active.name}].config: {failed.error}; not rolling it out"
+        stall = Problem(c.REASON_INVALID_SPEC, shorten(said))
+        return replace(draft, stall=stall).wake_in(SOURCE_RETRY_S)
+    return draft
+
+
+def wanted(
+    status: Status, resource: Resource, spec: Spec, observed: Observed, now: datetime
+) -> tuple[SnapshotRequest, ...]:
+    """The snapshots to take before deciding (core/decide.reads): the active version's
+    when it has none, and the one a retry or refresh annotation names."""
+    records, _ = _current(status, spec, observed, now)
+    spec = with_snapshots(spec, replace(status, configs=records).snapshots())
+    refresh, _, _ = _refresh(resource, spec, observed)
+    return _requests(spec, observed, refresh)
+
+
+def _current(
+    status: Status, spec: Spec, observed: Observed, now: datetime
+) -> tuple[tuple[ConfigRecord, ...], tuple[Event, ...]]:
+    """The records with what was just taken folded in and what the spec left retired;
+    the retired ones already deleted are dropped."""
     records, taken = _folded(status.configs, observed.snapshots, now)
     records = _retired(records, spec, now)
     records = tuple(
         r for r in records if r.retired_at is None or r.name not in observed.deleted_snapshots
     )
-    status = replace(status, configs=records)
-    spec = with_snapshots(spec, status.snapshots())
-    refresh, consume, events = _refresh(resource, spec, observed)
-    requests = _requests(spec, observed, refresh)
-    active = spec.active
-    waiting = active.config_map is not None and active.snapshot is None
-    failed = next((r for r in observed.snapshots if r.version == active.name and r.error), None)
-    stall = None
-    if waiting and failed is not None:
-        stall = Problem(
-            c.REASON_INVALID_SPEC,
-            shorten(f"spec.versions[{active.name}].config: {failed.error}; not rolling it out"),
-        )
-    return Step(
-        status=status,
-        spec=spec,
-        requests=requests,
-        deletes=_garbage(records, observed),
-        waiting=waiting,
-        stall=stall,
-        requeue=SOURCE_RETRY_S if stall else None,
-        consume_refresh=consume,
-        events=taken + events,
-    )
+    return records, taken
 
 
 def _folded(

@@ -8,52 +8,45 @@ rollouts and reverts go on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 
 from modeldeploy import constants as c
 from modeldeploy.core import ledger
 from modeldeploy.core.conditions import get_condition
+from modeldeploy.core.draft import Draft
 from modeldeploy.core.plan import Event, Problem
 from modeldeploy.model.egress import Purpose
 from modeldeploy.model.observed import Refusal, Undelivered
 from modeldeploy.model.resource import Resource
 from modeldeploy.model.settings import Settings
-from modeldeploy.model.spec import Spec
-from modeldeploy.model.status import Status
 from modeldeploy.model.times import format_time
 
 ANALYSIS, WEBHOOK_TARGET = Purpose.ANALYSIS, Purpose.WEBHOOK
 
 
-@dataclass(frozen=True)
-class Checked:
-    status: Status
-    analysis_refused: Problem | None = None  # stall it, and send no query
-    events: tuple[Event, ...] = ()
-
-
 def check(
-    status: Status,
+    draft: Draft,
     resource: Resource,
-    spec: Spec,
     webhook_refusal: Refusal | None,
     undelivered: tuple[Undelivered, ...],
     settings: Settings,
     now: datetime,
-) -> Checked:
+) -> Draft:
     """Each endpoint the spec names, against the admin's allow-list (and, for a webhook
     from a Secret, what reading it gave: `webhook_refusal`); and whether notices are owed
-    to a receiver that failed (`undelivered`: WebhookReady=False while they are)."""
+    to a receiver that failed (`undelivered`: WebhookReady=False while they are). An
+    analysis source not allowed stalls the draft, and none of its queries is sent."""
+    status, spec = draft.status, draft.spec
     prometheus = spec.analysis.prometheus if spec.analysis else None
     namespace = resource.namespace
     refused = settings.egress.why_not(prometheus, ANALYSIS, namespace) if prometheus else None
-    stall = None
     if refused is not None:
         stall = Problem(c.REASON_INVALID_SPEC, f"spec.analysis.prometheus: {refused}")
+        draft = replace(draft, stall=draft.stall or stall, queries=())
     if spec.webhook is None and not undelivered:
         kept = tuple(k for k in status.conditions if k.type != c.WEBHOOK_READY)
-        return Checked(replace(status, conditions=kept), stall)
+        return replace(draft, status=replace(status, conditions=kept))
     url = spec.webhook.url if spec.webhook else None
     why = settings.egress.why_not(url, WEBHOOK_TARGET, namespace) if url else None
     reason = c.REASON_WEBHOOK_REFUSED
@@ -69,10 +62,10 @@ def check(
         status, resource, c.WEBHOOK_READY, why is None, reason, message, now
     )
     previous = get_condition(resource.status.conditions, c.WEBHOOK_READY)
-    events: tuple[Event, ...] = ()
+    draft = replace(draft, status=status)
     if why and (previous is None or previous.status != "False" or previous.message != why):
-        events = (Event("Warning", reason, why),)
-    return Checked(status, stall, events)
+        return draft.said(Event("Warning", reason, why))
+    return draft
 
 
 def _owed(undelivered: tuple[Undelivered, ...]) -> str:

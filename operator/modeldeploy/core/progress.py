@@ -2,19 +2,20 @@
 
 Part of the pure core, below `decide`: given the version the Deployment should run
 (the target), it records the start (ledger), asks the failure signals and the analysis
-for a verdict, and after promotion keeps the guard (docs/analysis.md). It returns a
-`Step`: what it found, and whether the version failed just now.
+for a verdict, and after promotion keeps the guard (docs/analysis.md). It returns the
+draft with what it found; a version that failed just now is Failed in its ledger.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 
 from modeldeploy import constants as c
 from modeldeploy.core import analysis, capacity, guard, ledger, validation
+from modeldeploy.core.draft import Draft
 from modeldeploy.core.ledger import Target
-from modeldeploy.core.plan import Event, PodGate, Problem, ValidationRequest
+from modeldeploy.core.plan import Event, Problem
 from modeldeploy.core.signals import Verdict, baseline, evaluate, owned_pods
 from modeldeploy.model.observed import Observed
 from modeldeploy.model.resource import Resource
@@ -23,33 +24,14 @@ from modeldeploy.model.status import RolloutRecord, Status
 from modeldeploy.model.text import shorten
 
 
-@dataclass(frozen=True)
-class Step:
-    """What one look at a rollout found."""
-
-    status: Status
-    events: tuple[Event, ...] = ()
-    failed: bool = False  # it failed just now
-    requeue: float | None = None
-    queries: tuple[analysis.Query, ...] = ()
-    stall: Problem | None = None  # it cannot progress without a human (an invalid query)
-    validations: tuple[ValidationRequest, ...] = ()  # golden requests due (spec.validation)
-    hold: bool = False  # leave the Deployment alone: a rollback's pods are being validated
-    gates: tuple[PodGate, ...] = ()  # readiness gates to set (spec.validation)
-
-
 def progress(
-    status: Status,
-    resource: Resource,
-    spec: Spec,
-    target: Target,
-    observed: Observed,
-    now: datetime,
-) -> Step:
-    """Start the rollout of `target` if it is new, then judge it: failed, done or waiting."""
-    digest = target.digest
-    events: tuple[Event, ...] = ()
-    status = superseded(status, spec, digest, now)
+    draft: Draft, resource: Resource, target: Target, observed: Observed, now: datetime
+) -> Draft:
+    """Start the rollout of `target` if it is new, then judge it: failed, done or waiting.
+    The draft's target is `target`, unless it failed just now (the ledger says so) or the
+    Deployment must wait (a rollback's running pods are being validated)."""
+    spec, digest = draft.spec, target.digest
+    status = superseded(draft.status, spec, digest, now)
     rollout = status.rollout
     current = (
         rollout is not None
@@ -59,51 +41,48 @@ def progress(
     if not current:
         before = baseline(owned_pods(observed, digest))
         status, started = ledger.start_rollout(status, resource, spec, target, before, now)
-        events = (started,)
+        draft = draft.said(started)
     elif status.intent is not None and status.intent.applied:
         status = replace(status, intent=None)  # a revert to what already serves: no rollout
+    draft = replace(draft, status=status, stall=None, queries=(), target=target)
     rollout = status.rollout
     assert rollout is not None
     if rollout.outcome != c.OUTCOME_PROGRESSING:
-        return guard_step(status, resource, spec, target, observed, now, events)
+        return _guarded(draft, resource, target, observed, now)
     verdict = evaluate(resource.name, spec, observed, rollout, now)
     # spec.validation: complete only once every Ready pod answered as expected.
     checked = validation.judge_rollout(status, resource, spec, rollout, observed, verdict, now)
     status, verdict = checked.status, checked.verdict
     status, switched = _room(status, spec, status.rollout or rollout, verdict)
-    events = (*events, *switched)
+    draft = draft.said(*switched).validate((), checked.gates)
     queries: tuple[analysis.Query, ...] = ()
     stall: Problem | None = verdict.stall
     analysing = status.analysis is not None and status.analysis.template_hash == digest
     if verdict.failure is None and spec.analysis and (verdict.complete or analysing):
         # Ready is not enough: judge what the version serves (AnalysisFailed).
         status, verdict, queries, stall = _analyse(status, resource, spec, target, observed, now)
-    gates = checked.gates
     if verdict.failure is not None:
         status, failed = ledger.fail(status, spec, verdict.failure, now)
-        return Step(status, (*events, failed), failed=True, gates=gates)
+        return replace(draft, status=status, target=None).said(failed)
     if verdict.complete and not checked.pending:
         promoted_from = status
         status, succeeded = ledger.succeed(status, spec, now)
         if spec.validation is not None:  # what serves passed these very requests
             status = validation.passed_rollout(status, resource, spec.validation, now)
+        draft = replace(draft, status=status).said(succeeded)
         if spec.analysis and spec.analysis.guard_s and status.analysis:
             record = guard.begin(status.analysis, promoted_from, spec.analysis, now)
-            requeue = guard.next_wake_s(record, spec.analysis, now)
-            return Step(
-                replace(status, analysis=record), (*events, succeeded), requeue=requeue, gates=gates
-            )
-        return Step(status, (*events, succeeded), gates=gates)
-    return Step(
-        status,
-        events,
-        requeue=verdict.wake_in_s,
+            guarding = replace(draft, status=replace(status, analysis=record))
+            return guarding.wake_in(guard.next_wake_s(record, spec.analysis, now))
+        return draft
+    waiting = replace(
+        draft,
+        status=status,
         queries=queries,
         stall=stall,
-        validations=checked.requests,
-        hold=checked.hold,
-        gates=gates,
+        target=None if checked.hold else target,
     )
+    return waiting.wake_in(verdict.wake_in_s).validate(checked.requests)
 
 
 def _room(
@@ -133,16 +112,11 @@ def _room(
     return ledger.with_rollout(status, updated, spec.rollout.history_limit), events
 
 
-def guard_step(
-    status: Status,
-    resource: Resource,
-    spec: Spec,
-    target: Target,
-    observed: Observed,
-    now: datetime,
-    events: tuple[Event, ...],
-) -> Step:
+def _guarded(
+    draft: Draft, resource: Resource, target: Target, observed: Observed, now: datetime
+) -> Draft:
     """A promoted version in its guard window: measure on, and fail it if it degrades."""
+    status, spec = draft.status, draft.spec
     rollout = status.rollout
     if (
         spec.analysis is None
@@ -150,7 +124,7 @@ def guard_step(
         or rollout.outcome != c.OUTCOME_SUCCEEDED
         or not guard.guarding(status, target.digest)
     ):
-        return Step(status, events)
+        return draft
     assert status.analysis is not None
     record = analysis.fold(status.analysis, spec.analysis, observed.measurements)
     phase, message = guard.verdict(record, spec.analysis, now)
@@ -158,13 +132,13 @@ def guard_step(
     if phase == analysis.FAILED:
         problem = Problem(c.REASON_ANALYSIS_FAILED, message)
         status, failed = ledger.fail_in_guard(status, spec, problem, now)
-        return Step(status, (*events, failed), failed=True)
+        return replace(draft, status=status, target=None).said(failed)
     if phase == analysis.PASSED:
-        return Step(status, events)
+        return replace(draft, status=status)
     stall = Problem(c.REASON_INVALID_QUERY, message) if phase == analysis.INVALID else None
     due = analysis.queries(record, spec.analysis, now, resource.name, resource.namespace)
-    wake = guard.next_wake_s(record, spec.analysis, now)
-    return Step(status, events, requeue=wake, queries=due, stall=stall)
+    measuring = replace(draft, status=status, queries=due, stall=stall)
+    return measuring.wake_in(guard.next_wake_s(record, spec.analysis, now))
 
 
 def superseded(status: Status, spec: Spec, digest: str | None, now: datetime) -> Status:

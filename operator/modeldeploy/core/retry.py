@@ -7,10 +7,11 @@ the version if the spec does not already.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 
 from modeldeploy import constants as c
+from modeldeploy.core.draft import Draft
 from modeldeploy.core.ledger import upsert_version
 from modeldeploy.core.plan import Event, SpecChange
 from modeldeploy.model.resource import Resource
@@ -20,28 +21,22 @@ from modeldeploy.model.status import Intent, Status
 CONSUME_ONLY = SpecChange(None, None, remove_retry=True)
 
 
-@dataclass(frozen=True)
-class Outcome:
-    status: Status
-    spec_change: SpecChange
-    events: tuple[Event, ...] = ()
-
-
-def handle_retry(status: Status, resource: Resource, spec: Spec, now: datetime) -> Outcome:
+def handle_retry(draft: Draft, resource: Resource, now: datetime) -> Draft:
     """Consume the retry annotation: lift the quarantine and select that version, by a
     write that applies only to the spec the retry was decided on (a `test` of its
     generation): a spec written after the request stands, and the retry is skipped."""
+    status, spec = draft.status, draft.spec
     version = resource.retry_version or ""
-    skipped = _overtaken(status, resource, spec, version, now)
+    skipped = _overtaken(status, resource, spec, version)
     if skipped is not None:
-        return skipped
+        return replace(draft, status=skipped[0], spec_change=CONSUME_ONLY).said(skipped[1])
     if version not in spec.versions:
         ignored = Event(
             "Warning",
             c.EVENT_RETRY,
             f"{c.ANNOTATION_RETRY}={version} names no entry of spec.versions; ignored",
         )
-        return Outcome(status, CONSUME_ONLY, (ignored,))
+        return replace(draft, spec_change=CONSUME_ONLY).said(ignored)
     rollout = status.rollout
     if (
         rollout
@@ -49,7 +44,7 @@ def handle_retry(status: Status, resource: Resource, spec: Spec, now: datetime) 
         and rollout.trigger == c.TRIGGER_RETRY
         and rollout.outcome == c.OUTCOME_PROGRESSING
     ):
-        return Outcome(status, CONSUME_ONLY)  # already retrying
+        return replace(draft, spec_change=CONSUME_ONLY)  # already retrying
     record = status.version_record(version)
     if record and record.state == c.STATE_FAILED:
         status = upsert_version(status, replace(record, state=c.STATE_RETRYING))
@@ -69,14 +64,13 @@ def handle_retry(status: Status, resource: Resource, spec: Spec, now: datetime) 
         expect_generation=resource.generation,
         remove_retry=True,
     )
-    return Outcome(
-        status, change, (Event("Normal", c.EVENT_RETRY, f"Retrying {version} on request"),)
-    )
+    retrying = Event("Normal", c.EVENT_RETRY, f"Retrying {version} on request")
+    return replace(draft, status=status, spec_change=change).said(retrying)
 
 
 def _overtaken(
-    status: Status, resource: Resource, spec: Spec, version: str, now: datetime
-) -> Outcome | None:
+    status: Status, resource: Resource, spec: Spec, version: str
+) -> tuple[Status, Event] | None:
     """The retry of `version` was decided on an older spec and its write did not apply:
     the spec changed after the request, so that newer spec stands. The annotation is
     consumed, the quarantine kept, and that is said."""
@@ -99,4 +93,4 @@ def _overtaken(
         f"the spec changed to {spec.active_version} after the retry of {version} was asked; "
         f"the newer spec stands (ask again to retry {version})",
     )
-    return Outcome(replace(status, intent=None), CONSUME_ONLY, (said,))
+    return replace(status, intent=None), said

@@ -8,11 +8,12 @@ status as an intent before reconcile.py makes the conditional spec write the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from modeldeploy import constants as c
 from modeldeploy.core import ledger
+from modeldeploy.core.draft import Draft
 from modeldeploy.core.plan import Event, Problem, SpecChange
 from modeldeploy.core.render import template_hash
 from modeldeploy.model.observed import Refusal
@@ -21,17 +22,6 @@ from modeldeploy.model.spec import Spec
 from modeldeploy.model.status import Intent, Revert, Status, VersionRecord
 from modeldeploy.model.text import shorten
 from modeldeploy.model.times import format_time
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What handling a quarantined active version decided."""
-
-    status: Status
-    stall: Problem | None = None
-    spec_change: SpecChange | None = None
-    events: tuple[Event, ...] = ()
-    fallback: str | None = None  # KeepSpec: the version the Deployment should run instead
 
 
 def is_quarantined(status: Status, version: str, digest: str) -> bool:
@@ -85,41 +75,42 @@ def _since_its_failure(status: Status, revert: Revert) -> bool:
 
 
 def handle_quarantined(
-    status: Status,
+    draft: Draft,
     resource: Resource,
-    spec: Spec,
     just_failed: bool,
     refusal: Refusal | None,
     now: datetime,
-) -> Outcome:
+) -> Draft:
     """The active version is recorded Failed: never roll it out; revert if we may.
 
     The revert is recorded as an intent in status first; the RolledBack condition
     and Event come only when the spec is seen to name the target (ledger.start_rollout).
+    The draft's stall says why not, when not; its spec change is the revert's write.
     """
+    status, spec = draft.status, draft.spec
     version = spec.active_version
     record = status.version_record(version)
     assert record is not None
     stall = _no_revert(status, spec, version, record)
     if stall is not None:
-        return Outcome(status, stall=stall)
+        return replace(draft, stall=stall)
     target = revert_target(status, spec, resource.name, version)
     if isinstance(target, Problem):
         why = shorten(f"{version} failed ({_why(record)}); {target.message}")
-        return Outcome(status, stall=Problem(target.reason, why))
+        return replace(draft, stall=Problem(target.reason, why))
     if spec.rollout.keeps_spec:
-        return Outcome(status, stall=_kept(resource, version, target, record), fallback=target)
+        return replace(draft, stall=_kept(resource, version, target, record), fallback=target)
     change = SpecChange(
         set_version=target, expect_version=version, expect_generation=resource.generation
     )
     if _revert_recorded(status, resource, version):
         # Recorded before a restart or before a refusal: make (or retry) the write.
         if refusal is not None and not retry_due(refusal, now):
-            return Outcome(status, stall=_denied(refusal, version, target))
-        return Outcome(status, spec_change=change)
+            return replace(draft, stall=_denied(refusal, version, target))
+        return replace(draft, stall=None, spec_change=change)
     loop = _revert_loop(status, version)
     if loop is not None:
-        return Outcome(status, stall=loop)
+        return replace(draft, stall=loop)
     events = () if just_failed else (_quarantine_event(resource, version, record),)
     intent = Intent(
         trigger=c.TRIGGER_AUTOMATIC,
@@ -128,7 +119,10 @@ def handle_quarantined(
         from_version=version,
         at=now,
     )
-    return Outcome(replace(status, intent=intent), None, change, events)
+    reverting = replace(
+        draft, status=replace(status, intent=intent), stall=None, spec_change=change
+    )
+    return reverting.said(*events)
 
 
 def _kept(resource: Resource, version: str, target: str, record: VersionRecord) -> Problem:
@@ -176,6 +170,11 @@ def retry_due(refusal: Refusal, now: datetime) -> bool:
 
 def retry_delay_s(refusal: Refusal) -> int:
     return REVERT_BACKOFF_S[min(refusal.attempts, len(REVERT_BACKOFF_S)) - 1]
+
+
+def retry_in(refusal: Refusal, now: datetime) -> float:
+    """Seconds until a refused write is due again (at least a moment)."""
+    return max(0.05, retry_delay_s(refusal) - (now - refusal.at).total_seconds() + 0.05)
 
 
 def _denied(refusal: Refusal, version: str, target: str) -> Problem:
@@ -247,7 +246,7 @@ def _quarantine_event(resource: Resource, version: str, record: VersionRecord) -
     )
 
 
-def settle_intent(status: Status, resource: Resource, spec: Spec, now: datetime) -> Outcome:
+def settle_intent(draft: Draft, resource: Resource, now: datetime) -> Draft:
     """What became of an automatic revert the operator wrote.
 
     The spec names the target at a later generation: the revert happened; record it
@@ -255,6 +254,7 @@ def settle_intent(status: Status, resource: Resource, spec: Spec, now: datetime)
     edit came first; their choice stands, and the skipped revert is said once and
     never counted as one.
     """
+    status, spec = draft.status, draft.spec
     intent = status.intent
     if (
         intent is None
@@ -262,15 +262,16 @@ def settle_intent(status: Status, resource: Resource, spec: Spec, now: datetime)
         or intent.applied
         or resource.generation <= intent.generation
     ):
-        return Outcome(status)
+        return draft
     if spec.active_version == intent.version:
         failed = intent.from_version or "?"
         status, reverted = ledger.record_revert(status, resource, failed, intent.version, now)
-        return Outcome(replace(status, intent=replace(intent, applied=True)), events=(reverted,))
+        applied = replace(intent, applied=True)
+        return replace(draft, status=replace(status, intent=applied)).said(reverted)
     skipped = Event(
         "Normal",
         c.EVENT_REVERT_SKIPPED,
         f"the spec changed to {spec.active_version} before the revert of {intent.from_version} "
         f"to {intent.version}; the newer spec stands",
     )
-    return Outcome(replace(status, intent=None), events=(skipped,))
+    return replace(draft, status=replace(status, intent=None)).said(skipped)

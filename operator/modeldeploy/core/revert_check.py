@@ -9,61 +9,46 @@ instead of reverting to it (docs/validation-and-config.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 
 from modeldeploy import constants as c
-from modeldeploy.core import revert
-from modeldeploy.core.plan import Event, PodGate, Problem, ValidationRequest
+from modeldeploy.core.draft import Draft
+from modeldeploy.core.plan import Event, Problem
 from modeldeploy.core.render import template_hash
 from modeldeploy.core.validation import examine, record_for, wake_in_s
 from modeldeploy.model.observed import Observed
 from modeldeploy.model.resource import Resource
-from modeldeploy.model.spec import Spec, ValidationSpec
-from modeldeploy.model.status import Status
+from modeldeploy.model.spec import ValidationSpec
 from modeldeploy.model.text import shorten
 
 
-@dataclass(frozen=True)
-class RevertCheck:
-    """Validation's word on a revert the failure handling decided."""
-
-    outcome: revert.Outcome
-    requests: tuple[ValidationRequest, ...] = ()
-    requeue: float | None = None
-    gates: tuple[PodGate, ...] = ()
-
-
 def before_revert(
-    before: Status,
-    handled: revert.Outcome,
-    resource: Resource,
-    spec: Spec,
-    observed: Observed,
-    now: datetime,
-) -> RevertCheck:
+    before: Draft, handled: Draft, resource: Resource, observed: Observed, now: datetime
+) -> Draft:
     """Before spec.activeVersion is written back (RevertSpec) or the Deployment switched
     back (KeepSpec), the target's running Ready pods get the golden requests. Until they
     answered, nothing is written; one that fails stalls the resource
     (RollbackTargetUnhealthy) instead of reverting to it. No pods running: revert as
-    usual, and the revert's rollout validates its new pods."""
+    usual, and the revert's rollout validates its new pods. `before` is the draft the
+    revert was decided on, `handled` the one with it."""
+    spec = before.spec
     target = _revert_target(handled)
     if spec.validation is None or target is None:
-        return RevertCheck(handled)
+        return handled
     version = spec.versions[target]
     digest = template_hash(resource.name, spec, version)
     deployment = observed.deployment
     if deployment is not None and deployment.template_hash == digest:
-        return RevertCheck(handled)  # switched already: its rollout validates it
-    record = record_for(before.validation, target, digest, None, resource.generation, now)
+        return handled  # switched already: its rollout validates it
+    previous = before.status.validation
+    record = record_for(previous, target, digest, None, resource.generation, now)
     found = examine(record, resource, spec.validation, spec.template.port, observed)
     if found.failure is None and not found.due:
-        if found.ready and found.record != before.validation:
+        if found.ready and found.record != previous:
             handled = replace(handled, status=replace(handled.status, validation=found.record))
-        return RevertCheck(
-            _without_spurious_quarantine_event(handled, before, spec), gates=found.gates
-        )
-    status = replace(before, validation=found.record)
+        return _without_spurious_quarantine_event(handled, before).validate((), found.gates)
+    status = replace(before.status, validation=found.record)
     failed = spec.active_version
     if found.failure is not None:
         intent = status.intent
@@ -78,7 +63,7 @@ def before_revert(
                 f"validation: {found.failure}"
             ),
         )
-        return RevertCheck(revert.Outcome(status, stall=problem), gates=found.gates)
+        return replace(before, status=status, stall=problem).validate((), found.gates)
     waited = (now - found.record.started_at).total_seconds()
     if waited >= deadline_s(spec.validation):
         # Unanswered that long: a failed version must not keep serving for want of an
@@ -92,16 +77,12 @@ def before_revert(
                 "the revert's rollout validates its pods"
             ),
         )
-        handled = _without_spurious_quarantine_event(handled, before, spec)
-        return RevertCheck(replace(handled, events=(*handled.events, said)), gates=found.gates)
+        reverting = _without_spurious_quarantine_event(handled, before)
+        return reverting.said(said).validate((), found.gates)
     # Waiting for the target's answers: nothing written yet, not even the intent.
     left = deadline_s(spec.validation) - waited
-    return RevertCheck(
-        revert.Outcome(status),
-        found.requests,
-        gates=found.gates,
-        requeue=min(wake_in_s(spec.validation), left + 0.05),
-    )
+    waiting = replace(before, status=status, stall=None).validate(found.requests, found.gates)
+    return waiting.wake_in(min(wake_in_s(spec.validation), left + 0.05))
 
 
 def deadline_s(spec: ValidationSpec) -> float:
@@ -110,7 +91,7 @@ def deadline_s(spec: ValidationSpec) -> float:
     return 2 * wake_in_s(spec)
 
 
-def _revert_target(handled: revert.Outcome) -> str | None:
+def _revert_target(handled: Draft) -> str | None:
     if handled.fallback is not None:
         return handled.fallback
     change = handled.spec_change
@@ -119,16 +100,14 @@ def _revert_target(handled: revert.Outcome) -> str | None:
     return None
 
 
-def _without_spurious_quarantine_event(
-    handled: revert.Outcome, before: Status, spec: Spec
-) -> revert.Outcome:
+def _without_spurious_quarantine_event(handled: Draft, before: Draft) -> Draft:
     """The revert went ahead a reconcile or more after the failure (its target's pods
     were validated first): that is no user re-selecting a quarantined version, so the
     Event that says so is not owed."""
-    rollout = before.rollout
+    rollout = before.status.rollout
     if (
         rollout is not None
-        and rollout.version == spec.active_version
+        and rollout.version == before.spec.active_version
         and rollout.outcome == c.OUTCOME_FAILED
     ):
         events = tuple(e for e in handled.events if e.reason != c.EVENT_QUARANTINED)

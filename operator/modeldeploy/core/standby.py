@@ -18,10 +18,11 @@ pods: the standby is left as it was, never re-rendered.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from modeldeploy import constants as c
+from modeldeploy.core.draft import Draft
 from modeldeploy.core.render import template_hash
 from modeldeploy.model.observed import ChildState
 from modeldeploy.model.resource import Resource
@@ -29,29 +30,25 @@ from modeldeploy.model.spec import Spec
 from modeldeploy.model.status import RolloutRecord, StandbyRecord, Status
 
 
-@dataclass(frozen=True)
-class Plan:
-    status: Status
-    keep: bool = False  # the standby Deployment should exist (apply it)
-    remove: bool = False  # delete the standby Deployment
-    switched: bool = False  # the Service moved to the standby just now
-    wake_in_s: float | None = None  # when the window ends
-
-
-def plan(
-    status: Status, resource: Resource, spec: Spec, standby: ChildState | None, now: datetime
-) -> Plan:
+def plan(draft: Draft, resource: Resource, standby: ChildState | None, now: datetime) -> Draft:
+    """The warm standby's record, whether its Deployment should exist (keep_standby) or
+    go (remove_standby), and when its window ends."""
+    status, spec = draft.status, draft.spec
     record, rollout = status.standby, status.rollout
+
+    def gone(remove: bool) -> Draft:
+        return replace(draft, status=replace(status, standby=None), remove_standby=remove)
+
     config = spec.rollout.standby
     if config is None or rollout is None:
-        return Plan(replace(status, standby=None), remove=record is not None or standby is not None)
+        return gone(record is not None or standby is not None)
     wanted = _begin(status, resource, spec, rollout)
     returning = record is not None and rollout.template_hash == record.template_hash
     if wanted is not None and (record is None or (_moved_on(record, wanted) and not returning)):
         # A user's rollout of another template began: the last good version is the standby.
         record = wanted
     if record is None:
-        return Plan(status, remove=standby is not None)
+        return replace(draft, remove_standby=standby is not None)
     back = rollout.template_hash == record.template_hash
     promoted = not back and rollout.outcome == c.OUTCOME_SUCCEEDED
     if record.ends_at is None and promoted:
@@ -59,10 +56,9 @@ def plan(
     if record.ends_at is None and rollout.outcome == c.OUTCOME_FAILED and not _ready(standby):
         # Failed before promotion, and nothing warm to switch to: the revert brings the
         # old pods back (most never left).
-        return Plan(replace(status, standby=None), remove=True)
+        return gone(True)
     if record.serving and back and rollout.outcome == c.OUTCOME_SUCCEEDED:
-        return Plan(replace(status, standby=None), remove=True)  # the main serves it again
-    switched = False
+        return gone(True)  # the main serves it again
     # A revert to it inside the window, or any automatic one (a version that failed
     # before promotion, in its bake, may have taken every old pod's place): switch; at
     # the verdict itself when the revert will come to it, before the revert is written.
@@ -78,13 +74,13 @@ def plan(
         and ((back and (record.ends_at is not None or reverting)) or verdict)
         and _ready(standby)
     ):
-        record, switched = replace(record, serving=True), True
+        record = replace(record, serving=True)
     if not record.serving and record.ends_at is not None and now >= record.ends_at:
-        return Plan(replace(status, standby=None), remove=True)  # the window is over
-    wake = None
+        return gone(True)  # the window is over
+    kept = replace(draft, status=replace(status, standby=record), keep_standby=True)
     if record.ends_at is not None and not record.serving:
-        wake = (record.ends_at - now).total_seconds() + 0.05
-    return Plan(replace(status, standby=record), keep=True, switched=switched, wake_in_s=wake)
+        return kept.wake_in((record.ends_at - now).total_seconds() + 0.05)
+    return kept
 
 
 def _begin(

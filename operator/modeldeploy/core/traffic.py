@@ -13,11 +13,29 @@ one. `Keep` leaves every Ready pod in the Service until the failed ones are gone
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from modeldeploy import constants as c
+from modeldeploy.core.draft import Draft
 from modeldeploy.core.signals import owned_pods
 from modeldeploy.model.observed import Observed
 from modeldeploy.model.spec import Spec
 from modeldeploy.model.status import Status
+
+
+def route(draft: Draft, observed: Observed) -> Draft:
+    """Which pods the Service selects (`only_template`: that template's alone), and what
+    serves: the standby during its switch, the last good version while a failed one is
+    kept out."""
+    status = draft.status
+    record = status.standby
+    if record and record.serving:
+        return replace(draft, status=replace(status, serving_version=record.version))
+    only = only_last_good(status, draft.spec, observed)
+    if only is None:
+        return draft
+    serving = replace(status, serving_version=status.last_good_version)
+    return replace(draft, status=serving, only_template=only)
 
 
 def only_last_good(status: Status, spec: Spec, observed: Observed) -> str | None:

@@ -23,6 +23,7 @@ from datetime import datetime
 from modeldeploy import constants as c
 from modeldeploy.core import golden
 from modeldeploy.core.conditions import set_condition
+from modeldeploy.core.draft import Draft
 from modeldeploy.core.plan import Event, PodGate, Problem, ValidationRequest
 from modeldeploy.core.signals import Verdict, owned_pods
 from modeldeploy.model.observed import Observed, PodState
@@ -170,23 +171,13 @@ def requests_to(
     )
 
 
-@dataclass(frozen=True)
-class Gatekeeping:
-    """Gated pods of the serving version that came after its rollout: requests due, gates
-    to set, and a Warning for each pod shut out."""
-
-    requests: tuple[ValidationRequest, ...] = ()
-    gates: tuple[PodGate, ...] = ()
-    events: tuple[Event, ...] = ()
-
-
-def keep_gates(status: Status, resource: Resource, spec: Spec, observed: Observed) -> Gatekeeping:
+def keep_gates(draft: Draft, resource: Resource, observed: Observed) -> Draft:
     """A rescheduled or scaled pod of the version that serves carries the gate too: it
     gets the golden requests before it gets traffic (and is shut out, said in an Event,
     if it answers wrong). Without spec.validation any more, its gate opens at once."""
-    rollout = status.rollout
+    spec, rollout = draft.spec, draft.status.rollout
     if rollout is None or rollout.outcome != c.OUTCOME_SUCCEEDED:
-        return Gatekeeping()
+        return draft
     digest = rollout.template_hash
     waiting = tuple(
         p
@@ -194,12 +185,11 @@ def keep_gates(status: Status, resource: Resource, spec: Spec, observed: Observe
         if p.gated and p.containers_ready and p.gate is None and not p.ready
     )
     if not waiting:
-        return Gatekeeping()
+        return draft
     if spec.validation is None:
         said = "spec.validation was removed: nothing to check before traffic"
-        return Gatekeeping(
-            gates=tuple(PodGate(p.name, True, c.REASON_NOT_VALIDATED, said) for p in waiting)
-        )
+        opened = tuple(PodGate(p.name, True, c.REASON_NOT_VALIDATED, said) for p in waiting)
+        return draft.validate((), opened)
     answers = {r.pod: r for r in observed.validations if r.template_hash == digest}
     due = tuple(p for p in waiting if p.name not in answers and p.ip)
     gates, events = [], []
@@ -216,7 +206,7 @@ def keep_gates(status: Status, resource: Resource, spec: Spec, observed: Observe
     requests = requests_to(
         due, resource, spec.validation, spec.template.port, rollout.version, digest
     )
-    return Gatekeeping(requests, tuple(gates), tuple(events))
+    return draft.validate(requests, tuple(gates)).said(*events)
 
 
 def _summary(passed: int, ready: int) -> str:
@@ -292,33 +282,21 @@ def spec_digest(spec: ValidationSpec) -> str:
     return hashlib.sha256(repr(spec).encode()).hexdigest()[:12]
 
 
-@dataclass(frozen=True)
-class ServingCheck:
-    """The check of what serves against golden requests added or changed after its
-    rollout: the status with its record and the Validated condition, the requests due."""
-
-    status: Status
-    requests: tuple[ValidationRequest, ...] = ()
-    events: tuple[Event, ...] = ()
-    wake_in_s: float | None = None
-
-
-def check_serving(
-    status: Status, resource: Resource, spec: Spec, observed: Observed, now: datetime
-) -> ServingCheck:
+def check_serving(draft: Draft, resource: Resource, observed: Observed, now: datetime) -> Draft:
     """Golden requests added or changed after the serving version's rollout run against
     its running pods (no rollout): Validated says what they found, a Warning Event when
     they answer wrong. It never reverts by itself: what serves was good by every rule
     it was rolled out under; a person decides."""
+    status, spec = draft.status, draft.spec
     rollout = status.rollout
     if spec.validation is None:
         kept = tuple(k for k in status.conditions if k.type != c.VALIDATED)
-        return ServingCheck(replace(status, conditions=kept, validated_spec=None))
+        return replace(draft, status=replace(status, conditions=kept, validated_spec=None))
     if rollout is None or rollout.outcome != c.OUTCOME_SUCCEEDED:
-        return ServingCheck(status)
+        return draft
     wanted = spec_digest(spec.validation)
     if status.validated_spec == wanted:
-        return ServingCheck(status)
+        return draft
     record = record_for(
         status.validation, rollout.version, rollout.template_hash, None, resource.generation, now
     )
@@ -328,14 +306,15 @@ def check_serving(
         message = shorten(f"{rollout.version}, which serves: {found.failure}")
         status = _validated(status, resource, False, c.REASON_GOLDEN_FAILED, message, now)
         said = Event("Warning", c.EVENT_SERVING_ANSWERS_WRONG, message)
-        return ServingCheck(replace(status, validated_spec=wanted), events=(said,))
+        return replace(draft, status=replace(status, validated_spec=wanted)).said(said)
     if found.ready and not found.due:
         message = f"{rollout.version}, which serves: {found.record.message}"
         status = _validated(status, resource, True, c.REASON_GOLDEN_PASSED, message, now)
-        return ServingCheck(replace(status, validated_spec=wanted))
+        return replace(draft, status=replace(status, validated_spec=wanted))
     message = f"{rollout.version}, which serves: {found.record.message or 'no pod answers yet'}"
     status = _validated(status, resource, False, c.REASON_GOLDEN_CHECKING, message, now)
-    return ServingCheck(status, found.requests, wake_in_s=wake_in_s(spec.validation))
+    checking = replace(draft, status=status).validate(found.requests)
+    return checking.wake_in(wake_in_s(spec.validation))
 
 
 def passed_rollout(

@@ -200,6 +200,12 @@ class Observed:
     # more (read from the nodes only for a pod the scheduler found Insufficient).
     too_large: tuple[tuple[str, str], ...] = ()
 
+    def refusal(self, key: RefusalKey, generation: int) -> Refusal | None:
+        """The latest refusal of `key` for this very spec (a new spec tries afresh)."""
+        return next(
+            (r for r in self.refusals if r.action == key and r.generation == generation), None
+        )
+
 
 def _controller_uid(meta: Mapping[str, Any]) -> str | None:
     for ref in meta.get("ownerReferences") or ():
