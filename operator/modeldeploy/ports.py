@@ -15,8 +15,15 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from modeldeploy.core.analysis import Query
-from modeldeploy.core.plan import Event, PodGate, SpecChange, ValidationRequest
-from modeldeploy.model.observed import ChildState, Observed, Refusal, RefusalKey, Undelivered
+from modeldeploy.core.plan import Event, PodGate, ResolveRequest, SpecChange, ValidationRequest
+from modeldeploy.model.observed import (
+    ChildState,
+    Observed,
+    Refusal,
+    RefusalKey,
+    RegistryResult,
+    Undelivered,
+)
 from modeldeploy.model.resource import Resource
 from modeldeploy.model.settings import Settings
 from modeldeploy.model.spec import JSON
@@ -101,6 +108,14 @@ class Validating(Protocol):
         """Send these golden requests to their pods off the reconcile path."""
 
 
+class ModelRegistry(Protocol):
+    def resolve(
+        self, namespace: str, tracking_uri: str, authorization: str | None, wanted: ResolveRequest
+    ) -> RegistryResult:
+        """What the registry at `tracking_uri` says the reference names, within one
+        deadline per call, under the egress policy for `namespace`; never raises."""
+
+
 @dataclass(frozen=True)
 class Services:
     """Where a reconcile's decisions go: the API, webhooks, the analysis queries; and
@@ -112,6 +127,7 @@ class Services:
     settings: Settings = field(default_factory=Settings)
     webhook_url: str | None = None  # --webhook: every resource's notifications
     validator: Validating | None = None  # spec.validation's golden requests
+    registry: ModelRegistry | None = None  # spec.registry's MLflow (modeldeploy.mlflow)
 
 
 Hook = tuple[NoticeKey, str]  # one notice to one webhook URL
@@ -148,6 +164,11 @@ class Memory:
     # them (a status patch that conflicts, an Event the API already has).
     superseded: frozenset[str] = frozenset()
     status_written_at: datetime | None = None  # when this process last wrote the status
+    # The registry's failed attempts in a row (no answer) and when the last one was:
+    # the next waits for the backoff (reconcile.resolve_all).
+    registry_failures: int = 0
+    registry_failed_at: datetime | None = None
+    registry_error: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def outdated(self, body: Mapping[str, Any]) -> bool:

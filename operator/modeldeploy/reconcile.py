@@ -10,6 +10,7 @@ drive it with a recording fake and tests/e2e with the real API server.
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -19,12 +20,13 @@ from typing import Any, TypeVar
 from modeldeploy import faults, metrics
 from modeldeploy.core import capacity, config
 from modeldeploy.core.decide import APPLY, decide, reads
-from modeldeploy.core.plan import Decision, Event, SnapshotRequest, SpecChange
+from modeldeploy.core.plan import Decision, Event, ResolveRequest, SnapshotRequest, SpecChange
 from modeldeploy.core.render import standby_name
 from modeldeploy.core.revert import retry_delay_s, retry_due
 from modeldeploy.delivery import DRAIN_S, deliver, recheck_webhook, sooner
-from modeldeploy.model.observed import Observed, RefusalKey, SnapshotResult
+from modeldeploy.model.observed import Observed, RefusalKey, RegistryResult, SnapshotResult
 from modeldeploy.model.resource import Resource, parse_resource
+from modeldeploy.model.spec import Spec
 from modeldeploy.model.status import Status, to_json
 from modeldeploy.ports import Cluster, Memory, Refused, Services, resource_version
 
@@ -52,7 +54,7 @@ def reconcile_once(
     cluster = services.cluster
     resource = parse_resource(body)
     observed = _with_room(cluster, memory.observe(observed))
-    decision = _decide(cluster, resource, observed, now, services)
+    decision = _decide(cluster, resource, observed, now, services, memory)
     written: tuple[str, ...] = (resource_version(body),)  # what our writes replace
     decision = _paced(decision, memory, now)
     if decision.status_changed:
@@ -112,18 +114,31 @@ def reconcile_once(
 
 
 def _decide(
-    cluster: Cluster, resource: Resource, observed: Observed, now: datetime, services: Services
+    cluster: Cluster,
+    resource: Resource,
+    observed: Observed,
+    now: datetime,
+    services: Services,
+    memory: Memory,
 ) -> Decision:
     """The core's decision, once, with what it asks to read first: a version's
-    configuration snapshot (taken before its rollout, docs/validation-and-config.md), and
-    each child of our name that our caches do not show (B1)."""
-    wanted = reads(resource, observed, now)
+    configuration snapshot (taken before its rollout, docs/validation-and-config.md), its
+    registry model version (resolved before its rollout, docs/registry.md), and each
+    child of our name that our caches do not show (B1)."""
+    wanted = reads(resource, observed, now, services.settings)
     if wanted.snapshots:
         taken = tuple(take_snapshot(cluster, resource, one) for one in wanted.snapshots)
         observed = replace(observed, snapshots=taken)
+    backoff = None
+    if wanted.resolutions:
+        resolved, backoff = resolve_all(services, resource, wanted.resolutions, memory, now)
+        observed = replace(observed, resolutions=resolved)
     if wanted.children:
         observed = replace(observed, **_read_children(cluster, resource, wanted.children))
-    return decide(resource, observed, now, services.settings)
+    decision = decide(resource, observed, now, services.settings)
+    if backoff is not None:  # the registry did not answer: ask again after the backoff
+        decision = replace(decision, requeue_after=sooner(decision.requeue_after, backoff))
+    return decision
 
 
 # Where each child kind is kept in Observed, and the kind and name it is read by.
@@ -205,6 +220,94 @@ def take_snapshot(cluster: Cluster, resource: Resource, wanted: SnapshotRequest)
             f"a ConfigMap named {name} exists and is not this snapshot; it is left untouched"
         )
     return SnapshotResult(wanted.version, source, name=name, hash=digest)
+
+
+REGISTRY_BACKOFF_S = 2.0  # after the registry's first unanswered call; doubled, capped
+REGISTRY_BACKOFF_CAP_S = 60.0
+
+
+def resolve_all(
+    services: Services,
+    resource: Resource,
+    wanted: tuple[ResolveRequest, ...],
+    memory: Memory,
+    now: datetime,
+) -> tuple[tuple[RegistryResult, ...], float | None]:
+    """Ask the registry about each reference; after calls it did not answer, wait for
+    the backoff first. The answers, and the seconds until the next call is due when
+    the registry did not answer."""
+    spec = resource.spec
+    if not wanted or not isinstance(spec, Spec) or spec.registry is None:
+        return (), None
+
+    def each(error: str, unreachable: bool) -> tuple[RegistryResult, ...]:
+        return tuple(
+            RegistryResult(
+                w.version,
+                w.model,
+                w.requested_version,
+                w.alias,
+                error=error,
+                unreachable=unreachable,
+            )
+            for w in wanted
+        )
+
+    if memory.registry_failures and memory.registry_failed_at is not None:
+        left = _registry_backoff(memory) - (now - memory.registry_failed_at).total_seconds()
+        if left > 0:
+            return each(memory.registry_error, True), left
+    authorization, problem = registry_credentials(
+        services.cluster, resource.namespace, spec.registry.credentials_secret
+    )
+    if problem is not None:
+        return each(problem, False), None
+    client = services.registry
+    if client is None:
+        return each("this operator process has no registry client", True), None
+    uri = spec.registry.tracking_uri
+    answers = tuple(client.resolve(resource.namespace, uri, authorization, w) for w in wanted)
+    down = next((a for a in answers if a.unreachable), None)
+    if down is None:
+        memory.registry_failures, memory.registry_failed_at = 0, None
+        return answers, None
+    memory.registry_failures += 1
+    memory.registry_failed_at, memory.registry_error = now, down.error or "no answer"
+    logger.warning(
+        "registry of %s/%s did not answer: %s", resource.namespace, resource.name, down.error
+    )
+    return answers, _registry_backoff(memory)
+
+
+def _registry_backoff(memory: Memory) -> float:
+    return float(
+        min(REGISTRY_BACKOFF_CAP_S, REGISTRY_BACKOFF_S * 2 ** (memory.registry_failures - 1))
+    )
+
+
+def registry_credentials(
+    cluster: Cluster, namespace: str, secret: str | None
+) -> tuple[str | None, str | None]:
+    """The Authorization header from spec.registry.mlflow.credentialsSecret (key `token`:
+    a bearer token; keys `username` and `password`: basic auth), or why there is none.
+    The values are never logged nor written anywhere but the header."""
+    if secret is None:
+        return None, None
+    try:
+        token = cluster.read_secret_key(namespace, secret, "token")
+        if token:
+            return f"Bearer {token.strip()}", None
+        user = cluster.read_secret_key(namespace, secret, "username")
+        password = cluster.read_secret_key(namespace, secret, "password")
+    except Refused as error:
+        return None, f"the API server refused reading Secret {secret} (HTTP {error.code})"
+    if user and password:
+        pair = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return f"Basic {pair}", None
+    return None, (
+        f"Secret {secret} in namespace {namespace} is missing, or holds neither the key "
+        "token nor the keys username and password"
+    )
 
 
 def _delete_snapshots(

@@ -18,6 +18,7 @@ from modeldeploy.core import (
     egress_check,
     ledger,
     outbox,
+    registry,
     retry,
     revert,
     revert_check,
@@ -32,6 +33,7 @@ from modeldeploy.core.plan import (
     Event,
     PodGate,
     Problem,
+    ResolveRequest,
     SnapshotRequest,
     SpecChange,
     ValidationRequest,
@@ -87,12 +89,16 @@ class Reads:
 
     snapshots: tuple[SnapshotRequest, ...] = ()  # to take before a version's rollout
     children: tuple[str, ...] = ()  # kinds (APPLY's keys) of our name the caches lack
+    resolutions: tuple[ResolveRequest, ...] = ()  # registry references, before a rollout
 
 
-def reads(resource: Resource, observed: Observed, now: datetime) -> Reads:
-    """The configuration snapshots a version needs before its rollout, and each child this
-    spec has that the label-filtered caches do not show: one of that name may exist, made
-    by someone else, and is looked at first so it is never taken over (B1)."""
+def reads(
+    resource: Resource, observed: Observed, now: datetime, settings: Settings = DEFAULTS
+) -> Reads:
+    """The configuration snapshots and registry model versions a version needs before its
+    rollout, and each child this spec has that the label-filtered caches do not show: one
+    of that name may exist, made by someone else, and is looked at first so it is never
+    taken over (B1)."""
     spec = resource.spec
     if isinstance(spec, SpecError) or _name_conflict(resource, observed):
         return Reads()
@@ -104,7 +110,8 @@ def reads(resource: Resource, observed: Observed, now: datetime) -> Reads:
         ("PodDisruptionBudget", spec.disruption is not None, observed.budget),
     )
     missing = tuple(kind for kind, has, seen in children if has and seen is None)
-    return Reads(configs.requests, missing)
+    registered = registry.step(resource.status, resource, spec, observed, now, settings)
+    return Reads(configs.requests, missing, registered.requests)
 
 
 def decide(
@@ -133,9 +140,18 @@ def decide(
     # Configuration snapshots (core/config.py): each version as its pods run it.
     configs = config.step(status, resource, spec, observed, now)
     status, spec = configs.status, configs.spec
-    draft = _requests(Draft(status, events=given_up + configs.events), resource, spec, now)
-    if configs.waiting:  # no rollout of the active version before its snapshot exists
-        draft = replace(draft, stall=configs.stall, requeue=configs.requeue)
+    # Registry references (core/registry.py): each version's model as resolved.
+    registered = registry.step(status, resource, spec, observed, now, settings)
+    status, spec = registered.status, registered.spec
+    draft = _requests(
+        Draft(status, events=given_up + configs.events + registered.events), resource, spec, now
+    )
+    if configs.waiting or registered.waiting:  # no rollout before its config and model
+        draft = replace(
+            draft,
+            stall=configs.stall or registered.stall,
+            requeue=_sooner(configs.requeue, registered.requeue),
+        )
     else:
         draft = _rollout(draft, resource, spec, observed, now)
         # Gated pods of the serving version that came after its rollout.
@@ -188,8 +204,14 @@ def decide(
     status, overflowed = outbox.add(status, events, now)
     status = ledger.bound(status, spec)
     spec_change = draft.spec_change
-    if spec_change is None and configs.consume_refresh:
-        spec_change = SpecChange(None, None, remove_refresh=True)
+    if spec_change is None and (configs.consume_refresh or registered.consume_refresh):
+        spec_change = SpecChange(
+            None,
+            None,
+            remove_refresh=configs.consume_refresh,
+            remove_refresh_registry=registered.consume_refresh,
+        )
+    consumed = configs.consume_refresh or registered.consume_refresh
     written, read = to_json(status), to_json(before)
     return Decision(
         status=status,
@@ -204,7 +226,7 @@ def decide(
         and observed.budget is not None
         and observed.budget.controller_uid == resource.uid,
         spec_change=spec_change,
-        requeue_after=_sooner(draft.requeue, 0.05 if configs.consume_refresh else None),
+        requeue_after=_sooner(draft.requeue, 0.05 if consumed else None),
         queries=draft.queries,
         validations=draft.validations,
         gates=draft.gates,

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from modeldeploy import constants as c
-from modeldeploy.model.spec import Snapshot
+from modeldeploy.model.spec import RegistryRef, Resolved, Snapshot
 from modeldeploy.model.times import format_time, parse_time
 
 
@@ -165,6 +165,30 @@ class ConfigRecord:
 
 
 @dataclass(frozen=True)
+class RegistryRecord:
+    """What a version's registry reference resolved to, at its first rollout (or when a
+    refresh asked): kept while the version names that reference, never looked up again
+    behind the user's back (docs/registry.md)."""
+
+    version: str  # the ModelDeployment's version
+    model: str  # the registered model
+    model_version: str  # the number the registry answered
+    source: str  # its storage location: the pods' MODEL_URI
+    resolved_at: datetime
+    requested_version: str | None = None  # as the spec named it: a number,
+    alias: str | None = None  # or an alias
+    run_id: str | None = None
+
+    @property
+    def reference(self) -> RegistryRef:
+        return RegistryRef(self.model, self.requested_version, self.alias)
+
+    @property
+    def resolved(self) -> Resolved:
+        return Resolved(self.model_version, self.source, self.run_id)
+
+
+@dataclass(frozen=True)
 class Revert:
     from_version: str
     to_version: str
@@ -209,6 +233,7 @@ class Status:
     # by its rollout, or by a check of its running pods when the requests changed after.
     validated_spec: str | None = None
     configs: tuple[ConfigRecord, ...] = ()
+    registry: tuple[RegistryRecord, ...] = ()
     conditions: tuple[Condition, ...] = ()
     outbox: tuple[Notice, ...] = ()
     standby: StandbyRecord | None = None
@@ -219,6 +244,10 @@ class Status:
     def snapshots(self) -> dict[str, Snapshot]:
         """Each version's current configuration snapshot."""
         return {k.version: k.snapshot for k in self.configs if k.retired_at is None}
+
+    def resolutions(self) -> dict[str, tuple[RegistryRef, Resolved]]:
+        """Each version's registry reference and what it resolved to."""
+        return {r.version: (r.reference, r.resolved) for r in self.registry}
 
 
 # ------------------------------------------------------------------ the JSON edge
@@ -233,6 +262,7 @@ _NESTED: Mapping[str, type[Any]] = {
     "analysis": AnalysisRecord,
     "validation": ValidationRecord,
     "configs": ConfigRecord,
+    "registry": RegistryRecord,
     "checks": CheckRecord,
     "conditions": Condition,
     "baseline": Baseline,

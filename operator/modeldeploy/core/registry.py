@@ -1,0 +1,237 @@
+"""Registry resolution (docs/registry.md): a version may name an MLflow model version.
+
+Part of the pure core, under `decide`, beside `config`: at a version's first rollout
+the edge asks the registry what its reference (`versions[].registry`: a model and a
+version number or an alias) names; `status.registry` records the model version, its
+storage location (`source`, the pods' MODEL_URI) and run; the record is kept while the
+version names that reference, so an alias moved later changes nothing until a person
+asks (the refresh-registry annotation). This module says which references to resolve,
+folds the answers into status, and says why a version waits: the spec names something
+the registry does not have (Stalled, InvalidSpec, in the registry's own words), or the
+registry did not answer (condition RegistryReady False; tried again with backoff).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from modeldeploy import constants as c
+from modeldeploy.core.ledger import set_status_condition
+from modeldeploy.core.plan import Event, Problem, ResolveRequest
+from modeldeploy.model.egress import Purpose
+from modeldeploy.model.observed import Observed, RegistryResult
+from modeldeploy.model.resource import Resource
+from modeldeploy.model.settings import Settings
+from modeldeploy.model.spec import Spec, with_resolutions
+from modeldeploy.model.status import RegistryRecord, Status
+from modeldeploy.model.text import shorten
+
+MISSING_RETRY_S = 30.0  # what the registry does not have is asked for again this often
+
+
+@dataclass(frozen=True)
+class Step:
+    """What registry resolution needs now, and the spec with what was resolved."""
+
+    status: Status
+    spec: Spec
+    requests: tuple[ResolveRequest, ...] = ()
+    waiting: bool = False  # the active version's reference is not resolved: no rollout
+    stall: Problem | None = None  # the spec names what the registry does not have
+    requeue: float | None = None
+    consume_refresh: bool = False  # the refresh-registry annotation was handled
+    events: tuple[Event, ...] = ()
+
+
+def step(
+    status: Status,
+    resource: Resource,
+    spec: Spec,
+    observed: Observed,
+    now: datetime,
+    settings: Settings,
+) -> Step:
+    """Fold what the registry just answered into status, forget records of references
+    the spec no longer names, and say which references to resolve."""
+    records, events = folded(status.registry, observed.resolutions, now)
+    records = kept(records, spec)
+    status = replace(status, registry=records)
+    spec = with_resolutions(spec, status.resolutions())
+    status = _condition(status, resource, spec, observed.resolutions, now)
+    refresh, consume, refresh_events = _refresh(resource, spec, observed)
+    events += refresh_events
+    active = spec.active
+    if active.registry is None:
+        return Step(status, spec, consume_refresh=consume, events=events)
+    assert spec.registry is not None  # parse_spec refuses a reference without a registry
+    refused = settings.egress.why_not(
+        spec.registry.tracking_uri, Purpose.REGISTRY, resource.namespace
+    )
+    if refused is not None:
+        problem = Problem(
+            c.REASON_INVALID_SPEC,
+            shorten(f"spec.registry.mlflow.trackingURI: {refused}; not rolling it out"),
+        )
+        waiting = active.resolved is None
+        return Step(
+            status,
+            spec,
+            waiting=waiting,
+            stall=problem if waiting else None,
+            consume_refresh=consume,
+            events=events,
+        )
+    requests = _requests(spec, observed, refresh)
+    waiting = active.resolved is None
+    answer = next((r for r in observed.resolutions if r.version == active.name), None)
+    stall = None
+    requeue = None
+    if waiting and answer is not None and answer.error and not answer.unreachable:
+        stall = Problem(
+            c.REASON_INVALID_SPEC,
+            shorten(
+                f"spec.versions[{active.name}].registry ({active.registry.named}): "
+                f"{answer.error}; not rolling it out"
+            ),
+        )
+        requeue = MISSING_RETRY_S
+    return Step(
+        status=status,
+        spec=spec,
+        requests=requests,
+        waiting=waiting,
+        stall=stall,
+        requeue=requeue,
+        consume_refresh=consume,
+        events=events,
+    )
+
+
+def folded(
+    records: tuple[RegistryRecord, ...], answers: tuple[RegistryResult, ...], now: datetime
+) -> tuple[tuple[RegistryRecord, ...], tuple[Event, ...]]:
+    """Each answer with a model version becomes its version's record (one per version)."""
+    out = {r.version: r for r in records}
+    events: list[Event] = []
+    for answer in answers:
+        if answer.error or answer.model_version is None or answer.source is None:
+            continue
+        record = RegistryRecord(
+            version=answer.version,
+            model=answer.model,
+            model_version=answer.model_version,
+            source=answer.source,
+            resolved_at=now,
+            requested_version=answer.requested_version,
+            alias=answer.alias,
+            run_id=answer.run_id or None,
+        )
+        before = out.get(answer.version)
+        if before is not None and replace(before, resolved_at=now) == record:
+            continue  # resolved again to the same: nothing changes, not even the time
+        out[answer.version] = record
+        events.append(
+            Event(
+                "Normal",
+                c.EVENT_REGISTRY_RESOLVED,
+                shorten(
+                    f"{answer.version}: {record.reference.named} is model version "
+                    f"{record.model_version} of {record.model} at {record.source}",
+                    1024,
+                ),
+            )
+        )
+    return tuple(sorted(out.values(), key=lambda r: r.version)), tuple(events)
+
+
+def kept(records: tuple[RegistryRecord, ...], spec: Spec) -> tuple[RegistryRecord, ...]:
+    """A record stays while its version is in the spec naming the same reference."""
+    return tuple(
+        r
+        for r in records
+        if r.version in spec.versions and spec.versions[r.version].registry == r.reference
+    )
+
+
+def _condition(
+    status: Status,
+    resource: Resource,
+    spec: Spec,
+    answers: tuple[RegistryResult, ...],
+    now: datetime,
+) -> Status:
+    """RegistryReady, only with spec.registry: whether its last call was answered."""
+    if spec.registry is None:
+        kept_conditions = tuple(k for k in status.conditions if k.type != c.REGISTRY_READY)
+        return replace(status, conditions=kept_conditions)
+    if not answers:
+        return status  # no call now: the condition says how the last one went
+    down = next((a for a in answers if a.unreachable), None)
+    if down is not None:
+        message = shorten(f"no answer from the registry: {down.error}; trying again")
+        return set_status_condition(
+            status, resource, c.REGISTRY_READY, False, c.REASON_REGISTRY_UNREACHABLE, message, now
+        )
+    return set_status_condition(
+        status,
+        resource,
+        c.REGISTRY_READY,
+        True,
+        c.REASON_REGISTRY_ANSWERED,
+        "the registry answered",
+        now,
+    )
+
+
+def _refresh(
+    resource: Resource, spec: Spec, observed: Observed
+) -> tuple[str | None, bool, tuple[Event, ...]]:
+    """The version the refresh-registry annotation asks to resolve again, and whether
+    the annotation is handled now (the answer is in, or it names nothing to resolve)."""
+    asked = resource.refresh_registry
+    if asked is None:
+        return None, False, ()
+    if asked not in spec.versions or spec.versions[asked].registry is None:
+        ignored = Event(
+            "Warning",
+            c.EVENT_REGISTRY_REFRESH_FAILED,
+            f"{c.ANNOTATION_REFRESH_REGISTRY}={asked} names no version with a registry "
+            "reference; ignored",
+        )
+        return None, True, (ignored,)
+    answer = next((r for r in observed.resolutions if r.version == asked), None)
+    if answer is not None and answer.error and not answer.unreachable:
+        failed = Event(
+            "Warning",
+            c.EVENT_REGISTRY_REFRESH_FAILED,
+            shorten(f"{asked} not resolved again: {answer.error}", 1024),
+        )
+        return asked, True, (failed,)
+    # Unreachable: the annotation stays, and is asked about again with the backoff.
+    return asked, answer is not None and not answer.unreachable, ()
+
+
+def _requests(spec: Spec, observed: Observed, refresh: str | None) -> tuple[ResolveRequest, ...]:
+    """The active version's reference while unresolved, and a refreshed version's;
+    never twice in one reconcile."""
+    wanted = [spec.active_version]
+    if refresh is not None and refresh != spec.active_version:
+        wanted.append(refresh)
+    requests = []
+    for name in wanted:
+        version = spec.versions[name]
+        reference = version.registry
+        if reference is None or (version.resolved is not None and name != refresh):
+            continue
+        if any(r.version == name for r in observed.resolutions):
+            continue  # asked (or tried) in this very reconcile
+        requests.append(
+            ResolveRequest(
+                version=name,
+                model=reference.model,
+                requested_version=reference.version,
+                alias=reference.alias,
+            )
+        )
+    return tuple(requests)
