@@ -18,8 +18,10 @@ from typing import Any
 
 from modeldeploy import outbound
 from modeldeploy.core.plan import ResolveRequest
+from modeldeploy.core.writeback import TAG_REASON, TAG_STATE, TAG_VERSION
 from modeldeploy.model.egress import EgressPolicy, Purpose
 from modeldeploy.model.observed import RegistryResult
+from modeldeploy.model.status import RegistryWrite
 from modeldeploy.model.text import shorten
 
 API = "/api/2.0/mlflow/"
@@ -80,6 +82,38 @@ class MlflowRegistry:
         except _Refused as error:
             return result(error=str(error))
 
+    def write(
+        self, namespace: str, tracking_uri: str, authorization: str | None, owed: RegistryWrite
+    ) -> tuple[str | None, bool]:
+        """The state and reason tags on the model version, then the alias onto it:
+        each call idempotent, so a write made again after a crash changes nothing."""
+        calls: list[tuple[str, dict[str, str]]] = [
+            (
+                "model-versions/set-tag",
+                {"name": owed.model, "version": owed.model_version, "key": key, "value": value},
+            )
+            for key, value in (
+                (TAG_STATE, owed.state),
+                (TAG_REASON, owed.reason),
+                (TAG_VERSION, owed.version),
+            )
+        ]
+        if owed.alias:
+            calls.append(
+                (
+                    "registered-models/alias",
+                    {"name": owed.model, "alias": owed.alias, "version": owed.model_version},
+                )
+            )
+        try:
+            for path, body in calls:
+                self._call("POST", namespace, tracking_uri, authorization, path, body=body)
+        except _NoAnswer as error:
+            return str(error), True
+        except _Refused as error:
+            return str(error), False
+        return None, False
+
     def _version(
         self,
         namespace: str,
@@ -93,45 +127,54 @@ class MlflowRegistry:
             path, params = "registered-models/alias", {"name": model, "alias": alias}
         else:
             path, params = "model-versions/get", {"name": model, "version": version or ""}
-        answer = self._get(namespace, tracking_uri, authorization, path, params)
+        answer = self._call("GET", namespace, tracking_uri, authorization, path, params)
         found = answer.get("model_version")
         if not isinstance(found, dict):
             raise _Refused("the registry's answer holds no model_version")
         return found
 
-    def _get(
+    def _call(
         self,
+        method: str,
         namespace: str,
         tracking_uri: str,
         authorization: str | None,
         path: str,
-        params: dict[str, str],
+        params: dict[str, str] | None = None,
+        body: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        url = tracking_uri.rstrip("/") + API + path + "?" + urllib.parse.urlencode(params)
+        """One call: GET with `params` in the query, POST with `body` as JSON."""
+        url = tracking_uri.rstrip("/") + API + path
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
         headers = {"Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
         if authorization:
             headers["Authorization"] = authorization
         scope = self.policy.scope(Purpose.REGISTRY, namespace)
         try:
-            answer = outbound.request("GET", url, self.deadline_s, scope, headers=headers)
+            answer = outbound.request(method, url, self.deadline_s, scope, data, headers)
         except outbound.OutboundError as error:
             raise _NoAnswer(str(error)) from None
-        body = answer.body[:MAX_ANSWER]
+        text = answer.body[:MAX_ANSWER]
         if answer.status >= 500 or answer.status == 429:
             raise _NoAnswer(f"HTTP {answer.status} from the registry")
         if answer.status in (401, 403):
             raise _Refused(
                 f"the registry refused the credentials of spec.registry.mlflow."
-                f"credentialsSecret (HTTP {answer.status}): {_text(body)}"
+                f"credentialsSecret (HTTP {answer.status}): {_text(text)}"
             )
         try:
-            decoded = json.loads(body)
+            decoded = json.loads(text)
         except ValueError:
             decoded = None
         if answer.status != 200:
             if isinstance(decoded, dict) and decoded.get("message"):
                 raise _Refused(shorten(str(decoded["message"]), 512))
-            raise _Refused(f"HTTP {answer.status} from the registry: {_text(body)}")
+            raise _Refused(f"HTTP {answer.status} from the registry: {_text(text)}")
         if not isinstance(decoded, dict):
             raise _Refused("the registry's answer is not a JSON object")
         return decoded

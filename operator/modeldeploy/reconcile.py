@@ -10,7 +10,6 @@ drive it with a recording fake and tests/e2e with the real API server.
 
 from __future__ import annotations
 
-import base64
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -23,7 +22,14 @@ from modeldeploy.core.decide import APPLY, decide, reads
 from modeldeploy.core.plan import Decision, Event, ResolveRequest, SnapshotRequest, SpecChange
 from modeldeploy.core.render import standby_name
 from modeldeploy.core.revert import retry_delay_s, retry_due
-from modeldeploy.delivery import DRAIN_S, deliver, recheck_webhook, sooner
+from modeldeploy.delivery import (
+    DRAIN_S,
+    deliver,
+    recheck_webhook,
+    registry_credentials,
+    sooner,
+    write_registry,
+)
 from modeldeploy.model.observed import Observed, RefusalKey, RegistryResult, SnapshotResult
 from modeldeploy.model.resource import Resource, parse_resource
 from modeldeploy.model.spec import Spec
@@ -103,6 +109,12 @@ def reconcile_once(
         requeue, attempt(lambda: deliver(services, resource, decision.notices, memory, wake, now))
     )
     requeue = sooner(requeue, attempt(lambda: recheck_webhook(services, resource, memory, now)))
+    requeue = sooner(  # what status owes the registry (core/writeback.py)
+        requeue,
+        attempt(
+            lambda: write_registry(services, resource, decision.status.registry_writes, memory, now)
+        ),
+    )
     services.measurer.request((resource.namespace, resource.name), decision.queries)
     if services.validator is not None:
         services.validator.request((resource.namespace, resource.name), decision.validations)
@@ -132,7 +144,7 @@ def _decide(
     backoff = None
     if wanted.resolutions:
         resolved, backoff = resolve_all(services, resource, wanted.resolutions, memory, now)
-        observed = replace(observed, resolutions=resolved)
+        observed = replace(observed, resolutions=resolved, registry_down=memory.registry_down())
     if wanted.children:
         observed = replace(observed, **_read_children(cluster, resource, wanted.children))
     decision = decide(resource, observed, now, services.settings)
@@ -222,10 +234,6 @@ def take_snapshot(cluster: Cluster, resource: Resource, wanted: SnapshotRequest)
     return SnapshotResult(wanted.version, source, name=name, hash=digest)
 
 
-REGISTRY_BACKOFF_S = 2.0  # after the registry's first unanswered call; doubled, capped
-REGISTRY_BACKOFF_CAP_S = 60.0
-
-
 def resolve_all(
     services: Services,
     resource: Resource,
@@ -253,10 +261,9 @@ def resolve_all(
             for w in wanted
         )
 
-    if memory.registry_failures and memory.registry_failed_at is not None:
-        left = _registry_backoff(memory) - (now - memory.registry_failed_at).total_seconds()
-        if left > 0:
-            return each(memory.registry_error, True), left
+    left = memory.registry_due_in(now)
+    if left > 0:
+        return each(memory.registry_error, True), left
     authorization, problem = registry_credentials(
         services.cluster, resource.namespace, spec.registry.credentials_secret
     )
@@ -268,46 +275,11 @@ def resolve_all(
     uri = spec.registry.tracking_uri
     answers = tuple(client.resolve(resource.namespace, uri, authorization, w) for w in wanted)
     down = next((a for a in answers if a.unreachable), None)
-    if down is None:
-        memory.registry_failures, memory.registry_failed_at = 0, None
-        return answers, None
-    memory.registry_failures += 1
-    memory.registry_failed_at, memory.registry_error = now, down.error or "no answer"
-    logger.warning(
-        "registry of %s/%s did not answer: %s", resource.namespace, resource.name, down.error
-    )
-    return answers, _registry_backoff(memory)
-
-
-def _registry_backoff(memory: Memory) -> float:
-    return float(
-        min(REGISTRY_BACKOFF_CAP_S, REGISTRY_BACKOFF_S * 2 ** (memory.registry_failures - 1))
-    )
-
-
-def registry_credentials(
-    cluster: Cluster, namespace: str, secret: str | None
-) -> tuple[str | None, str | None]:
-    """The Authorization header from spec.registry.mlflow.credentialsSecret (key `token`:
-    a bearer token; keys `username` and `password`: basic auth), or why there is none.
-    The values are never logged nor written anywhere but the header."""
-    if secret is None:
-        return None, None
-    try:
-        token = cluster.read_secret_key(namespace, secret, "token")
-        if token:
-            return f"Bearer {token.strip()}", None
-        user = cluster.read_secret_key(namespace, secret, "username")
-        password = cluster.read_secret_key(namespace, secret, "password")
-    except Refused as error:
-        return None, f"the API server refused reading Secret {secret} (HTTP {error.code})"
-    if user and password:
-        pair = base64.b64encode(f"{user}:{password}".encode()).decode()
-        return f"Basic {pair}", None
-    return None, (
-        f"Secret {secret} in namespace {namespace} is missing, or holds neither the key "
-        "token nor the keys username and password"
-    )
+    if down is not None:
+        logger.warning(
+            "registry of %s/%s did not answer: %s", resource.namespace, resource.name, down.error
+        )
+    return answers, memory.registry_answered(down is None, down.error if down else None, now)
 
 
 def _delete_snapshots(
@@ -408,6 +380,8 @@ def _status_refused(
 def _forget_pruned(memory: Memory, status: Status) -> None:
     """Delivered notices the written status no longer holds need no remembering."""
     memory.forget_except({notice.key for notice in status.outbox})
+    with memory.lock:
+        memory.registry_written &= {write.key for write in status.registry_writes}
     recorded = {record.name for record in status.configs}
     with memory.lock:
         memory.deleted_snapshots &= recorded

@@ -26,6 +26,7 @@ from modeldeploy.core import (
     summary,
     traffic,
     validation,
+    writeback,
 )
 from modeldeploy.core.ledger import Target
 from modeldeploy.core.plan import (
@@ -120,7 +121,7 @@ def decide(
     """Everything the operator should do about one ModelDeployment, now."""
     before = resource.status
     status = replace(
-        outbox.prune(before, observed.delivered),
+        outbox.prune(writeback.prune(before, observed.registry_written), observed.delivered),
         observed_generation=resource.generation,
         reverts=revert.kept_reverts(before),
     )
@@ -203,6 +204,7 @@ def decide(
     events = draft.events + summary.stall_event(before, stall)
     status, overflowed = outbox.add(status, events, now)
     status = ledger.bound(status, spec)
+    status = writeback.owe(before, status, spec, now)  # the registry's model versions
     spec_change = draft.spec_change
     if spec_change is None and (configs.consume_refresh or registered.consume_refresh):
         spec_change = SpecChange(
@@ -211,7 +213,6 @@ def decide(
             remove_refresh=configs.consume_refresh,
             remove_refresh_registry=registered.consume_refresh,
         )
-    consumed = configs.consume_refresh or registered.consume_refresh
     written, read = to_json(status), to_json(before)
     return Decision(
         status=status,
@@ -226,7 +227,10 @@ def decide(
         and observed.budget is not None
         and observed.budget.controller_uid == resource.uid,
         spec_change=spec_change,
-        requeue_after=_sooner(draft.requeue, 0.05 if consumed else None),
+        requeue_after=_sooner(
+            draft.requeue,
+            0.05 if configs.consume_refresh or registered.consume_refresh else None,
+        ),
         queries=draft.queries,
         validations=draft.validations,
         gates=draft.gates,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from modeldeploy import constants as c
+from modeldeploy.core.conditions import get_condition
 from modeldeploy.core.ledger import set_status_condition
 from modeldeploy.core.plan import Event, Problem, ResolveRequest
 from modeldeploy.model.egress import Purpose
@@ -58,7 +59,7 @@ def step(
     records = kept(records, spec)
     status = replace(status, registry=records)
     spec = with_resolutions(spec, status.resolutions())
-    status = _condition(status, resource, spec, observed.resolutions, now)
+    status = _condition(status, resource, spec, observed, now)
     refresh, consume, refresh_events = _refresh(resource, spec, observed)
     events += refresh_events
     active = spec.active
@@ -158,21 +159,28 @@ def _condition(
     status: Status,
     resource: Resource,
     spec: Spec,
-    answers: tuple[RegistryResult, ...],
+    observed: Observed,
     now: datetime,
 ) -> Status:
-    """RegistryReady, only with spec.registry: whether its last call was answered."""
+    """RegistryReady, only with spec.registry: whether its last call (a resolution or
+    an owed write) was answered."""
     if spec.registry is None:
         kept_conditions = tuple(k for k in status.conditions if k.type != c.REGISTRY_READY)
         return replace(status, conditions=kept_conditions)
-    if not answers:
-        return status  # no call now: the condition says how the last one went
-    down = next((a for a in answers if a.unreachable), None)
+    answers = observed.resolutions
+    down = next((a.error for a in answers if a.unreachable), None) or observed.registry_down
     if down is not None:
-        message = shorten(f"no answer from the registry: {down.error}; trying again")
+        owed = len(status.registry_writes)
+        waiting = f"; {owed} write(s) to it owed" if owed else ""
+        message = shorten(f"no answer from the registry: {down}{waiting}; trying again")
         return set_status_condition(
             status, resource, c.REGISTRY_READY, False, c.REASON_REGISTRY_UNREACHABLE, message, now
         )
+    current = get_condition(status.conditions, c.REGISTRY_READY)
+    if not answers and not observed.registry_written and current and current.status == "True":
+        return status  # no call now: the condition says how the last one went
+    if not answers and not observed.registry_written and current is None:
+        return status  # never called yet
     return set_status_condition(
         status,
         resource,

@@ -213,6 +213,9 @@ class Observed:
     snapshots: tuple[SnapshotResult, ...] = ()  # taken in this reconcile
     deleted_snapshots: frozenset[str] = frozenset()  # snapshot ConfigMaps known gone
     resolutions: tuple[RegistryResult, ...] = ()  # registry references resolved now
+    # Registry writes the registry took (or refused for good), by key (in memory).
+    registry_written: frozenset[tuple[str, str, str, datetime]] = frozenset()
+    registry_down: str | None = None  # the registry's last call got no answer: why
     undelivered: tuple[Undelivered, ...] = ()  # webhook attempts that failed (in memory)
     # Unschedulable pods asking for more of a resource than any node has, and how much
     # more (read from the nodes only for a pod the scheduler found Insufficient).

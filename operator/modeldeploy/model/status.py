@@ -189,6 +189,25 @@ class RegistryRecord:
 
 
 @dataclass(frozen=True)
+class RegistryWrite:
+    """A write owed to the registry's model version (docs/registry.md): its state tag
+    and reason, and the alias moved onto it; written with the status change it reports,
+    removed once the registry took it, so a crash or an outage only delays it."""
+
+    version: str  # the ModelDeployment's version
+    model: str
+    model_version: str
+    state: str  # serving, failed or superseded
+    reason: str
+    at: datetime
+    alias: str | None = None  # spec.registry.mlflow.alias, moved onto this model version
+
+    @property
+    def key(self) -> tuple[str, str, str, datetime]:
+        return self.version, self.model_version, self.state, self.at
+
+
+@dataclass(frozen=True)
 class Revert:
     from_version: str
     to_version: str
@@ -234,6 +253,7 @@ class Status:
     validated_spec: str | None = None
     configs: tuple[ConfigRecord, ...] = ()
     registry: tuple[RegistryRecord, ...] = ()
+    registry_writes: tuple[RegistryWrite, ...] = ()  # owed to the registry, oldest first
     conditions: tuple[Condition, ...] = ()
     outbox: tuple[Notice, ...] = ()
     standby: StandbyRecord | None = None
@@ -263,6 +283,7 @@ _NESTED: Mapping[str, type[Any]] = {
     "validation": ValidationRecord,
     "configs": ConfigRecord,
     "registry": RegistryRecord,
+    "registry_writes": RegistryWrite,
     "checks": CheckRecord,
     "conditions": Condition,
     "baseline": Baseline,
