@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kubernetes
 import pytest
 
 import testbed.cluster
@@ -25,6 +26,7 @@ from tests.e2e.conftest import on_its_service_account
 from tests.e2e.helpers import (
     Kube,
     model_deployment,
+    plugin,
     ready,
     release_and_await_revert,
     rendered,
@@ -38,11 +40,18 @@ CRASHING = "registry.example/m:2-crashloop"  # kwok runs it crash-looping
 
 
 @pytest.fixture(autouse=True)
-def crd_with_registry(cluster: Path) -> None:
-    """This tree's CRD, applied again before each test: the shared test bed's CRD is
-    whichever tree's session applied it last, and one without spec.registry would
-    prune the references away."""
+def crd_with_registry(cluster: Path) -> Iterator[None]:
+    """This tree's CRD, applied again before each test: a shared test bed's CRD is
+    whichever checkout's session applied it last, and one without spec.registry prunes
+    the references away. Said after the test if that happened meanwhile."""
     testbed.cluster.install_crd()
+    yield
+    crd: Any = kubernetes.client.ApiextensionsV1Api().read_custom_resource_definition(
+        f"{c.PLURAL}.{c.GROUP}"
+    )
+    spec = crd.spec.versions[0].schema.open_apiv3_schema.properties["spec"]
+    if "registry" not in spec.properties:
+        pytest.fail("the CRD was replaced by one without spec.registry during this test")
 
 
 @pytest.fixture(scope="module")
@@ -208,6 +217,13 @@ def test_a_version_resolves_by_number_and_by_alias_once_and_a_refresh_asks_again
     assert c.ANNOTATION_REFRESH_REGISTRY not in annotations  # consumed
     assert "RegistryVersionResolved" in kube.event_reasons(namespace, NAME)
     assert kube.condition(namespace, NAME, c.REGISTRY_READY)["status"] == "True"
+
+    # The plugin picks a version by the registry version it runs.
+    back = plugin("-n", namespace, "rollback", NAME, "--to-registry-version", "1")
+    assert back.returncode == 0, back.stderr
+    assert kube.get(namespace, NAME)["spec"]["activeVersion"] == "v1"
+    kube.wait_good(namespace, NAME, "v1")
+    assert model_uri(kube, namespace) == model["1"]
 
 
 def test_a_reference_the_registry_does_not_have_stalls_and_what_serves_keeps_serving(

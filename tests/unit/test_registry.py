@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 import pytest
 
 from modeldeploy import constants as c
+from modeldeploy.cli import CliError, parser, registry_version_target
 from modeldeploy.core import registry, writeback
 from modeldeploy.core.decide import decide, reads
 from modeldeploy.core.plan import ResolveRequest
@@ -366,3 +367,31 @@ def test_owed_writes_wait_out_an_outage_and_land_in_order_once_it_ends() -> None
     assert not api.body["status"].get("registryWrites")
     ready = next(k for k in api.body["status"]["conditions"] if k["type"] == c.REGISTRY_READY)
     assert ready["status"] == "True"
+
+
+def test_a_registry_rule_allows_the_registry_purpose_alone_and_its_namespace() -> None:
+    policy = EgressPolicy.of(
+        registries=[("team-a", "http://mlflow.ml:5000/")], webhooks=[(None, "https://hooks/")]
+    )
+    assert policy.why_not("http://mlflow.ml:5000/api", Purpose.REGISTRY, "team-a") is None
+    refused = policy.why_not("http://mlflow.ml:5000/api", Purpose.REGISTRY, "team-b")
+    assert refused is not None and "--allowed-registry" in refused
+    assert policy.why_not("http://mlflow.ml:5000/", Purpose.WEBHOOK, "team-a") is not None
+    assert policy.why_not("https://hooks/x", Purpose.REGISTRY, "team-a") is not None
+
+
+# ------------------------------------------------------------- the plugin
+
+
+def test_the_plugin_picks_the_version_that_runs_a_registry_version() -> None:
+    raw = with_registry(
+        v1={"model": "fraud", "version": "1"}, v2={"model": "fraud", "alias": "champion"}
+    )
+    record = RegistryRecord("v2", "fraud", "3", SOURCES["3"], at(0), alias="champion")
+    raw["status"] = _json(replace(Status(), registry=(record,)))
+    assert registry_version_target(raw, "3") == "v2"  # resolved: the alias named 3
+    assert registry_version_target(raw, "1") == "v1"  # declared, not resolved yet
+    with pytest.raises(CliError, match="no version of m resolved to or names registry"):
+        registry_version_target(raw, "7")
+    args = parser().parse_args(["rollback", "m", "--to-registry-version", "3"])
+    assert args.registry_version == "3"
