@@ -192,7 +192,8 @@ def write_registry(
     """Make the writes status owes the registry, oldest first (the alias ends on the
     latest version that serves); after one gets no answer, stop and back off. A write
     the registry refuses (no such model version any more, no EDIT permission) is given
-    up on, saying so in a Warning Event: trying again would not change its answer."""
+    up on, saying so in a Warning Event: trying again would not change its answer. A
+    credentials Secret that is missing or incomplete keeps them owed, like an outage."""
     spec = resource.spec
     client = services.registry
     if not isinstance(spec, Spec) or spec.registry is None or client is None:
@@ -208,7 +209,7 @@ def write_registry(
     )
     for owed in due:
         error, unanswered = (
-            (problem, False)
+            (problem, True)  # a Secret can be fixed: kept owed, tried again with backoff
             if problem is not None
             else client.write(resource.namespace, spec.registry.tracking_uri, authorization, owed)
         )

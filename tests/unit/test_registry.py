@@ -395,3 +395,27 @@ def test_the_plugin_picks_the_version_that_runs_a_registry_version() -> None:
         registry_version_target(raw, "7")
     args = parser().parse_args(["rollback", "m", "--to-registry-version", "3"])
     assert args.registry_version == "3"
+
+
+def test_owed_writes_wait_for_a_missing_credentials_secret_instead_of_being_dropped() -> None:
+    raw = with_registry()
+    raw["spec"]["registry"]["mlflow"]["credentialsSecret"] = "creds"
+    fake = FakeRegistry([answer("v1", "1")])
+    api, services, memory = bed(raw, fake)
+    api.secrets[("creds", "token")] = "t0k"
+    reconcile_once(services, api.snapshot(), Observed(), at(0), memory)
+    del api.secrets[("creds", "token")]  # gone before the promotion's write
+    available = Observed(
+        deployment=observed_deployment(parse_resource(api.snapshot())), replica_sets=OURS
+    )
+    reconcile_once(services, api.snapshot(), available, at(2), memory)
+    reconcile_once(services, api.snapshot(), available, at(3), memory)
+    assert fake.writes == []  # nothing sent without credentials
+    assert api.body["status"]["registryWrites"]  # still owed
+    ready = next(k for k in api.body["status"]["conditions"] if k["type"] == c.REGISTRY_READY)
+    assert ready["status"] == "False" and "Secret creds" in ready["message"]
+    api.secrets[("creds", "token")] = "t0k"  # fixed
+    reconcile_once(services, api.snapshot(), available, at(10), memory)
+    reconcile_once(services, api.snapshot(), available, at(11), memory)
+    assert len(fake.writes) == 1 and fake.calls[0][1] == "Bearer t0k"
+    assert not api.body["status"].get("registryWrites")

@@ -172,7 +172,7 @@ def _condition(
     if down is not None:
         owed = len(status.registry_writes)
         waiting = f"; {owed} write(s) to it owed" if owed else ""
-        message = shorten(f"no answer from the registry: {down}{waiting}; trying again")
+        message = shorten(f"the registry was not reached: {down}{waiting}; trying again")
         return set_status_condition(
             status, resource, c.REGISTRY_READY, False, c.REASON_REGISTRY_UNREACHABLE, message, now
         )
