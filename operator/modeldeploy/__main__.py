@@ -98,6 +98,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a URL prefix tenants (of NAMESPACE only, if given) may name as a webhook "
         "(repeatable)",
     )
+    parser.add_argument(
+        "--allowed-registry",
+        action="append",
+        default=[],
+        metavar="[NAMESPACE=]PREFIX",
+        help="a URL prefix tenants (of NAMESPACE only, if given) may name as "
+        "spec.registry.mlflow.trackingURI (repeatable)",
+    )
     parser.add_argument("--allowed-url-prefix", action="append", default=[], help=argparse.SUPPRESS)
     parser.add_argument(
         "--prometheus-for",
@@ -172,6 +180,7 @@ def options_of(args: argparse.Namespace) -> Options:
         )
     analysis = tuple(parse_rule(entry) for entry in args.allowed_analysis_source)
     webhooks = tuple(parse_rule(entry) for entry in args.allowed_webhook)
+    registries = tuple(parse_rule(entry) for entry in args.allowed_registry)
     per_namespace = {}
     for entry in args.prometheus_for:
         namespace, _, url = entry.partition("=")
@@ -184,6 +193,7 @@ def options_of(args: argparse.Namespace) -> Options:
         *(("--prometheus-for", url, source_endpoint) for url in per_namespace.values()),
         *(("--allowed-analysis-source", url, source_endpoint) for _, url in analysis),
         *(("--allowed-webhook", url, endpoint) for _, url in webhooks),
+        *(("--allowed-registry", url, source_endpoint) for _, url in registries),
     ]
     for flag, url, parse in urls:
         if url and isinstance(why := parse(url), str):
@@ -198,6 +208,7 @@ def options_of(args: argparse.Namespace) -> Options:
         prometheus_namespace_param=args.prometheus_namespace_param,
         allowed_analysis=analysis,
         allowed_webhooks=webhooks,
+        allowed_registries=registries,
         webhook_deadline_s=float(args.webhook_deadline),
         namespaces=tuple(args.namespace),
         election=election(args),

@@ -273,6 +273,32 @@ def rollback_target(body: JSON) -> str:
     raise CliError("no earlier version ever rolled out successfully; name one with --to")
 
 
+def registry_version_target(body: JSON, number: str) -> str:
+    """The version that runs registry model version `number`: the one status records
+    as resolved to it, else the one whose spec names that number (docs/registry.md)."""
+    resource = parse_resource(body)
+    spec = valid_spec(resource)
+    resolved = [r.version for r in resource.status.registry if r.model_version == number]
+    declared = [
+        name
+        for name in spec.versions
+        if (reference := spec.versions[name].registry) and reference.version == number
+    ]
+    for found in (resolved, declared):
+        present = [name for name in found if name in spec.versions]
+        if len(present) == 1:
+            return present[0]
+        if len(present) > 1:
+            raise CliError(
+                f"registry version {number} is run by {', '.join(present)}; name one with --to",
+                EXIT_USAGE,
+            )
+    raise CliError(
+        f"no version of {resource.name} resolved to or names registry version {number}",
+        EXIT_USAGE,
+    )
+
+
 def rollback(cluster: KubeCluster, body: JSON, target: str | None) -> str:
     resource = parse_resource(body)
     spec = valid_spec(resource)
@@ -359,7 +385,13 @@ def parser() -> argparse.ArgumentParser:
         "rollback", help="select an earlier version (default: the last good one before the current)"
     )
     back.add_argument("name")
-    back.add_argument("--to", "--version", dest="to", help="the version to go back to")
+    to = back.add_mutually_exclusive_group()
+    to.add_argument("--to", "--version", dest="to", help="the version to go back to")
+    to.add_argument(
+        "--to-registry-version",
+        dest="registry_version",
+        help="the version that runs this model version of spec.registry (resolved, or named)",
+    )
     again = commands.add_parser("retry", help="lift a version's quarantine and roll it out")
     again.add_argument("name")
     again.add_argument("version")
@@ -378,6 +410,8 @@ def run(args: argparse.Namespace, cluster: KubeCluster) -> str:
         return wait(cluster, namespace, args.name, args.timeout)
     body = cluster.get(namespace, args.name)
     if args.command == "rollback":
+        if args.registry_version:
+            return rollback(cluster, body, registry_version_target(body, args.registry_version))
         return rollback(cluster, body, args.to)
     if args.command == "retry":
         return retry(cluster, body, args.version)

@@ -30,6 +30,8 @@ ANNOTATION_TEMPLATE_HASH: Final = f"{GROUP}/template-hash"
 # a new snapshot of a version's source ConfigMap.
 LABEL_CONFIG_HASH: Final = f"{GROUP}/config-hash"
 ANNOTATION_REFRESH_CONFIG: Final = f"{GROUP}/refresh-config"
+# Resolve a version's registry reference again (docs/registry.md).
+ANNOTATION_REFRESH_REGISTRY: Final = f"{GROUP}/refresh-registry"
 CONFIG_VOLUME: Final = "model-config"
 CONFIG_PATH: Final = "/etc/model/config"  # mounted read-only; MODEL_CONFIG names it
 SCRATCH_VOLUME: Final = "scratch"  # an emptyDir at spec.template.scratchPath
@@ -42,7 +44,16 @@ STALLED: Final = "Stalled"
 ROLLED_BACK: Final = "RolledBack"
 WEBHOOK_READY: Final = "WebhookReady"  # only with spec.notifications.webhook; not kstatus
 VALIDATED: Final = "Validated"  # only with spec.validation: what serves answers as expected
-CONDITION_TYPES: Final = (READY, RECONCILING, STALLED, ROLLED_BACK, WEBHOOK_READY, VALIDATED)
+REGISTRY_READY: Final = "RegistryReady"  # only with spec.registry: its last call was answered
+CONDITION_TYPES: Final = (
+    READY,
+    RECONCILING,
+    STALLED,
+    ROLLED_BACK,
+    WEBHOOK_READY,
+    VALIDATED,
+    REGISTRY_READY,
+)
 
 # Phases, derived from the conditions for humans and printer columns.
 PHASE_PENDING: Final = "Pending"
@@ -110,6 +121,8 @@ REASON_REVERT_DENIED: Final = "RevertDenied"  # admission refused the revert
 REASON_WEBHOOK_READY: Final = "WebhookAllowed"
 REASON_WEBHOOK_REFUSED: Final = "WebhookRefused"  # not allowed, or its Secret is unusable
 REASON_WEBHOOK_UNDELIVERED: Final = "WebhookUndelivered"  # owed, and the receiver failed
+REASON_REGISTRY_ANSWERED: Final = "RegistryAnswered"  # spec.registry's last call was answered
+REASON_REGISTRY_UNREACHABLE: Final = "RegistryUnreachable"  # not answered: tried again later
 
 # Event reasons.
 EVENT_ROLLOUT_STARTED: Final = "RolloutStarted"
@@ -125,6 +138,8 @@ EVENT_POD_SHUT_OUT: Final = "PodValidationFailed"  # a serving version's new pod
 EVENT_SERVING_ANSWERS_WRONG: Final = "ServingValidationFailed"  # new golden requests, old pods
 EVENT_CONFIG_SNAPSHOT: Final = "ConfigSnapshotTaken"
 EVENT_CONFIG_REFRESH_FAILED: Final = "ConfigRefreshFailed"  # or ignored: no such config
+EVENT_REGISTRY_RESOLVED: Final = "RegistryVersionResolved"
+EVENT_REGISTRY_REFRESH_FAILED: Final = "RegistryRefreshFailed"  # or ignored
 EVENT_NOTIFICATION_DROPPED: Final = "NotificationDropped"  # owed a day, or the outbox full
 
 # Analysis phases (status.analysis.phase) and what a check does without data.

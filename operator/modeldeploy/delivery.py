@@ -8,6 +8,7 @@ next decision prunes it from the outbox. Imports neither kopf nor kubernetes.
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -21,9 +22,9 @@ from modeldeploy.model.egress import receiver
 from modeldeploy.model.observed import RefusalKey
 from modeldeploy.model.resource import Resource
 from modeldeploy.model.spec import Spec
-from modeldeploy.model.status import Notice
+from modeldeploy.model.status import Notice, RegistryWrite
 from modeldeploy.model.times import format_time
-from modeldeploy.ports import Hook, Memory, Refused, Services
+from modeldeploy.ports import Cluster, Hook, Memory, Refused, Services
 
 logger = logging.getLogger(__name__)
 
@@ -176,3 +177,84 @@ def recheck_webhook(
 
 def sooner(first: float | None, second: float | None) -> float | None:
     return min((s for s in (first, second) if s is not None), default=None)
+
+
+# ------------------------------------------------------------- the registry's writes
+
+
+def write_registry(
+    services: Services,
+    resource: Resource,
+    writes: tuple[RegistryWrite, ...],
+    memory: Memory,
+    now: datetime,
+) -> float | None:
+    """Make the writes status owes the registry, oldest first (the alias ends on the
+    latest version that serves); after one gets no answer, stop and back off. A write
+    the registry refuses (no such model version any more, no EDIT permission) is given
+    up on, saying so in a Warning Event: trying again would not change its answer. A
+    credentials Secret that is missing or incomplete keeps them owed, like an outage."""
+    spec = resource.spec
+    client = services.registry
+    if not isinstance(spec, Spec) or spec.registry is None or client is None:
+        return None
+    due = [w for w in writes if w.key not in memory.registry_written]
+    if not due:
+        return None
+    left = memory.registry_due_in(now)
+    if left > 0:
+        return left
+    authorization, problem = registry_credentials(
+        services.cluster, resource.namespace, spec.registry.credentials_secret
+    )
+    for owed in due:
+        error, unanswered = (
+            (problem, True)  # a Secret can be fixed: kept owed, tried again with backoff
+            if problem is not None
+            else client.write(resource.namespace, spec.registry.tracking_uri, authorization, owed)
+        )
+        if unanswered:
+            logger.warning(
+                "registry write for %s/%s (%s %s) not answered: %s",
+                resource.namespace,
+                resource.name,
+                owed.model,
+                owed.model_version,
+                error,
+            )
+            return memory.registry_answered(False, error, now)
+        memory.registry_answered(True, None, now)
+        if error is not None:
+            said = (
+                f"the registry refused marking {owed.model} version {owed.model_version} "
+                f"{owed.state}: {error}"
+            )
+            services.cluster.post_event(resource, Event("Warning", "RegistryWriteRefused", said))
+        with memory.lock:
+            memory.registry_written.add(owed.key)
+    return DRAIN_S  # look again soon: the next decision drops what was written
+
+
+def registry_credentials(
+    cluster: Cluster, namespace: str, secret: str | None
+) -> tuple[str | None, str | None]:
+    """The Authorization header from spec.registry.mlflow.credentialsSecret (key `token`:
+    a bearer token; keys `username` and `password`: basic auth), or why there is none.
+    The values are never logged nor written anywhere but the header."""
+    if secret is None:
+        return None, None
+    try:
+        token = cluster.read_secret_key(namespace, secret, "token")
+        if token:
+            return f"Bearer {token.strip()}", None
+        user = cluster.read_secret_key(namespace, secret, "username")
+        password = cluster.read_secret_key(namespace, secret, "password")
+    except Refused as error:
+        return None, f"the API server refused reading Secret {secret} (HTTP {error.code})"
+    if user and password:
+        pair = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return f"Basic {pair}", None
+    return None, (
+        f"Secret {secret} in namespace {namespace} is missing, or holds neither the key "
+        "token nor the keys username and password"
+    )

@@ -15,11 +15,19 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from modeldeploy.core.analysis import Query
-from modeldeploy.core.plan import Event, PodGate, SpecChange, ValidationRequest
-from modeldeploy.model.observed import ChildState, Observed, Refusal, RefusalKey, Undelivered
+from modeldeploy.core.plan import Event, PodGate, ResolveRequest, SpecChange, ValidationRequest
+from modeldeploy.model.observed import (
+    ChildState,
+    Observed,
+    Refusal,
+    RefusalKey,
+    RegistryResult,
+    Undelivered,
+)
 from modeldeploy.model.resource import Resource
 from modeldeploy.model.settings import Settings
 from modeldeploy.model.spec import JSON
+from modeldeploy.model.status import RegistryWrite
 
 Key = tuple[str, str]  # (namespace, ModelDeployment name): what the work queue holds
 Identity = tuple[str, str, str]  # (namespace, name, uid) of one object
@@ -101,6 +109,20 @@ class Validating(Protocol):
         """Send these golden requests to their pods off the reconcile path."""
 
 
+class ModelRegistry(Protocol):
+    def resolve(
+        self, namespace: str, tracking_uri: str, authorization: str | None, wanted: ResolveRequest
+    ) -> RegistryResult:
+        """What the registry at `tracking_uri` says the reference names, within one
+        deadline per call, under the egress policy for `namespace`; never raises."""
+
+    def write(
+        self, namespace: str, tracking_uri: str, authorization: str | None, owed: RegistryWrite
+    ) -> tuple[str | None, bool]:
+        """Tag the model version (and move the alias); (None, False) once the registry
+        took it all, else why not and whether it did not answer (worth trying again)."""
+
+
 @dataclass(frozen=True)
 class Services:
     """Where a reconcile's decisions go: the API, webhooks, the analysis queries; and
@@ -112,9 +134,12 @@ class Services:
     settings: Settings = field(default_factory=Settings)
     webhook_url: str | None = None  # --webhook: every resource's notifications
     validator: Validating | None = None  # spec.validation's golden requests
+    registry: ModelRegistry | None = None  # spec.registry's MLflow (modeldeploy.mlflow)
 
 
 Hook = tuple[NoticeKey, str]  # one notice to one webhook URL
+REGISTRY_BACKOFF_S = 2.0  # after the registry's first unanswered call; doubled, capped
+REGISTRY_BACKOFF_CAP_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -148,6 +173,12 @@ class Memory:
     # them (a status patch that conflicts, an Event the API already has).
     superseded: frozenset[str] = frozenset()
     status_written_at: datetime | None = None  # when this process last wrote the status
+    # The registry's failed attempts in a row (no answer) and when the last one was:
+    # the next waits for the backoff (reconcile.resolve_all).
+    registry_failures: int = 0
+    registry_failed_at: datetime | None = None
+    registry_error: str = ""
+    registry_written: set[tuple[str, str, str, datetime]] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def outdated(self, body: Mapping[str, Any]) -> bool:
@@ -165,11 +196,36 @@ class Memory:
                 refusals=tuple(self.refusals.values()),
                 delivered=frozenset(self.delivered),
                 deleted_snapshots=frozenset(self.deleted_snapshots),
+                registry_written=frozenset(self.registry_written),
+                registry_down=self.registry_down(),
                 undelivered=tuple(
                     Undelivered(a.receiver, a.error, a.first_at, a.count)
                     for a in sorted(owed, key=lambda a: a.first_at)
                 ),
             )
+
+    def registry_down(self) -> str | None:
+        """Why the registry's last call got no answer; None when it was answered."""
+        return (self.registry_error or "no answer") if self.registry_failures else None
+
+    def registry_due_in(self, now: datetime) -> float:
+        """Seconds until the registry may be called again (0: now)."""
+        if not self.registry_failures or self.registry_failed_at is None:
+            return 0.0
+        backoff: float = min(
+            REGISTRY_BACKOFF_CAP_S, REGISTRY_BACKOFF_S * 2.0 ** (self.registry_failures - 1)
+        )
+        return float(max(0.0, backoff - (now - self.registry_failed_at).total_seconds()))
+
+    def registry_answered(self, answered: bool, error: str | None, now: datetime) -> float | None:
+        """Record how a call to the registry went; the backoff before the next, if it
+        got no answer."""
+        if answered:
+            self.registry_failures, self.registry_failed_at, self.registry_error = 0, None, ""
+            return None
+        self.registry_failures += 1
+        self.registry_failed_at, self.registry_error = now, error or "no answer"
+        return self.registry_due_in(now)
 
     def refused(self, action: RefusalKey, generation: int, error: Refused, now: datetime) -> None:
         previous = self.refusals.get(action)

@@ -20,12 +20,20 @@ from modeldeploy import faults, metrics
 from modeldeploy.core import capacity, config
 from modeldeploy.core.children import APPLY
 from modeldeploy.core.decide import decide, reads
-from modeldeploy.core.plan import Decision, Event, SnapshotRequest, SpecChange
+from modeldeploy.core.plan import Decision, Event, ResolveRequest, SnapshotRequest, SpecChange
 from modeldeploy.core.render import standby_name
 from modeldeploy.core.revert import retry_delay_s, retry_due
-from modeldeploy.delivery import DRAIN_S, deliver, recheck_webhook, sooner
-from modeldeploy.model.observed import Observed, RefusalKey, SnapshotResult
+from modeldeploy.delivery import (
+    DRAIN_S,
+    deliver,
+    recheck_webhook,
+    registry_credentials,
+    sooner,
+    write_registry,
+)
+from modeldeploy.model.observed import Observed, RefusalKey, RegistryResult, SnapshotResult
 from modeldeploy.model.resource import Resource, parse_resource
+from modeldeploy.model.spec import Spec
 from modeldeploy.model.status import Status, to_json
 from modeldeploy.ports import Cluster, Memory, Refused, Services, resource_version
 
@@ -53,7 +61,7 @@ def reconcile_once(
     cluster = services.cluster
     resource = parse_resource(body)
     observed = _with_room(cluster, memory.observe(observed))
-    decision = _decide(cluster, resource, observed, now, services)
+    decision = _decide(cluster, resource, observed, now, services, memory)
     written: tuple[str, ...] = (resource_version(body),)  # what our writes replace
     decision = _paced(decision, memory, now)
     if decision.status_changed:
@@ -102,6 +110,12 @@ def reconcile_once(
         requeue, attempt(lambda: deliver(services, resource, decision.notices, memory, wake, now))
     )
     requeue = sooner(requeue, attempt(lambda: recheck_webhook(services, resource, memory, now)))
+    requeue = sooner(  # what status owes the registry (core/writeback.py)
+        requeue,
+        attempt(
+            lambda: write_registry(services, resource, decision.status.registry_writes, memory, now)
+        ),
+    )
     services.measurer.request((resource.namespace, resource.name), decision.queries)
     if services.validator is not None:
         services.validator.request((resource.namespace, resource.name), decision.validations)
@@ -113,18 +127,31 @@ def reconcile_once(
 
 
 def _decide(
-    cluster: Cluster, resource: Resource, observed: Observed, now: datetime, services: Services
+    cluster: Cluster,
+    resource: Resource,
+    observed: Observed,
+    now: datetime,
+    services: Services,
+    memory: Memory,
 ) -> Decision:
     """The core's decision, once, with what it asks to read first: a version's
-    configuration snapshot (taken before its rollout, docs/validation-and-config.md), and
-    each child of our name that our caches do not show (B1)."""
-    wanted = reads(resource, observed, now)
+    configuration snapshot (taken before its rollout, docs/validation-and-config.md), its
+    registry model version (resolved before its rollout, docs/registry.md), and each
+    child of our name that our caches do not show (B1)."""
+    wanted = reads(resource, observed, now, services.settings)
     if wanted.snapshots:
         taken = tuple(take_snapshot(cluster, resource, one) for one in wanted.snapshots)
         observed = replace(observed, snapshots=taken)
+    backoff = None
+    if wanted.resolutions:
+        resolved, backoff = resolve_all(services, resource, wanted.resolutions, memory, now)
+        observed = replace(observed, resolutions=resolved, registry_down=memory.registry_down())
     if wanted.children:
         observed = replace(observed, **_read_children(cluster, resource, wanted.children))
-    return decide(resource, observed, now, services.settings)
+    decision = decide(resource, observed, now, services.settings)
+    if backoff is not None:  # the registry did not answer: ask again after the backoff
+        decision = replace(decision, requeue_after=sooner(decision.requeue_after, backoff))
+    return decision
 
 
 # Where each child kind is kept in Observed, and the kind and name it is read by.
@@ -206,6 +233,54 @@ def take_snapshot(cluster: Cluster, resource: Resource, wanted: SnapshotRequest)
             f"a ConfigMap named {name} exists and is not this snapshot; it is left untouched"
         )
     return SnapshotResult(wanted.version, source, name=name, hash=digest)
+
+
+def resolve_all(
+    services: Services,
+    resource: Resource,
+    wanted: tuple[ResolveRequest, ...],
+    memory: Memory,
+    now: datetime,
+) -> tuple[tuple[RegistryResult, ...], float | None]:
+    """Ask the registry about each reference; after calls it did not answer, wait for
+    the backoff first. The answers, and the seconds until the next call is due when
+    the registry did not answer."""
+    spec = resource.spec
+    if not wanted or not isinstance(spec, Spec) or spec.registry is None:
+        return (), None
+
+    def each(error: str, unreachable: bool) -> tuple[RegistryResult, ...]:
+        return tuple(
+            RegistryResult(
+                w.version,
+                w.model,
+                w.requested_version,
+                w.alias,
+                error=error,
+                unreachable=unreachable,
+            )
+            for w in wanted
+        )
+
+    left = memory.registry_due_in(now)
+    if left > 0:
+        return each(memory.registry_error, True), left
+    authorization, problem = registry_credentials(
+        services.cluster, resource.namespace, spec.registry.credentials_secret
+    )
+    if problem is not None:
+        return each(problem, False), None
+    client = services.registry
+    if client is None:
+        return each("this operator process has no registry client", True), None
+    uri = spec.registry.tracking_uri
+    answers = tuple(client.resolve(resource.namespace, uri, authorization, w) for w in wanted)
+    down = next((a for a in answers if a.unreachable), None)
+    if down is not None:
+        logger.warning(
+            "registry of %s/%s did not answer: %s", resource.namespace, resource.name, down.error
+        )
+    return answers, memory.registry_answered(down is None, down.error if down else None, now)
 
 
 def _delete_snapshots(
@@ -306,6 +381,8 @@ def _status_refused(
 def _forget_pruned(memory: Memory, status: Status) -> None:
     """Delivered notices the written status no longer holds need no remembering."""
     memory.forget_except({notice.key for notice in status.outbox})
+    with memory.lock:
+        memory.registry_written &= {write.key for write in status.registry_writes}
     recorded = {record.name for record in status.configs}
     with memory.lock:
         memory.deleted_snapshots &= recorded

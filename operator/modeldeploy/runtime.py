@@ -24,6 +24,7 @@ from modeldeploy.caches import Caches
 from modeldeploy.controller import Controller
 from modeldeploy.kube import WRITE_DEADLINE, KubeCluster, KubeLeases
 from modeldeploy.leader import Elector, Timing
+from modeldeploy.mlflow import MlflowRegistry
 from modeldeploy.model.egress import EgressPolicy
 from modeldeploy.model.settings import Settings
 from modeldeploy.notify import Notifier
@@ -63,6 +64,7 @@ class Options:
     # (namespace or None for every namespace, URL prefix), per purpose
     allowed_analysis: tuple[tuple[str | None, str], ...] = ()
     allowed_webhooks: tuple[tuple[str | None, str], ...] = ()
+    allowed_registries: tuple[tuple[str | None, str], ...] = ()
     webhook_deadline_s: float = 3.0
 
     namespaces: tuple[str, ...] = ()  # empty: all namespaces
@@ -78,6 +80,7 @@ class Options:
             prometheus=self.prometheus_url,
             prometheus_for=self.prometheus_for.items(),
             webhook=self.webhook_url,
+            registries=self.allowed_registries,
         )
 
 
@@ -136,6 +139,7 @@ class Runtime:
             settings=Settings(egress=policy),
             webhook_url=options.webhook_url,
             validator=self.validator,
+            registry=MlflowRegistry(policy),
         )
         # Reconciles wait on the API server, not the CPU: a pool of their own, as wide as
         # the queue, so a burst of failures is reverted side by side, not four at a time.

@@ -62,6 +62,7 @@ def test_a_webhook_flag_that_is_not_a_url_is_refused() -> None:
         ),
         (["--prometheus", "http://prom:9090/../x"], "dot segment"),
         (["--allowed-webhook", "team-a=ftp://x/"], "--allowed-webhook must be an http://"),
+        (["--allowed-registry", "team-a=ftp://x/"], "--allowed-registry must be an http://"),
     ],
 )
 def test_an_allow_list_flag_that_is_not_a_clean_url_stops_the_operator(

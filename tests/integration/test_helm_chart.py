@@ -227,10 +227,12 @@ def test_the_old_allow_list_for_every_purpose_is_refused_naming_the_new_ones(hel
             [
                 "allowedWebhooks={https://hooks.example/}",
                 "allowedAnalysisSources={team-a=http://prometheus.monitoring:9090/}",
+                "allowedRegistries={team-a=http://mlflow.ml:5000/}",
             ],
             [
                 "--allowed-analysis-source=team-a=http://prometheus.monitoring:9090/",
                 "--allowed-webhook=https://hooks.example/",
+                "--allowed-registry=team-a=http://mlflow.ml:5000/",
             ],
         ),
         (["metrics.bindAddress=127.0.0.1"], ["--metrics-port=9090", "--metrics-address=127.0.0.1"]),

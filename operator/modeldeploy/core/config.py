@@ -106,7 +106,7 @@ def is_snapshot(body: Mapping[str, object], resource: Resource, digest: str) -> 
 def step(draft: Draft, resource: Resource, observed: Observed, now: datetime) -> Draft:
     """Fold the snapshots just taken into status, retire what the spec no longer names,
     and say which to delete; the draft's spec is then the versions as their pods run them.
-    The active version without its snapshot yet is not rolled out (`waiting_for_config`)."""
+    The active version without its snapshot yet is not rolled out (`waiting`)."""
     records, taken = _current(draft.status, draft.spec, observed, now)
     status = replace(draft.status, configs=records)
     spec = with_snapshots(draft.spec, status.snapshots())
@@ -119,7 +119,7 @@ def step(draft: Draft, resource: Resource, observed: Observed, now: datetime) ->
         status=status,
         spec=spec,
         deletes=_garbage(records, observed),
-        waiting_for_config=waiting,
+        waiting=waiting,
         consume_refresh=consume,
     ).said(*taken, *events)
     if waiting and failed is not None:

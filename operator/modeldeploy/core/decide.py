@@ -20,6 +20,7 @@ from modeldeploy.core import (
     egress_check,
     ledger,
     outbox,
+    registry,
     retry,
     revert,
     revert_check,
@@ -27,6 +28,7 @@ from modeldeploy.core import (
     summary,
     traffic,
     validation,
+    writeback,
 )
 from modeldeploy.core.draft import Draft, sooner
 from modeldeploy.core.ledger import Target
@@ -34,6 +36,7 @@ from modeldeploy.core.plan import (
     Decision,
     Event,
     Problem,
+    ResolveRequest,
     SnapshotRequest,
     SpecChange,
 )
@@ -57,12 +60,16 @@ class Reads:
 
     snapshots: tuple[SnapshotRequest, ...] = ()  # to take before a version's rollout
     children: tuple[str, ...] = ()  # kinds (APPLY's keys) of our name the caches lack
+    resolutions: tuple[ResolveRequest, ...] = ()  # registry references, before a rollout
 
 
-def reads(resource: Resource, observed: Observed, now: datetime) -> Reads:
-    """The configuration snapshots a version needs before its rollout, and each child this
-    spec has that the label-filtered caches do not show: one of that name may exist, made
-    by someone else, and is looked at first so it is never taken over (B1)."""
+def reads(
+    resource: Resource, observed: Observed, now: datetime, settings: Settings = DEFAULTS
+) -> Reads:
+    """The configuration snapshots and registry model versions a version needs before its
+    rollout, and each child this spec has that the label-filtered caches do not show: one
+    of that name may exist, made by someone else, and is looked at first so it is never
+    taken over (B1)."""
     spec = resource.spec
     if isinstance(spec, SpecError) or children.foreign(resource, observed):
         return Reads()
@@ -73,7 +80,9 @@ def reads(resource: Resource, observed: Observed, now: datetime) -> Reads:
         ("PodDisruptionBudget", spec.disruption is not None, observed.budget),
     )
     missing = tuple(kind for kind, has, seen in ours if has and seen is None)
-    return Reads(config.wanted(resource.status, resource, spec, observed, now), missing)
+    snapshots = config.wanted(resource.status, resource, spec, observed, now)
+    models = registry.wanted(resource.status, resource, spec, observed, now, settings)
+    return Reads(snapshots, missing, models)
 
 
 def decide(
@@ -83,7 +92,7 @@ def decide(
     the order the behaviour rules require, each taking and returning the draft."""
     before = resource.status
     status = replace(
-        outbox.prune(before, observed.delivered),
+        outbox.prune(writeback.prune(before, observed.registry_written), observed.delivered),
         observed_generation=resource.generation,
         reverts=revert.kept_reverts(before),
     )
@@ -100,10 +109,11 @@ def decide(
     asked = observed.deployment.spec.get("replicas") if observed.deployment else None
     draft = Draft(status, with_replicas(spec, asked if isinstance(asked, int) else None))
     draft = config.step(draft.said(*given_up), resource, observed, now)  # snapshots (B20)
+    draft = registry.step(draft, resource, observed, now, settings)  # model versions
     draft = revert.settle_intent(draft, resource, now)  # what became of our spec write
     if resource.retry_version is not None:
         draft = retry.handle_retry(draft, resource, now)  # B7
-    if not draft.waiting_for_config:  # no rollout of a version before its snapshot
+    if not draft.waiting:  # no rollout before its snapshot and its model are in
         draft = _rollout(draft, resource, observed, now)
         draft = validation.keep_gates(draft, resource, observed)  # pods that came later
         draft = validation.check_serving(draft, resource, observed, now)  # new requests
@@ -172,9 +182,16 @@ def _decision(
     events = draft.events + summary.stall_event(before, stall)
     status, overflowed = outbox.add(status, events, now)
     status = ledger.bound(status, spec)
+    status = writeback.owe(before, status, spec, now)  # the registry's model versions
     spec_change = draft.spec_change
-    if spec_change is None and draft.consume_refresh:
-        spec_change = SpecChange(None, None, remove_refresh=True)
+    consumed = draft.consume_refresh or draft.consume_refresh_registry
+    if spec_change is None and consumed:
+        spec_change = SpecChange(
+            None,
+            None,
+            remove_refresh=draft.consume_refresh,
+            remove_refresh_registry=draft.consume_refresh_registry,
+        )
     written, read = to_json(status), to_json(before)
     unique = {(r.pod, r.template_hash): r for r in draft.validations}
     return Decision(
@@ -190,7 +207,7 @@ def _decision(
         and observed.budget is not None
         and observed.budget.controller_uid == resource.uid,
         spec_change=spec_change,
-        requeue_after=sooner(draft.requeue, 0.05 if draft.consume_refresh else None),
+        requeue_after=sooner(draft.requeue, 0.05 if consumed else None),
         queries=draft.queries,
         validations=tuple(unique.values()),
         gates=draft.gates,

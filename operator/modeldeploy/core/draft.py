@@ -36,8 +36,11 @@ class Draft:
     fallback: str | None = None  # KeepSpec: the version the Deployment runs instead
     validations: tuple[ValidationRequest, ...] = ()  # golden requests due (spec.validation)
     gates: tuple[PodGate, ...] = ()  # pods whose readiness gate to set
-    waiting_for_config: bool = False  # the active version has no snapshot yet: no rollout
+    # The active version lacks what its rollout needs first (its configuration snapshot,
+    # its registry model version): no rollout of it yet.
+    waiting: bool = False
     consume_refresh: bool = False  # the refresh-config annotation was handled
+    consume_refresh_registry: bool = False  # the refresh-registry annotation was handled
     deletes: tuple[str, ...] = ()  # snapshot ConfigMaps no version needs any more
     only_template: str | None = None  # the Service selects this template's pods alone
     keep_standby: bool = False  # the standby Deployment should exist (apply it)

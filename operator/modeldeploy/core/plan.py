@@ -79,6 +79,7 @@ class SpecChange:
     expect_generation: int | None = None
     remove_retry: bool = False
     remove_refresh: bool = False  # the refresh-config annotation was handled
+    remove_refresh_registry: bool = False  # the refresh-registry annotation was handled
 
     def ops(self) -> list[JSON]:
         """The JSON patch: its preconditions (`test`), then the change. A `remove` of an
@@ -99,6 +100,7 @@ class SpecChange:
         for wanted, annotation in (
             (self.remove_retry, c.ANNOTATION_RETRY),
             (self.remove_refresh, c.ANNOTATION_REFRESH_CONFIG),
+            (self.remove_refresh_registry, c.ANNOTATION_REFRESH_REGISTRY),
         ):
             if wanted:
                 patch.append(
@@ -134,6 +136,16 @@ class SnapshotRequest:
 
     version: str
     source: str
+
+
+@dataclass(frozen=True)
+class ResolveRequest:
+    """Ask the registry what a version's reference names (before its rollout)."""
+
+    version: str
+    model: str
+    requested_version: str | None = None
+    alias: str | None = None
 
 
 @dataclass(frozen=True)

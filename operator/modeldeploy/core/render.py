@@ -43,8 +43,8 @@ def _container(name: str, spec: Spec, version: VersionSpec) -> JSON:
         {"name": "MODEL_NAME", "value": name},
         {"name": "MODEL_VERSION", "value": version.name},
     ]
-    if version.model_uri:
-        env.append({"name": "MODEL_URI", "value": version.model_uri})
+    if version.model_location:  # modelUri, or the registry's source for it
+        env.append({"name": "MODEL_URI", "value": version.model_location})
     if version.config_map:
         env.append({"name": "MODEL_CONFIG", "value": c.CONFIG_PATH})
     env.extend(version.env)

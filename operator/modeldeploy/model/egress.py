@@ -30,6 +30,14 @@ class Purpose(enum.Enum):
 
     ANALYSIS = "analysis source"
     WEBHOOK = "webhook target"
+    REGISTRY = "model registry"
+
+
+FLAGS = {
+    Purpose.ANALYSIS: "--allowed-analysis-source",
+    Purpose.WEBHOOK: "--allowed-webhook",
+    Purpose.REGISTRY: "--allowed-registry",
+}
 
 
 @dataclass(frozen=True)
@@ -161,11 +169,13 @@ class EgressPolicy:
         prometheus: str | None = None,
         prometheus_for: Iterable[tuple[str, str]] = (),
         webhook: str | None = None,
+        registries: Iterable[tuple[str | None, str]] = (),
     ) -> EgressPolicy:
         """The policy from the flags: (namespace or None, prefix) pairs per purpose, then
         the admin's own endpoints."""
         rules = [Rule(prefix, Purpose.ANALYSIS, namespace) for namespace, prefix in analysis]
         rules += [Rule(prefix, Purpose.WEBHOOK, namespace) for namespace, prefix in webhooks]
+        rules += [Rule(prefix, Purpose.REGISTRY, namespace) for namespace, prefix in registries]
         if prometheus:
             rules.append(Rule(prometheus, Purpose.ANALYSIS))
         rules += [Rule(url, Purpose.ANALYSIS, namespace) for namespace, url in prometheus_for]
@@ -188,7 +198,7 @@ class EgressPolicy:
             return wanted
         if any(rule.allows(wanted, purpose, namespace) for rule in self.rules):
             return None
-        flag = "--allowed-analysis-source" if purpose is Purpose.ANALYSIS else "--allowed-webhook"
+        flag = FLAGS[purpose]
         where = f" for namespace {namespace}" if namespace else ""
         return (
             f"{wanted.scheme}://{wanted.host}:{wanted.port} is not an allowed {purpose.value}"

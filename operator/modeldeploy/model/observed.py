@@ -172,6 +172,23 @@ class SnapshotResult:
 
 
 @dataclass(frozen=True)
+class RegistryResult:
+    """What the registry answered for one version's reference: the model version behind
+    it, or why not. `unreachable`: no answer (down, 5xx, deadline): asked again later;
+    otherwise `error` is the registry's own word on the spec (no such model or alias)."""
+
+    version: str
+    model: str
+    requested_version: str | None = None
+    alias: str | None = None
+    model_version: str | None = None
+    source: str | None = None
+    run_id: str | None = None
+    error: str | None = None
+    unreachable: bool = False
+
+
+@dataclass(frozen=True)
 class Undelivered:
     """Webhook attempts of one owed notice to one receiver that failed so far."""
 
@@ -195,6 +212,10 @@ class Observed:
     validations: tuple[ValidationResult, ...] = ()
     snapshots: tuple[SnapshotResult, ...] = ()  # taken in this reconcile
     deleted_snapshots: frozenset[str] = frozenset()  # snapshot ConfigMaps known gone
+    resolutions: tuple[RegistryResult, ...] = ()  # registry references resolved now
+    # Registry writes the registry took (or refused for good), by key (in memory).
+    registry_written: frozenset[tuple[str, str, str, datetime]] = frozenset()
+    registry_down: str | None = None  # the registry's last call got no answer: why
     undelivered: tuple[Undelivered, ...] = ()  # webhook attempts that failed (in memory)
     # Unschedulable pods asking for more of a resource than any node has, and how much
     # more (read from the nodes only for a pod the scheduler found Insufficient).

@@ -25,6 +25,7 @@ class Resource:
     status: Status = field(default_factory=Status)
     retry_version: str | None = None  # the modeldeploy.io/retry annotation, if set
     refresh_config: str | None = None  # modeldeploy.io/refresh-config: a new snapshot of it
+    refresh_registry: str | None = None  # modeldeploy.io/refresh-registry: resolve it again
     # Field managers that own spec.activeVersion (from managedFields): after a revert,
     # another manager applying the reverted value acknowledges it.
     active_version_managers: tuple[str, ...] = ()
@@ -36,7 +37,9 @@ def parse_resource(body: Mapping[str, Any]) -> Resource:
     status = parse_status(body.get("status"))
     try:
         # Each version as its pods run it: with the configuration snapshot status records.
-        spec: Spec | SpecError = parse_spec(body.get("spec") or {}, status.snapshots())
+        spec: Spec | SpecError = parse_spec(
+            body.get("spec") or {}, status.snapshots(), status.resolutions()
+        )
     except SpecError as error:
         spec = error
     except (TypeError, ValueError) as error:
@@ -50,6 +53,7 @@ def parse_resource(body: Mapping[str, Any]) -> Resource:
         status=status,
         retry_version=(meta.get("annotations") or {}).get(c.ANNOTATION_RETRY),
         refresh_config=(meta.get("annotations") or {}).get(c.ANNOTATION_REFRESH_CONFIG),
+        refresh_registry=(meta.get("annotations") or {}).get(c.ANNOTATION_REFRESH_REGISTRY),
         active_version_managers=tuple(body.get(ACTIVE_VERSION_MANAGERS) or ())
         or active_version_managers(meta),
     )

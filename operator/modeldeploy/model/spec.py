@@ -31,6 +31,31 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class RegistryRef:
+    """versions[].registry: a model version of spec.registry's MLflow registry, by its
+    number or by an alias (resolved once, at the version's first rollout)."""
+
+    model: str
+    version: str | None = None  # "3"
+    alias: str | None = None  # "champion"
+
+    @property
+    def named(self) -> str:
+        """How a sentence names it: fraud/3 or fraud@champion."""
+        return f"{self.model}/{self.version}" if self.version else f"{self.model}@{self.alias}"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a RegistryRef resolved to (status.registry): the model version behind it and
+    where its files are."""
+
+    model_version: str
+    source: str  # the storage location: the pods' MODEL_URI
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
 class VersionSpec:
     name: str
     image: str
@@ -41,6 +66,26 @@ class VersionSpec:
     # Never read from the spec: the snapshot status records for this version, filled in
     # when the spec is read beside its status, while it is of the source the spec names.
     snapshot: Snapshot | None = None
+    registry: RegistryRef | None = None  # versions[].registry
+    # Never read from the spec: what status.registry records this reference resolved to.
+    resolved: Resolved | None = None
+
+    @property
+    def model_location(self) -> str | None:
+        """MODEL_URI: modelUri when the spec gives one, else the registry's answer."""
+        if self.model_uri:
+            return self.model_uri
+        return self.resolved.source if self.resolved else None
+
+
+@dataclass(frozen=True)
+class MlflowRegistry:
+    """spec.registry.mlflow: the MLflow tracking server whose model registry versions
+    name, the Secret with its credentials, and the alias to move to what serves."""
+
+    tracking_uri: str
+    credentials_secret: str | None = None  # keys `token`, or `username` and `password`
+    alias: str | None = None  # moved to the version that serves (write-back)
 
 
 @dataclass(frozen=True)
@@ -191,6 +236,7 @@ class Spec:
     analysis: AnalysisSpec | None = None
     validation: ValidationSpec | None = None
     disruption: Disruption | None = None
+    registry: MlflowRegistry | None = None  # spec.registry.mlflow
 
     @property
     def active(self) -> VersionSpec:
@@ -284,9 +330,11 @@ class VersionIndex(Mapping[str, VersionSpec]):
         self,
         entries: Iterable[Mapping[str, Any]],
         snapshots: Mapping[str, Snapshot] | None = None,
+        resolutions: Mapping[str, tuple[RegistryRef, Resolved]] | None = None,
     ) -> None:
         entries = entries if isinstance(entries, list) else list(entries)
         self._snapshots = snapshots or {}
+        self._resolutions = resolutions or {}
         # The schema makes every name a string; indexing is the one pass a reconcile
         # makes over spec.versions, so it is kept to a bare dict build.
         try:
@@ -307,6 +355,8 @@ class VersionIndex(Mapping[str, VersionSpec]):
                 raise SpecError(f"spec.versions[{name}].image must not be empty")
             source = (entry.get("config") or {}).get("configMapName")
             snapshot = self._snapshots.get(name)
+            reference = parse_registry_ref(entry.get("registry"), name)
+            resolution = self._resolutions.get(name)
             parsed = self._parsed[name] = VersionSpec(
                 name=name,
                 image=str(entry["image"]),
@@ -316,6 +366,11 @@ class VersionIndex(Mapping[str, VersionSpec]):
                 config_map=str(source) if source else None,
                 # A snapshot of another source than the one named now is not this config.
                 snapshot=snapshot if snapshot and source and snapshot.source == source else None,
+                registry=reference,
+                # What another reference resolved to is not this version's model.
+                resolved=resolution[1]
+                if resolution and reference and resolution[0] == reference
+                else None,
             )
         return parsed
 
@@ -323,6 +378,16 @@ class VersionIndex(Mapping[str, VersionSpec]):
         """The same entries, each version with the snapshot `snapshots` records for it."""
         index = VersionIndex.__new__(VersionIndex)
         index._raw, index._snapshots, index._parsed = self._raw, snapshots, {}
+        index._resolutions = self._resolutions
+        return index
+
+    def with_resolutions(
+        self, resolutions: Mapping[str, tuple[RegistryRef, Resolved]]
+    ) -> VersionIndex:
+        """The same entries, each version with what its registry reference resolved to."""
+        index = VersionIndex.__new__(VersionIndex)
+        index._raw, index._snapshots, index._parsed = self._raw, self._snapshots, {}
+        index._resolutions = resolutions
         return index
 
     def __contains__(self, name: object) -> bool:
@@ -339,16 +404,22 @@ class VersionIndex(Mapping[str, VersionSpec]):
             isinstance(other, VersionIndex)
             and self._raw == other._raw
             and self._snapshots == other._snapshots
+            and self._resolutions == other._resolutions
         )
 
     __hash__ = None  # type: ignore[assignment]  # mutable memo inside: not hashable
 
 
-def parse_spec(raw: Mapping[str, Any], snapshots: Mapping[str, Snapshot] | None = None) -> Spec:
+def parse_spec(
+    raw: Mapping[str, Any],
+    snapshots: Mapping[str, Snapshot] | None = None,
+    resolutions: Mapping[str, tuple[RegistryRef, Resolved]] | None = None,
+) -> Spec:
     """Parse a spec the API server admitted; raise SpecError for what CEL cannot check.
 
-    `snapshots`: the configuration snapshot status records for each version, if any."""
-    versions = VersionIndex(raw.get("versions") or (), snapshots)
+    `snapshots`: the configuration snapshot status records for each version, if any;
+    `resolutions`: what each version's registry reference resolved to (status.registry)."""
+    versions = VersionIndex(raw.get("versions") or (), snapshots, resolutions)
     active = str(raw.get("activeVersion", ""))
     if active not in versions:
         raise SpecError(f"spec.activeVersion {active!r} names no entry of spec.versions")
@@ -367,10 +438,59 @@ def parse_spec(raw: Mapping[str, Any], snapshots: Mapping[str, Snapshot] | None 
         else None,
         **known(raw, SPEC_KEYS),
         autoscaled=raw.get("replicas") is None,
+        registry=parse_registry(raw.get("registry")),
     )
     if spec.replicas < 0:
         raise SpecError("spec.replicas must be >= 0")
+    if spec.active.registry is not None and spec.registry is None:
+        raise SpecError(
+            f"spec.versions[{active}].registry names a model version, but spec.registry "
+            "names no registry"
+        )
     return spec
+
+
+def parse_registry(raw: Mapping[str, Any] | None) -> MlflowRegistry | None:
+    """spec.registry: one MLflow registry for the resource's versions (docs/registry.md)."""
+    mlflow = (raw or {}).get("mlflow")
+    if not mlflow:
+        return None
+    uri = str(mlflow.get("trackingURI") or "")
+    if not uri:
+        raise SpecError("spec.registry.mlflow.trackingURI must not be empty")
+    secret, alias = mlflow.get("credentialsSecret"), mlflow.get("alias")
+    return MlflowRegistry(
+        tracking_uri=uri,
+        credentials_secret=str(secret) if secret else None,
+        alias=str(alias) if alias else None,
+    )
+
+
+def parse_registry_ref(raw: Mapping[str, Any] | None, name: str) -> RegistryRef | None:
+    """versions[].registry: a model and exactly one of version or alias."""
+    if not raw:
+        return None
+    model, version, alias = raw.get("model"), raw.get("version"), raw.get("alias")
+    if not model:
+        raise SpecError(f"spec.versions[{name}].registry.model must not be empty")
+    if (version is None) == (alias is None):
+        raise SpecError(f"spec.versions[{name}].registry needs version or alias, not both")
+    if version is not None and not str(version).isdigit():
+        raise SpecError(
+            f"spec.versions[{name}].registry.version must be a model version number, "
+            f"not {version!r}"
+        )
+    return RegistryRef(
+        model=str(model),
+        version=str(version) if version is not None else None,
+        alias=str(alias) if alias is not None else None,
+    )
+
+
+def with_resolutions(spec: Spec, resolutions: Mapping[str, tuple[RegistryRef, Resolved]]) -> Spec:
+    """`spec` with each version's registry reference as status.registry resolved it."""
+    assert isinstance(spec.versions, VersionIndex), "specs come from parse_spec"
+    return replace(spec, versions=spec.versions.with_resolutions(resolutions))
 
 
 def parse_webhook(raw: Mapping[str, Any] | None) -> Webhook | None:

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from modeldeploy import constants as c
-from modeldeploy.model.spec import Snapshot
+from modeldeploy.model.spec import RegistryRef, Resolved, Snapshot
 from modeldeploy.model.times import format_time, parse_time
 
 
@@ -165,6 +165,49 @@ class ConfigRecord:
 
 
 @dataclass(frozen=True)
+class RegistryRecord:
+    """What a version's registry reference resolved to, at its first rollout (or when a
+    refresh asked): kept while the version names that reference, never looked up again
+    behind the user's back (docs/registry.md)."""
+
+    version: str  # the ModelDeployment's version
+    model: str  # the registered model
+    model_version: str  # the number the registry answered
+    source: str  # its storage location: the pods' MODEL_URI
+    resolved_at: datetime
+    requested_version: str | None = None  # as the spec named it: a number,
+    alias: str | None = None  # or an alias
+    run_id: str | None = None
+
+    @property
+    def reference(self) -> RegistryRef:
+        return RegistryRef(self.model, self.requested_version, self.alias)
+
+    @property
+    def resolved(self) -> Resolved:
+        return Resolved(self.model_version, self.source, self.run_id)
+
+
+@dataclass(frozen=True)
+class RegistryWrite:
+    """A write owed to the registry's model version (docs/registry.md): its state tag
+    and reason, and the alias moved onto it; written with the status change it reports,
+    removed once the registry took it, so a crash or an outage only delays it."""
+
+    version: str  # the ModelDeployment's version
+    model: str
+    model_version: str
+    state: str  # serving, failed or superseded
+    reason: str
+    at: datetime
+    alias: str | None = None  # spec.registry.mlflow.alias, moved onto this model version
+
+    @property
+    def key(self) -> tuple[str, str, str, datetime]:
+        return self.version, self.model_version, self.state, self.at
+
+
+@dataclass(frozen=True)
 class Revert:
     from_version: str
     to_version: str
@@ -209,6 +252,8 @@ class Status:
     # by its rollout, or by a check of its running pods when the requests changed after.
     validated_spec: str | None = None
     configs: tuple[ConfigRecord, ...] = ()
+    registry: tuple[RegistryRecord, ...] = ()
+    registry_writes: tuple[RegistryWrite, ...] = ()  # owed to the registry, oldest first
     conditions: tuple[Condition, ...] = ()
     outbox: tuple[Notice, ...] = ()
     standby: StandbyRecord | None = None
@@ -219,6 +264,10 @@ class Status:
     def snapshots(self) -> dict[str, Snapshot]:
         """Each version's current configuration snapshot."""
         return {k.version: k.snapshot for k in self.configs if k.retired_at is None}
+
+    def resolutions(self) -> dict[str, tuple[RegistryRef, Resolved]]:
+        """Each version's registry reference and what it resolved to."""
+        return {r.version: (r.reference, r.resolved) for r in self.registry}
 
 
 # ------------------------------------------------------------------ the JSON edge
@@ -233,6 +282,8 @@ _NESTED: Mapping[str, type[Any]] = {
     "analysis": AnalysisRecord,
     "validation": ValidationRecord,
     "configs": ConfigRecord,
+    "registry": RegistryRecord,
+    "registry_writes": RegistryWrite,
     "checks": CheckRecord,
     "conditions": Condition,
     "baseline": Baseline,
