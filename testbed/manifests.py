@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from testbed import images, realnode
+from testbed import images, mlserver_image, realnode
 
 GROUP, VERSION = "modeldeploy.io", "v1alpha1"
 JSON = dict[str, Any]
@@ -73,6 +73,25 @@ def real_model(
     images_by_version = {v: images.model_server_image(variant) for v, variant in variants.items()}
     body = model_deployment(name, images_by_version, active, replicas, model_uris=False, **rollout)
     body["spec"]["template"] = real_node_template()
+    return body
+
+
+# Where the MLServer images keep their model: a version's modelUri must be a path in the
+# container (MLServer reads no remote storage; docs/runtimes/mlserver.md).
+MLSERVER_MODEL_URI = f"{mlserver_image.MODEL_FOLDER}/model.joblib"
+
+
+def mlserver_model(
+    name: str, variants: Mapping[str, str], active: str = "v1", replicas: int = 2, **rollout: Any
+) -> JSON:
+    """A ModelDeployment whose versions (name -> MLServer image variant) run on the real
+    node with modeldeploy's defaults: image and model URI, and the placement that takes
+    pods to the node, nothing else (no probe, port, drain or resources of its own)."""
+    images_by_version = {v: mlserver_image.image_name(variant) for v, variant in variants.items()}
+    body = model_deployment(name, images_by_version, active, replicas, model_uris=False, **rollout)
+    for entry in body["spec"]["versions"]:
+        entry["modelUri"] = MLSERVER_MODEL_URI
+    body["spec"]["template"] = dict(realnode.POD_PLACEMENT)
     return body
 
 

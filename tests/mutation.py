@@ -26,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LIST = ROOT / "tests" / "mutations.toml"
+STATE = Path(os.environ.get("MODELDEPLOY_CLUSTER_DIR", ROOT / ".cluster"))  # as testbed reads it
 TEST_TIMEOUT_S = 1800
 TESTS_FAILED = 1  # pytest's exit code when tests ran and some failed (2-5: no verdict)
 
@@ -86,9 +87,10 @@ def caught(copy: Path, mutation: Mutation) -> tuple[bool, str]:
     env = {
         **os.environ,
         "PYTHONPATH": f"{copy / 'operator'}{os.pathsep}{copy}",
-        # e2e: the checkout's running test bed, not a new one for the copy
-        "MODELDEPLOY_CLUSTER_DIR": str(ROOT / ".cluster"),
-        "KUBECONFIG": str(ROOT / ".cluster" / "kubeconfig"),
+        # e2e: the running test bed (the one named in the environment, or the
+        # checkout's), not a new one for the copy
+        "MODELDEPLOY_CLUSTER_DIR": str(STATE),
+        "KUBECONFIG": str(STATE / "kubeconfig"),
     }
     flags = ["--e2e"] if mutation.e2e else []
     result = subprocess.run(

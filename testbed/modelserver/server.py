@@ -211,7 +211,9 @@ def handler_for(server: Server) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             if self.path == "/v2/health/live":
                 self.reply(200, {"live": True})
-            elif self.path == "/v2/health/ready":
+            elif self.path in ("/v2/health/ready", f"{model_path}/ready"):
+                # The server's readiness and its one model's (the Open Inference
+                # Protocol's model readiness, modeldeploy's default probe) are the same.
                 self.reply(200 if server.ready else 503, {"ready": server.ready})
             elif self.path == model_path and server.model:
                 self.reply(

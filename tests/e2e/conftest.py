@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 import testbed.cluster
-from testbed import realnode
+from testbed import mlserver_image, realnode
 from testbed.metrics import Exporter, Prometheus
 from testbed.processes import KUBECONFIG, ROOT, TestbedError, log_file, log_tail
 from testbed.support import OperatorProcess, free_port
@@ -78,6 +78,17 @@ def real_node(cluster: Path) -> Iterator[str]:
     yield realnode.NODE
     if started:
         realnode.down()
+
+
+@pytest.fixture(scope="session")
+def mlserver(real_node: str) -> str:
+    """The real node with the MLServer images (testbed/mlserver_image.py) in its
+    containerd: built once and cached, imported once per node (a no-op when there)."""
+    try:
+        realnode.import_archive(mlserver_image.archive())
+    except TestbedError as error:
+        pytest.fail(f"the MLServer images are not on the real node: {error}", pytrace=False)
+    return real_node
 
 
 @pytest.fixture

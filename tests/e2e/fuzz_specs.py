@@ -354,6 +354,9 @@ TEMPLATE_FIELDS = {
     "securityContext": CONTAINER_SECURITY,
     "serviceAccountName": edges(st.just("default"), "", "nope", "Bad_Name", "a" * 253, "a" * 254),
     "automountServiceAccountToken": edges(st.booleans(), "yes"),
+    # Both drawn freely: a grace shorter than the drain must be refused at admission.
+    "drainSeconds": edges(st.integers(0, 60), -1, 3601, "5"),
+    "terminationGracePeriodSeconds": edges(st.integers(0, 120), -1, 86401, "35"),
 }
 TEMPLATES = weighted(
     (8, st.fixed_dictionaries({}, optional=TEMPLATE_FIELDS)),

@@ -27,8 +27,9 @@ def real_model(name: str, variants: dict[str, str], active: str, **rollout: Any)
     return manifests.real_model(name, variants, active, REPLICAS, **rollout)
 
 
-def serve(kube: Kube, namespace: str, body: dict[str, Any]) -> str:
-    """Create the resource, wait until it serves; the Service's inference URL."""
+def serve(kube: Kube, namespace: str, body: dict[str, Any], answer_within: float = 3) -> str:
+    """Create the resource, wait until it serves; the Service's inference URL.
+    `answer_within`: how long one inference may take (a slow model's, say)."""
     name = body["metadata"]["name"]
     kube.create(namespace, body)
     wait_for(
@@ -40,7 +41,11 @@ def serve(kube: Kube, namespace: str, body: dict[str, Any]) -> str:
     )
     service = kube.core.read_namespaced_service(name, namespace)
     url = f"http://{service.spec.cluster_ip}:{service.spec.ports[0].port}/v2/models/{name}/infer"
-    wait_for(lambda: infer(url)[0] == 200, 30, "the Service to route to the pods")
+    wait_for(
+        lambda: infer(url, answer_within)[0] == 200,
+        30 + answer_within,
+        "the Service to route to the pods",
+    )
     return url
 
 

@@ -65,6 +65,19 @@ CASES = [
     ),
     pytest.param(with_spec(template={"port": 70000}), "spec.template.port", id="port-out-of-range"),
     pytest.param(
+        with_spec(template={"drainSeconds": 20, "terminationGracePeriodSeconds": 10}),
+        "terminationGracePeriodSeconds must not be shorter than drainSeconds",
+        id="grace-shorter-than-drain",
+    ),
+    pytest.param(
+        with_spec(template={"terminationGracePeriodSeconds": 3}),
+        "terminationGracePeriodSeconds must not be shorter than drainSeconds",
+        id="grace-shorter-than-the-default-drain",
+    ),
+    pytest.param(
+        with_spec(template={"drainSeconds": -1}), "spec.template.drainSeconds", id="negative-drain"
+    ),
+    pytest.param(
         with_version(0, env=[{"name": "MODEL_VERSION", "value": "x"}]),
         "set by the operator",
         id="reserved-env-name",

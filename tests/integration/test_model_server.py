@@ -80,6 +80,8 @@ def test_training_is_repeatable_and_learns(model_file: Path, tmp_path: Path) -> 
 def test_a_loaded_model_is_live_ready_and_answers_inference(running: int) -> None:
     assert call(running, "/v2/health/live") == (200, {"live": True})
     assert call(running, "/v2/health/ready") == (200, {"ready": True})
+    assert call(running, "/v2/models/fraud/ready") == (200, {"ready": True})  # the default probe
+    assert call(running, "/v2/models/other/ready")[0] == 404
     rows = [[3.0, 1.0, 2.5], [-1.0, 0.0, -1.0]]
     status, answer = call(
         running, "/v2/models/fraud/infer", {"inputs": [{**FEATURES, "shape": [2, 3], "data": rows}]}
@@ -137,7 +139,9 @@ def test_slow_loading_model_is_live_but_not_ready_until_loaded(
         loader.start()
         assert call(http.server_port, "/v2/health/live")[0] == 200
         assert call(http.server_port, "/v2/health/ready") == (503, {"ready": False})
+        assert call(http.server_port, "/v2/models/fraud/ready") == (503, {"ready": False})
         wait_for(lambda: call(http.server_port, "/v2/health/ready")[0] == 200, 10, "ready")
+        assert call(http.server_port, "/v2/models/fraud/ready")[0] == 200
         loader.join(timeout=10)
     finally:
         http.shutdown()

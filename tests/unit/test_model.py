@@ -37,6 +37,19 @@ def test_spec_defaults() -> None:
     )
     assert (spec.template.port, spec.service.enabled, spec.service.port) == (8080, True, 80)
     assert spec.analysis is None
+    assert (spec.template.drain_s, spec.template.grace_period_s) == (5, 35)
+    assert spec.template.readiness_probe is None  # render.py's default probe
+
+
+def test_drain_and_grace_period_are_read_from_the_template() -> None:
+    raw = body()["spec"]
+    for template, expected in (
+        ({"drainSeconds": 12}, (12, 42)),
+        ({"drainSeconds": 0, "terminationGracePeriodSeconds": 90}, (0, 90)),
+        ({"terminationGracePeriodSeconds": 5}, (5, 5)),
+    ):
+        spec = parse_spec({**raw, "template": template})
+        assert (spec.template.drain_s, spec.template.grace_period_s) == expected, template
 
 
 @pytest.mark.parametrize(
@@ -47,6 +60,10 @@ def test_spec_defaults() -> None:
         ({"versions": [{"name": "v1", "image": ""}]}, "must not be empty"),
         ({"versions": [{"image": "a"}]}, "every entry needs a name"),
         ({"replicas": -1}, ">= 0"),
+        (
+            {"template": {"drainSeconds": 20, "terminationGracePeriodSeconds": 10}},
+            "shorter than drainSeconds",
+        ),
         ({"analysis": {"checks": [{"name": "c", "query": "q"}]}}, "needs max or min"),
     ],
 )

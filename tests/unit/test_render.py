@@ -152,3 +152,41 @@ def test_a_template_owns_its_security_settings_when_it_sets_them() -> None:
         "model-reader",
         True,
     )
+
+
+def test_pods_drain_before_they_stop_by_default() -> None:
+    """A pod told to stop keeps serving 5 s (preStop sleep) while the Service drops it,
+    then has 30 s more for the requests in flight."""
+    pod = rendered()["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    assert pod["terminationGracePeriodSeconds"] == 35
+
+
+def test_the_drain_and_grace_period_follow_the_template() -> None:
+    res = resource()
+    spec = spec_of(res)
+    cases: tuple[tuple[int, int | None, JSON | None, int], ...] = (
+        (15, None, {"preStop": {"sleep": {"seconds": 15}}}, 45),
+        (5, 120, {"preStop": {"sleep": {"seconds": 5}}}, 120),
+        (0, None, None, 30),  # no drain: no preStop at all
+    )
+    for drain, grace, lifecycle, rendered_grace in cases:
+        template = replace(spec.template, drain_s=drain, termination_grace_period_s=grace)
+        own = replace(spec, template=template)
+        pod = render_deployment(res, own, own.active, digest(res))["spec"]["template"]["spec"]
+        assert pod["containers"][0].get("lifecycle") == lifecycle, (drain, grace)
+        assert pod["terminationGracePeriodSeconds"] == rendered_grace, (drain, grace)
+        assert template_hash(res.name, own, own.active) != digest(res)  # a change rolls out
+
+
+def test_readiness_is_the_models_own_by_default_and_a_template_may_replace_or_drop_it() -> None:
+    res = resource()
+    spec = spec_of(res)
+    (container,) = rendered()["spec"]["template"]["spec"]["containers"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/models/m/ready", "port": "http"}
+    own_probe = {"httpGet": {"path": "/healthz", "port": 9000}}
+    for probe, expected in ((own_probe, own_probe), ({}, None)):
+        own = replace(spec, template=replace(spec.template, readiness_probe=probe))
+        pod = render_deployment(res, own, own.active, digest(res))["spec"]["template"]["spec"]
+        assert pod["containers"][0].get("readinessProbe") == expected

@@ -64,12 +64,28 @@ def _container(name: str, spec: Spec, version: VersionSpec) -> JSON:
     resources = version.resources or spec.template.resources
     if resources:
         container["resources"] = resources
-    if spec.template.readiness_probe:
-        container["readinessProbe"] = spec.template.readiness_probe
+    probe = default_readiness_probe(name) if spec.template.readiness_probe is None else None
+    if probe or spec.template.readiness_probe:
+        container["readinessProbe"] = probe or spec.template.readiness_probe
     if spec.template.liveness_probe:
         container["livenessProbe"] = spec.template.liveness_probe
     container["securityContext"] = spec.template.security_context or RESTRICTED_CONTAINER
+    if spec.template.drain_s > 0:
+        # Kubernetes' own sleep action: no shell or sleep binary needed in the image.
+        container["lifecycle"] = {"preStop": {"sleep": {"seconds": spec.template.drain_s}}}
     return container
+
+
+def default_readiness_probe(name: str) -> JSON:
+    """Ready when the server says the model `name` (MODEL_NAME) is loaded: the Open
+    Inference Protocol's model readiness, served by MLServer, KServe, Triton and the
+    reference server. Not /v2/health/ready: MLServer answers it 200 for a moment after a
+    failed load, while it shuts down (docs/runtimes/mlserver.md)."""
+    return {
+        "httpGet": {"path": f"/v2/models/{name}/ready", "port": c.PORT_NAME},
+        "periodSeconds": 2,
+        "failureThreshold": 3,
+    }
 
 
 # The "restricted" Pod Security Standard, met by default, and more (docs/security.md): the
@@ -100,6 +116,8 @@ def _pod_spec(name: str, spec: Spec, version: VersionSpec) -> JSON:
         "securityContext": template.pod_security_context or RESTRICTED_POD,
         # A model server has no business with the API: no token unless asked for.
         "automountServiceAccountToken": template.automount_service_account_token,
+        # The drain (preStop sleep), then the server's own graceful stop, then SIGKILL.
+        "terminationGracePeriodSeconds": template.grace_period_s,
     }
     if template.service_account_name:
         pod["serviceAccountName"] = template.service_account_name

@@ -88,9 +88,15 @@ class MlflowRegistry:
     alias: str | None = None  # moved to the version that serves (write-back)
 
 
+# What the default grace period leaves a server, after the drain, to finish what it serves.
+GRACE_AFTER_DRAIN_S = 30
+
+
 @dataclass(frozen=True)
 class TemplateSpec:
     port: int = 8080
+    # None: the Open Inference Protocol's model readiness, GET /v2/models/NAME/ready on
+    # the port (render.py); {} for no probe at all.
     readiness_probe: JSON | None = None
     liveness_probe: JSON | None = None
     resources: JSON | None = None
@@ -104,6 +110,19 @@ class TemplateSpec:
     # An emptyDir mounted here for what the server writes (the root filesystem is
     # read-only by default); "" for none.
     scratch_path: str = "/tmp"  # noqa: S108  (a path in the pod, an emptyDir)
+    # A pod told to stop keeps serving this long (a preStop sleep) while the Service
+    # takes it out of its endpoints; then SIGTERM, and the server's own graceful stop.
+    drain_s: int = 5
+    # None: drain_s + GRACE_AFTER_DRAIN_S. Must cover the drain and the longest request.
+    termination_grace_period_s: int | None = None
+
+    @property
+    def grace_period_s(self) -> int:
+        """The pods' terminationGracePeriodSeconds: as set, or the drain plus time to
+        finish the requests in flight."""
+        if self.termination_grace_period_s is not None:
+            return self.termination_grace_period_s
+        return self.drain_s + GRACE_AFTER_DRAIN_S
 
 
 @dataclass(frozen=True)
@@ -258,6 +277,8 @@ TEMPLATE_KEYS: Keys = {
     "serviceAccountName": ("service_account_name", str),
     "automountServiceAccountToken": ("automount_service_account_token", bool),
     "scratchPath": ("scratch_path", str),
+    "drainSeconds": ("drain_s", int),
+    "terminationGracePeriodSeconds": ("termination_grace_period_s", int),
 }
 SERVICE_KEYS: Keys = {"enabled": ("enabled", bool), "port": ("port", int)}
 ROLLOUT_KEYS: Keys = {
@@ -446,6 +467,14 @@ def parse_spec(
         raise SpecError(
             f"spec.versions[{active}].registry names a model version, but spec.registry "
             "names no registry"
+        )
+    if spec.template.drain_s < 0:
+        raise SpecError("spec.template.drainSeconds must be >= 0")
+    if spec.template.grace_period_s < spec.template.drain_s:
+        raise SpecError(
+            f"spec.template.terminationGracePeriodSeconds ({spec.template.grace_period_s}) is"
+            f" shorter than drainSeconds ({spec.template.drain_s}): the pods would be killed"
+            " while they drain"
         )
     return spec
 
