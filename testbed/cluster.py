@@ -226,8 +226,7 @@ def fake_node(index: int) -> dict[str, Any]:
             "annotations": {
                 "kwok.x-k8s.io/node": "fake",
                 "node.alpha.kubernetes.io/ttl": "0",
-                # where kwok serves this node's kubelet resource metrics (usage.yaml)
-                "metrics.k8s.io/resource-metrics-path": f"/metrics/nodes/{name}/metrics/resource",
+                **resource_metrics.node_annotations(name),
             },
             "labels": {
                 "kubernetes.io/hostname": name,

@@ -46,6 +46,12 @@ AUTHENTICATION = f"/api/v1/namespaces/{NAMESPACE}/configmaps/extension-apiserver
 SKIP_MIRROR = "endpointslice.kubernetes.io/skip-mirror"  # we write the EndpointSlice ourselves
 
 
+def node_annotations(node: str) -> dict[str, str]:
+    """What a fake node carries so that metrics-server finds its resource metrics: the path
+    at which kwok serves them (usage.yaml), at its ExternalIP and port (stages.yaml)."""
+    return {"metrics.k8s.io/resource-metrics-path": f"/metrics/nodes/{node}/metrics/resource"}
+
+
 def ensure_binary() -> Path:
     """metrics-server's binary, built once from its pinned module (minutes cold)."""
     try:
