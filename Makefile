@@ -19,7 +19,7 @@ help:
 	@echo "make test            lint, unit, integration and e2e tests (what CI runs)"
 	@echo "make lint            ruff, ruff format --check, mypy --strict, import-linter"
 	@echo "make mutation        each guarantee in tests/mutations.toml, removed, must fail its tests"
-	@echo "make cluster         start the local test bed (builds it once, ~6 min cold)"
+	@echo "make cluster         start the local test bed (builds it once: ~6 min cold, metrics-server ~6 more)"
 	@echo "                     REAL_NODE=1 adds a real node (kubelet, containerd); also for demo"
 	@echo "make cluster-down    stop it;  make cluster-status: show it"
 	@echo "make bench           benchmarks (bench/results/);  make bench-quick: the same, small N"
@@ -55,8 +55,8 @@ fmt: venv
 # and subprocesses but needs no cluster; e2e runs only with --e2e, and MARK=... runs a
 # slice of it (realnode, gitops, resilience, security, slow, "not slow": tests/README.md).
 # Its session fixture starts the test bed if none is running and stops only what it started;
-# a cold build (minutes: the test bed and its images) happens before pytest, in
-# sight and outside its timeouts.
+# a cold build (minutes: the test bed, its metrics-server and its images; `testbed build`)
+# happens before pytest, in sight and outside its timeouts.
 unit: venv
 	$(BIN)/pytest tests/unit -q
 

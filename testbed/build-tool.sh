@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Builds one tool the tests or benchmarks run against the test bed (helm, kstatus,
-# prom-label-proxy, kube-score, flagger) from its pinned Go module (under go/NAME;
+# prom-label-proxy, kube-score, metrics-server, flagger) from its pinned Go module (under go/NAME;
 # flagger's under bench/flagger), into a cache folder keyed by the module's content and
 # the link flags; a second run is a no-op.
 # Prints the binary's path on stdout; logs go to stderr.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=readonly
-name=${1:?usage: build-tool.sh helm|kstatus|prom-label-proxy|kube-score|flagger}
+name=${1:?usage: build-tool.sh helm|kstatus|prom-label-proxy|kube-score|metrics-server|flagger}
 dir=$here/go/$name
 
 # module: the pinned upstream module whose version names the cache folder.
@@ -20,10 +20,12 @@ case $name in
     module=github.com/prometheus-community/prom-label-proxy package=$module ;;
   kube-score)
     module=github.com/zegl/kube-score package=$module/cmd/kube-score ;;
+  metrics-server)
+    module=sigs.k8s.io/metrics-server package=$module/cmd/metrics-server ;;
   flagger)  # a peer of the benchmarks: its wrapper module lives with them
     module=github.com/fluxcd/flagger package=$module/cmd/flagger dir=$here/../bench/flagger ;;
   *)
-    echo "build-tool: unknown tool '$name' (helm, kstatus, prom-label-proxy, kube-score, flagger)" >&2; exit 2 ;;
+    echo "build-tool: unknown tool '$name' (helm, kstatus, prom-label-proxy, kube-score, metrics-server, flagger)" >&2; exit 2 ;;
 esac
 version=$(awk -v m="$module" '$1 == m {print $2}' "$dir/go.mod" | head -n1)
 
@@ -36,6 +38,10 @@ fi
 if [ "$name" = kube-score ]; then
   # As its release builds do; without it `kube-score version` says development.
   ldflags="$ldflags -X main.version=$version"
+fi
+if [ "$name" = metrics-server ]; then
+  # As its Makefile does; without it the server reports client-go's v0.0.0-master.
+  ldflags="$ldflags -X k8s.io/client-go/pkg/version.gitVersion=$version"
 fi
 
 key=$( (cat "$dir"/go.mod "$dir"/go.sum; [ ! -e "$dir/main.go" ] || cat "$dir/main.go"; echo "$ldflags") \

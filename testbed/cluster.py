@@ -1,8 +1,9 @@
 """The test bed's control plane: etcd, the Kubernetes control plane and kwok's fake nodes.
 
 `up` starts etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok
-from the binaries `build.sh` caches, creates three fake nodes and writes the
-kubeconfig (processes.KUBECONFIG); `up(real_node=True)` adds the real node beside
+from the binaries `build.sh` caches, creates three fake nodes, writes the
+kubeconfig (processes.KUBECONFIG) and serves the resource metrics API with
+metrics-server (resource_metrics.py); `up(real_node=True)` adds the real node beside
 them (realnode.py); `down` stops all of it. Standard library only.
 """
 
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from testbed import realnode
+from testbed import realnode, resource_metrics
 from testbed.processes import (
     KUBECONFIG,
     ROOT,
@@ -40,9 +41,11 @@ from testbed.support import free_port, wait_for
 
 HERE = Path(__file__).resolve().parent
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+FRONT_PROXY_CLIENT = "front-proxy-client"
 
 
 def ensure_binaries() -> Path:
+    """The control plane's bin folder; metrics-server is built beside it (its own cache)."""
     started = time.monotonic()
     result = subprocess.run(
         [str(HERE / "build.sh")], stdout=subprocess.PIPE, text=True, check=False
@@ -50,6 +53,7 @@ def ensure_binaries() -> Path:
     if result.returncode != 0:
         raise TestbedError("build failed (see the build output above)")
     bin_dir = Path(result.stdout.strip().splitlines()[-1])
+    resource_metrics.ensure_binary()
     log(f"binaries ready in {time.monotonic() - started:.1f} s: {bin_dir}")
     return bin_dir
 
@@ -59,6 +63,7 @@ def write_credentials() -> None:
     certs.mkdir(parents=True)
     openssl("genrsa", "-out", certs / "sa.key", "2048")
     write_kubelet_client_certificate(certs)
+    write_front_proxy_certificate(certs)
     (STATE / "tokens.csv").write_text(
         f'{TOKEN},testbed-admin,testbed-admin,"system:masters"\n' + realnode.token_lines()
     )
@@ -74,6 +79,35 @@ def write_kubelet_client_certificate(certs: Path) -> None:
     openssl("req", "-new", *key, f"{client}.key", "-out", f"{client}.csr", "-subj", client_subject)
     signer = ("-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial", "-days", "365")
     openssl("x509", "-req", "-in", f"{client}.csr", *signer, "-out", f"{client}.crt")
+
+
+def write_front_proxy_certificate(certs: Path) -> None:
+    """The API server's certificate towards aggregated API servers (metrics-server), from a
+    CA of its own: they trust the user it names in its request headers for that CA alone."""
+    ca, client = certs / "front-proxy-ca", certs / "front-proxy-client"
+    key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout")
+    ca_subject = "/CN=modeldeploy-testbed-front-proxy-ca"
+    openssl("req", "-x509", *key, f"{ca}.key", "-out", f"{ca}.crt", "-subj", ca_subject)
+    client_subject = f"/CN={FRONT_PROXY_CLIENT}"
+    openssl("req", "-new", *key, f"{client}.key", "-out", f"{client}.csr", "-subj", client_subject)
+    signer = ("-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial", "-days", "365")
+    openssl("x509", "-req", "-in", f"{client}.csr", *signer, "-out", f"{client}.crt")
+
+
+def front_proxy_flags(certs: Path) -> list[str]:
+    """The aggregation layer: the API server proxies /apis/metrics.k8s.io to metrics-server
+    as FRONT_PROXY_CLIENT, the user in the X-Remote-* headers, and dials the Service's
+    endpoint address itself (no kube-proxy on the host)."""
+    return [
+        f"--requestheader-client-ca-file={certs / 'front-proxy-ca.crt'}",
+        f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={certs / 'front-proxy-client.crt'}",
+        f"--proxy-client-key-file={certs / 'front-proxy-client.key'}",
+        "--enable-aggregator-routing=true",
+    ]
 
 
 def openssl(*args: str | Path) -> None:
@@ -125,6 +159,7 @@ def start_control_plane(bin_dir: Path, apiserver_flags: Sequence[str] = ()) -> N
             f"--kubelet-client-certificate={certs / 'kubelet-client.crt'}",
             f"--kubelet-client-key={certs / 'kubelet-client.key'}",
             "--kubelet-preferred-address-types=InternalIP",
+            *front_proxy_flags(certs),
             *apiserver_flags,
         ],
     )
@@ -165,12 +200,14 @@ def start_control_plane(bin_dir: Path, apiserver_flags: Sequence[str] = ()) -> N
             str(bin_dir / "kwok"),
             f"--kubeconfig={KUBECONFIG}",
             f"--config={HERE / 'stages.yaml'}",
+            f"--config={HERE / 'usage.yaml'}",
             "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             "--node-lease-duration-seconds=40",
             "--cidr=10.244.0.1/16",
             "--node-ip=10.244.0.1",
             f"--server-address=127.0.0.1:{kwok_port}",
+            f"--node-port={kwok_port}",  # the fake nodes' kubelet port (stages.yaml)
             "--v=WARN",
         ],
     )
@@ -186,7 +223,11 @@ def fake_node(index: int) -> dict[str, Any]:
         "kind": "Node",
         "metadata": {
             "name": name,
-            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "annotations": {
+                "kwok.x-k8s.io/node": "fake",
+                "node.alpha.kubernetes.io/ttl": "0",
+                **resource_metrics.node_annotations(name),
+            },
             "labels": {
                 "kubernetes.io/hostname": name,
                 "kubernetes.io/os": "linux",
@@ -266,6 +307,11 @@ def up(real_node: bool = False, apiserver_flags: Sequence[str] = ()) -> None:
     bin_dir = ensure_binaries()
     if is_up():
         log("the control plane is already running")
+        if not resource_metrics.is_up():
+            try:
+                resource_metrics.up()
+            except TestbedError as error:  # the control plane still serves everything else
+                log(f"no resource metrics API: {error}")
     else:
         start_cluster(bin_dir, apiserver_flags)
     if real_node and not realnode.is_up():
@@ -291,6 +337,9 @@ def start_cluster(bin_dir: Path, apiserver_flags: Sequence[str] = ()) -> None:
             "kube-controller-manager",
             START_TIMEOUT_S,
         )
+        metrics_started = time.monotonic()
+        resource_metrics.up()
+        log(f"{resource_metrics.NAME} up in {time.monotonic() - metrics_started:.1f} s")
     except (TestbedError, urllib.error.URLError, OSError) as error:
         log(f"start failed: {error}")
         down(quiet=True)
@@ -301,13 +350,14 @@ def start_cluster(bin_dir: Path, apiserver_flags: Sequence[str] = ()) -> None:
 def down(quiet: bool = False) -> None:
     """Stop the real node (while the API server can still drain it), then the rest."""
     stopped = realnode.down(quiet=True)
+    stopped += [resource_metrics.NAME] if resource_metrics.down() else []
     stopped += [name for name in reversed(COMPONENTS) if stop(name)]
     if not quiet:
         log(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
 
 
 def status() -> int:
-    for name in (*COMPONENTS, *realnode.COMPONENTS):
+    for name in (*COMPONENTS, resource_metrics.NAME, *realnode.COMPONENTS):
         pid = running_pid(name)
         print(f"{name:24} {'running, pid ' + str(pid) if pid else 'stopped'}")
     if is_up():

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from testbed import images, mlserver_image, realnode
+from testbed import images, mlserver_image, realnode, resource_metrics
 
 GROUP, VERSION = "modeldeploy.io", "v1alpha1"
 JSON = dict[str, Any]
@@ -107,7 +107,10 @@ def gpu_node(name: str, pool: str) -> JSON:
         "kind": "Node",
         "metadata": {
             "name": name,
-            "annotations": {"kwok.x-k8s.io/node": "fake"},
+            "annotations": {
+                "kwok.x-k8s.io/node": "fake",
+                **resource_metrics.node_annotations(name),
+            },
             "labels": {"kubernetes.io/hostname": name, "pool": pool},
         },
         "spec": {"taints": [{"key": "pool", "value": pool, "effect": "NoSchedule"}]},

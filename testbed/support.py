@@ -39,8 +39,9 @@ def free_port() -> int:
 
 
 def build_tool(name: str) -> Path:
-    """The path of a tool (helm, kstatus, prom-label-proxy, kube-score) built from its pinned
-    Go module by build-tool.sh: cached, so a no-op once built; the build's log goes to stderr."""
+    """The path of a tool (helm, kstatus, prom-label-proxy, kube-score, metrics-server) built
+    from its pinned Go module by build-tool.sh: cached, so a no-op once built; the build's
+    log goes to stderr."""
     built = subprocess.run(
         [str(TESTBED / "build-tool.sh"), name], stdout=subprocess.PIPE, text=True, check=True
     )

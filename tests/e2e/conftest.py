@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 import testbed.cluster
+import testbed.resource_metrics
 from testbed import mlserver_image, realnode
 from testbed.metrics import Exporter, Prometheus
 from testbed.processes import KUBECONFIG, ROOT, TestbedError, log_file, log_tail
@@ -89,6 +90,18 @@ def mlserver(real_node: str) -> str:
     except TestbedError as error:
         pytest.fail(f"the MLServer images are not on the real node: {error}", pytrace=False)
     return real_node
+
+
+@pytest.fixture(scope="session")
+def resource_metrics(cluster: Path) -> None:
+    """The resource metrics API (metrics-server), which `up` starts; started here if it is
+    not running (a crash, say). A test bed whose API server predates it cannot serve it:
+    the tests that need it then error with the reason, and the rest still run."""
+    if not testbed.resource_metrics.is_up():
+        try:
+            testbed.resource_metrics.up()
+        except TestbedError as error:
+            pytest.fail(f"no resource metrics API on the test bed: {error}", pytrace=False)
 
 
 @pytest.fixture

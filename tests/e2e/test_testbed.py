@@ -1,4 +1,5 @@
-"""The test bed simulates what stages.yaml promises, seen through plain Deployments."""
+"""The test bed simulates what stages.yaml and usage.yaml promise, seen through plain
+Deployments and the resource metrics API."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tests.e2e.helpers import Kube, wait_for
 # How long a simulated behaviour may take to show on a loaded machine: generous, since
 # these tests check what happens, not how fast (timings are bench/'s).
 DEADLINE_S = 90
+USAGE_CPU = "kwok.x-k8s.io/usage-cpu"  # what a simulated pod uses (testbed/usage.yaml)
 
 
 def deployment(name: str, image: str, **spec: Any) -> dict[str, Any]:
@@ -170,3 +172,36 @@ def test_pod_asking_for_too_many_gpus_stays_unschedulable(
 
     wait_for(unschedulable, DEADLINE_S, "PodScheduled=False/Unschedulable")
     assert pods(kube, namespace, "g")[0].spec.node_name is None
+
+
+def test_a_pods_annotated_cpu_use_is_what_the_metrics_api_reports(
+    kube: Kube, namespace: str, resource_metrics: None
+) -> None:
+    """metrics-server, scraping kwok, serves metrics.k8s.io (usage.yaml's annotation)."""
+    kube.apps.create_namespaced_deployment(namespace, deployment("busy", "registry.example/m:1"))
+    pod = wait_for(lambda: pods(kube, namespace, "busy"), DEADLINE_S, "the pod")[0]
+    kube.core.patch_namespaced_pod(
+        pod.metadata.name, namespace, {"metadata": {"annotations": {USAGE_CPU: "250m"}}}
+    )
+
+    def cpu() -> str | None:
+        metrics = kube.custom.get_namespaced_custom_object(
+            "metrics.k8s.io", "v1beta1", namespace, "pods", pod.metadata.name
+        )
+        return str(metrics["containers"][0]["usage"]["cpu"])
+
+    # The first samples can straddle the annotation: wait for a rate measured under it.
+    used = wait_for(
+        lambda: (value := cpu()) is not None and nanocores(value) > 200e6 and value,
+        DEADLINE_S,
+        "the pod's CPU use in the metrics API",
+    )
+    assert 240e6 < nanocores(used) < 260e6, used
+
+
+def nanocores(quantity: str) -> float:
+    """A CPU quantity as metrics-server writes it (`250012345n`, `250m`, `1`)."""
+    units = {"n": 1, "u": 1e3, "m": 1e6}
+    if quantity[-1] in units:
+        return float(quantity[:-1]) * units[quantity[-1]]
+    return float(quantity) * 1e9
