@@ -91,7 +91,10 @@ def test_a_revert_target_with_a_readiness_blip_is_not_failed_by_it(
     set_ready(kube, namespace, pod, False)  # a readiness blip just before the release
     release_and_await_revert_started(kube, namespace, name)
     set_ready(kube, namespace, pod, True)  # it ends well within the timeout from the start
-    wait_for(lambda: reverted_to(kube, namespace, name, "v1"), 60, "v1 serving again")
+    try:
+        wait_for(lambda: reverted_to(kube, namespace, name, "v1"), 60, "v1 serving again")
+    except WaitTimeout as error:
+        raise WaitTimeout(f"{error}; {kube.said(namespace, name)}") from error
     assert kube.ledger(namespace, name)["v1"]["state"] == "Available"
 
 
