@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import testbed.cluster
-from bench import capacity, chaos, cost, peers, samples, scale, standby, traffic
+from bench import capacity, chaos, cost, peers, runtimes, samples, scale, standby, traffic
 from bench.apiserver import AuditLog, audited, start_testbed
 from bench.cluster import (
     ROOT,
@@ -304,6 +304,8 @@ def alone(section: str, sizes: Sizes) -> tuple[dict[str, Any], dict[str, Any]]:
             figures = traffic.traffic(sizes.traffic_samples, LOGS)
         elif section == "capacity":
             figures = capacity.capacity(sizes.traffic_samples, LOGS)
+        elif section == "runtimes":
+            figures = runtimes.runtimes(sizes.traffic_samples, LOGS)
         elif section == "flagger":
             bed = Bed("peers")
             bed.create_namespace()
@@ -361,7 +363,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["revert", "scale", "ramp", "flagger", "traffic", "capacity"],
+        choices=["revert", "scale", "ramp", "flagger", "traffic", "capacity", "runtimes"],
         help="run one section alone (--runs times); its figures replace latest.json's for "
         "it, with each figure's spread over the runs of one commit",
     )

@@ -276,6 +276,7 @@ def markdown(result: JSON) -> str:
         ("flagger", (result["recover_s"].get("flagger_deadline") or {}).get("measured_alone")),
         ("traffic", (result.get("wrong_answers_after_verdict") or {}).get("measured_alone")),
         ("capacity", (result.get("capacity") or {}).get("measured_alone")),
+        ("runtimes", (result.get("runtimes") or {}).get("measured_alone")),
     ):
         if alone:
             lines += [
@@ -436,6 +437,7 @@ SECTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "flagger": (("recover_s", "flagger_deadline"), ()),
     "traffic": (("wrong_answers_after_verdict",), ()),
     "capacity": (("capacity",), ()),
+    "runtimes": (("runtimes",), ()),
 }
 
 
