@@ -19,8 +19,9 @@ from typing import Any, TypeVar
 from modeldeploy import faults, metrics
 from modeldeploy.core import capacity, config
 from modeldeploy.core.children import APPLY
-from modeldeploy.core.decide import decide, reads
+from modeldeploy.core.decide import decide
 from modeldeploy.core.plan import Decision, Event, ResolveRequest, SnapshotRequest, SpecChange
+from modeldeploy.core.reads import reads
 from modeldeploy.core.render import standby_name
 from modeldeploy.core.revert import retry_delay_s, retry_due
 from modeldeploy.delivery import (

@@ -10,7 +10,8 @@ import pytest
 from modeldeploy import constants as c
 from modeldeploy.cli import show_versions, version_rows
 from modeldeploy.core import config
-from modeldeploy.core.decide import decide, reads
+from modeldeploy.core.decide import decide
+from modeldeploy.core.reads import reads
 from modeldeploy.core.render import template_hash
 from modeldeploy.model.observed import ContainerState, Observed, PodState, SnapshotResult
 from modeldeploy.model.resource import Resource, parse_resource

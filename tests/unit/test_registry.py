@@ -11,8 +11,9 @@ import pytest
 from modeldeploy import constants as c
 from modeldeploy.cli import CliError, parser, registry_version_target
 from modeldeploy.core import registry, writeback
-from modeldeploy.core.decide import decide, reads
+from modeldeploy.core.decide import decide
 from modeldeploy.core.plan import ResolveRequest
+from modeldeploy.core.reads import reads
 from modeldeploy.delivery import registry_credentials
 from modeldeploy.model.egress import EgressPolicy, Purpose
 from modeldeploy.model.observed import Observed, RegistryResult

@@ -132,7 +132,7 @@ def step(draft: Draft, resource: Resource, observed: Observed, now: datetime) ->
 def wanted(
     status: Status, resource: Resource, spec: Spec, observed: Observed, now: datetime
 ) -> tuple[SnapshotRequest, ...]:
-    """The snapshots to take before deciding (core/decide.reads): the active version's
+    """The snapshots to take before deciding (core/reads.reads): the active version's
     when it has none, and the one a retry or refresh annotation names."""
     records, _ = _current(status, spec, observed, now)
     spec = with_snapshots(spec, replace(status, configs=records).snapshots())

@@ -10,7 +10,7 @@ then the children, then any spec change, then the owed Events and webhooks
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 
 from modeldeploy import constants as c
@@ -36,8 +36,6 @@ from modeldeploy.core.plan import (
     Decision,
     Event,
     Problem,
-    ResolveRequest,
-    SnapshotRequest,
     SpecChange,
 )
 from modeldeploy.core.progress import progress, superseded
@@ -52,37 +50,6 @@ from modeldeploy.model.status import Status, to_json
 from modeldeploy.model.text import shorten
 
 DEFAULTS = Settings()
-
-
-@dataclass(frozen=True)
-class Reads:
-    """What the edge reads before `decide`, asked for once."""
-
-    snapshots: tuple[SnapshotRequest, ...] = ()  # to take before a version's rollout
-    children: tuple[str, ...] = ()  # kinds (APPLY's keys) of our name the caches lack
-    resolutions: tuple[ResolveRequest, ...] = ()  # registry references, before a rollout
-
-
-def reads(
-    resource: Resource, observed: Observed, now: datetime, settings: Settings = DEFAULTS
-) -> Reads:
-    """The configuration snapshots and registry model versions a version needs before its
-    rollout, and each child this spec has that the label-filtered caches do not show: one
-    of that name may exist, made by someone else, and is looked at first so it is never
-    taken over (B1)."""
-    spec = resource.spec
-    if isinstance(spec, SpecError) or children.foreign(resource, observed):
-        return Reads()
-    ours = (
-        ("Deployment", True, observed.deployment),
-        ("Service", spec.service.enabled, observed.service),
-        ("Standby", spec.rollout.standby is not None, observed.standby),
-        ("PodDisruptionBudget", spec.disruption is not None, observed.budget),
-    )
-    missing = tuple(kind for kind, has, seen in ours if has and seen is None)
-    snapshots = config.wanted(resource.status, resource, spec, observed, now)
-    models = registry.wanted(resource.status, resource, spec, observed, now, settings)
-    return Reads(snapshots, missing, models)
 
 
 def decide(

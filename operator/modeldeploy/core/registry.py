@@ -75,7 +75,7 @@ def wanted(
     now: datetime,
     settings: Settings,
 ) -> tuple[ResolveRequest, ...]:
-    """The references to resolve before deciding (core/decide.reads): the active
+    """The references to resolve before deciding (core/reads.reads): the active
     version's while unresolved, and the one the refresh-registry annotation names."""
     records, _ = folded(status.registry, observed.resolutions, now)
     records = kept(records, spec)
