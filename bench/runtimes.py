@@ -24,7 +24,7 @@ from bench.cluster import JSON, Bed, log, serving
 from bench.standby import real_node_unavailable
 from bench.stats import summary
 from testbed import manifests, mlserver_image, realnode
-from testbed.modelserver.client import InferenceLoad, LongRequests
+from testbed.modelserver.client import InferenceLoad, LongRequests, infer
 from testbed.support import OperatorProcess, wait_for
 
 REPLICAS = 2
@@ -53,9 +53,14 @@ def model(runtime: str, name: str, variants: dict[str, str]) -> JSON:
     return build(name, variants, "v1", REPLICAS, readyTimeoutSeconds=START_S)
 
 
-def url_of(bed: Bed, name: str) -> str:
+def url_of(bed: Bed, name: str, answer_within: float = 3) -> str:
+    """The Service's inference URL, once a request through it is answered: the status can
+    say Ready before kube-proxy has programmed the Service's endpoints (up to its 1 s
+    sync), and a request sent in between is refused at once, by no fault of a version."""
     service = bed.core.read_namespaced_service(name, bed.namespace)
-    return f"http://{service.spec.cluster_ip}:{service.spec.ports[0].port}/v2/models/{name}/infer"
+    url = f"http://{service.spec.cluster_ip}:{service.spec.ports[0].port}/v2/models/{name}/infer"
+    wait_for(lambda: infer(url, answer_within)[0] == 200, 30 + answer_within, f"{name}: routed")
+    return url
 
 
 def back_on_v1(body: JSON) -> bool:
@@ -80,7 +85,7 @@ def one_failure(bed: Bed, runtime: str, failure: str, i: int) -> dict[str, Any]:
     bed.create_model(body)
     wait_for(lambda: serving(bed.get_model(name), "v1"), START_S, f"{name}: v1 serving")
     with InferenceLoad(url_of(bed, name)) as load:
-        wait_for(lambda: load.requests > 0, 30, "the first answer")
+        wait_for(lambda: sum(load.answered.values()) > 0, 30, "the first answer")
         bed.select(name, "v2")
         reverted_s = timed(lambda: back_on_v1(bed.get_model(name)), 2 * START_S, "back on v1")
         more = load.requests + 20
@@ -121,7 +126,7 @@ def _drained(
 ) -> dict[str, Any]:
     """Select `version` with long inferences in flight; how long until `done`, and the
     requests cut on the way."""
-    with LongRequests(url_of(bed, name)) as long:
+    with LongRequests(url_of(bed, name, answer_within=15)) as long:
         wait_for(lambda: long.in_flight >= 10, 30, "ten long requests in flight")
         bed.select(name, version)
         took = timed(lambda: done(bed.get_model(name)), 2 * START_S, step)
