@@ -20,7 +20,7 @@ import pytest
 
 import testbed.cluster
 from modeldeploy import constants as c
-from testbed.mlflow import MlflowServer, Registry, tags
+from testbed.mlflow import ADMIN, MlflowServer, Registry, tags
 from testbed.support import OperatorProcess
 from tests.e2e.conftest import on_its_service_account
 from tests.e2e.helpers import (
@@ -393,4 +393,59 @@ def test_a_revert_during_a_registry_outage_lands_at_once_and_the_writes_follow(
         ),
         60,
         "the owed writes to leave status and RegistryReady to be True",
+    )
+
+
+# ------------------------------------------------------ a registry behind basic auth
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """MLflow's basic-auth app in front of the registry, with a known admin."""
+    with MlflowServer(tmp_path_factory.mktemp("mlflow-auth"), auth=ADMIN) as running:
+        yield running
+
+
+def credentials(kube: Kube, namespace: str, password: str) -> None:
+    kube.core.create_namespaced_secret(
+        namespace,
+        {
+            "metadata": {"name": "mlflow-credentials"},
+            "stringData": {"username": ADMIN.username, "password": password},
+        },
+    )
+
+
+def test_a_registry_behind_basic_auth_answers_the_secrets_credentials_and_refuses_others(
+    kube: Kube,
+    namespace: str,
+    auth_server: MlflowServer,
+    stopped_operator: OperatorProcess,
+    tmp_path: Path,
+) -> None:
+    """With the Secret's user and password the version resolves and rolls out, and its
+    write-back lands; with a wrong password nothing rolls out, and status says the
+    registry refused it (401 in MLflow's words), never a silent wait."""
+    on_its_service_account(kube, stopped_operator, tmp_path)
+    stopped_operator.start(f"--allowed-registry={auth_server.url}/")
+    admin = Registry(auth_server.url, basic=ADMIN)
+    name = f"fraud-{uuid.uuid4().hex[:6]}"
+    admin.create_registered_model(name)
+    admin.create_model_version(name, f"s3://models/{name}/1")
+    credentials(kube, namespace, "a-wrong-password")
+    kube.create(namespace, registered(auth_server, {"v1": {"model": name, "version": "1"}}))
+    refused = wait_for(
+        lambda: stalled_saying(kube, namespace, "401"), 60, "Stalled with the registry's 401"
+    )
+    assert "authenticated" in refused["message"], refused
+    assert kube.deployment_or_none(namespace, NAME) is None  # nothing rolled out
+
+    kube.core.delete_namespaced_secret("mlflow-credentials", namespace)
+    credentials(kube, namespace, ADMIN.password)
+    kube.wait_good(namespace, NAME, "v1", timeout=120)  # asked again after its backoff
+    assert model_uri(kube, namespace) == f"s3://models/{name}/1"
+    wait_for(
+        lambda: tags(admin.get_model_version(name, "1")).get(STATE) == "serving",
+        60,
+        "the write-back with the Secret's credentials",
     )
