@@ -6,6 +6,7 @@ server until a deadline and fails with what it was waiting for.
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -76,22 +77,24 @@ class Kube:
 
     def wait_good(self, namespace: str, name: str, version: str, timeout: float = 90) -> None:
         """Wait for `version` to be the last good one; on timeout, say what the status
-        showed instead (a bare False is no help in a CI log)."""
+        showed instead."""
+        self.wait_saying(
+            namespace,
+            name,
+            lambda: self.status(namespace, name).get("lastGoodVersion") == version,
+            timeout,
+            f"{version} to be the last good version of {namespace}/{name}",
+        )
+
+    def wait_saying(
+        self, namespace: str, name: str, predicate: Callable[[], object], timeout: float, what: str
+    ) -> None:
+        """`wait_for`, and on timeout what the resource's status showed (a bare False is
+        no help in a CI log)."""
         try:
-            wait_for(
-                lambda: self.status(namespace, name).get("lastGoodVersion") == version,
-                timeout,
-                f"{version} to be the last good version of {namespace}/{name}",
-            )
+            wait_for(predicate, timeout, what)
         except support.WaitTimeout as error:
-            status = self.status(namespace, name)
-            conditions = [
-                (c["type"], c["status"], c.get("reason"), c.get("message"))
-                for c in status.get("conditions") or ()
-            ]
-            raise support.WaitTimeout(
-                f"{error}; phase {status.get('phase')}, conditions {conditions}"
-            ) from error
+            raise support.WaitTimeout(f"{error}; {self.said(namespace, name)}") from error
 
     def said(self, namespace: str, name: str) -> str:
         """What the resource's status shows, for a timeout's message (a bare False is no
@@ -233,10 +236,8 @@ def release_and_await_revert(
         failed_within,
         f"{bad} to be marked Failed",
     )
-    try:
-        wait_for(lambda: reverted_to(kube, namespace, name, good), 60, f"the revert to {good}")
-    except support.WaitTimeout as error:
-        raise support.WaitTimeout(f"{error}; {kube.said(namespace, name)}") from error
+    reverted = functools.partial(reverted_to, kube, namespace, name, good)
+    kube.wait_saying(namespace, name, reverted, 60, f"the revert to {good}")
 
 
 def rendered(kube: Kube, namespace: str, name: str, version: str) -> bool:

@@ -19,7 +19,7 @@ import pytest
 
 from modeldeploy.constants import ANNOTATION_RETRY, GROUP, PLURAL, VERSION
 from modeldeploy.model.text import MESSAGE_LIMIT
-from testbed.support import OperatorProcess, WaitTimeout
+from testbed.support import OperatorProcess
 from tests.e2e.helpers import (
     Kube,
     PolicyDenyingMovesTo,
@@ -91,10 +91,8 @@ def test_a_revert_target_with_a_readiness_blip_is_not_failed_by_it(
     set_ready(kube, namespace, pod, False)  # a readiness blip just before the release
     release_and_await_revert_started(kube, namespace, name)
     set_ready(kube, namespace, pod, True)  # it ends well within the timeout from the start
-    try:
-        wait_for(lambda: reverted_to(kube, namespace, name, "v1"), 60, "v1 serving again")
-    except WaitTimeout as error:
-        raise WaitTimeout(f"{error}; {kube.said(namespace, name)}") from error
+    back = partial(reverted_to, kube, namespace, name, "v1")
+    kube.wait_saying(namespace, name, back, 60, "v1 serving again")
     assert kube.ledger(namespace, name)["v1"]["state"] == "Available"
 
 
@@ -119,10 +117,8 @@ def test_a_revert_target_is_not_failed_by_the_failed_versions_progress_deadline(
     for name in names:
         kube.select(namespace, name, "v2")
     for name in names:
-        try:
-            wait_for(partial(reverted_to, kube, namespace, name, "v1"), 120, f"{name} back on v1")
-        except WaitTimeout as error:
-            raise WaitTimeout(f"{error}; {kube.said(namespace, name)}") from error
+        back = partial(reverted_to, kube, namespace, name, "v1")
+        kube.wait_saying(namespace, name, back, 120, f"{name} back on v1")
         ledger = kube.ledger(namespace, name)
         assert ledger["v2"]["reason"] == "ProgressDeadlineExceeded"
         assert ledger["v1"]["state"] == "Available", ledger["v1"]
